@@ -1,0 +1,112 @@
+"""Ledger rows -> pandas DataFrames (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from . import codec
+from .ledger.models import ITEM_STATUSES
+
+ITEM_COLUMNS = [
+    "item_id", "position", "url", "normalized_url", "status", "attempts", "tries",
+    "submitted_at", "started_at", "finished_at", "next_try_at", "duration_s", "worker_id",
+    "cached", "error_type", "error_message", "retryable",
+]
+FAILURE_COLUMNS = [
+    "item_id", "url", "error_type", "error_message", "retryable", "attempts", "tries",
+    "finished_at", "traceback",
+]
+PROVENANCE_COLUMNS = [
+    "final_url", "http_status", "fetched_at", "content_sha256", "pipeline", "pipeline_version",
+    "params_hash", "workbench_version", "cached", "from_stored_page", "duration_s", "timings",
+]
+_TIME_COLUMNS = ("submitted_at", "started_at", "finished_at", "next_try_at", "fetched_at",
+                 "created_at", "first_started_at", "last_finished_at")
+
+
+def _times(df: pd.DataFrame) -> pd.DataFrame:
+    for col in _TIME_COLUMNS:
+        if col in df.columns:
+            df[col] = pd.to_datetime(df[col], utc=True)
+    return df
+
+
+def items_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame([{**r, "item_id": r["id"]} for r in rows], columns=ITEM_COLUMNS)
+    df = _times(df)
+    df["status"] = pd.Categorical(df["status"], categories=ITEM_STATUSES)
+    for col in ("item_id", "position", "attempts", "tries"):
+        df[col] = df[col].astype("int64")
+    df["duration_s"] = df["duration_s"].astype("float64")
+    df["cached"] = df["cached"].astype(bool)
+    df["retryable"] = df["retryable"].astype("boolean")
+    return df
+
+
+def failures_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame([{**r, "item_id": r["id"]} for r in rows], columns=FAILURE_COLUMNS)
+    df = _times(df)
+    for col in ("item_id", "attempts", "tries"):
+        df[col] = df[col].astype("int64")
+    df["retryable"] = df["retryable"].astype("boolean")
+    return df
+
+
+def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per done item: ``item_id``, ``url``, the pipeline's fields as columns, then
+    provenance. A pipeline field named like a provenance column wins; provenance gets a ``_``."""
+    records = []
+    data_keys: dict[str, None] = {}
+    for r in rows:
+        data = codec.loads(r["data"]) if r["data"] else {}
+        if not isinstance(data, dict):
+            data = {"value": data}
+        data_keys.update(dict.fromkeys(data))
+        records.append((r, data))
+    prov = [c if c not in data_keys else f"_{c}" for c in PROVENANCE_COLUMNS]
+    out = []
+    for r, data in records:
+        row = {"item_id": r["item_id"], "url": r["url"]}
+        row.update(data)
+        for name, col in zip(PROVENANCE_COLUMNS, prov, strict=True):
+            row[col] = r.get(name)
+        out.append(row)
+    columns = ["item_id", "url", *[k for k in data_keys if k not in ("item_id", "url")], *prov]
+    df = pd.DataFrame(out, columns=columns)
+    df = _times(df)
+    df["item_id"] = df["item_id"].astype("int64")
+    if "http_status" in df.columns:
+        df["http_status"] = df["http_status"].astype("Int64")
+    return df
+
+
+def batches_frame(batches: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for b in batches:
+        counts = b["counts"]
+        active = counts["queued"] + counts["running"]
+        rows.append({
+            "batch_id": b["id"],
+            "name": b["name"],
+            "pipeline": b["pipeline"],
+            "pipeline_version": b["pipeline_version"],
+            "created_at": b["created_at"],
+            "total": sum(counts.values()),
+            **{s: counts[s] for s in ITEM_STATUSES},
+            "state": "running" if active else "completed",
+            "first_started_at": b.get("first_started_at"),
+            "last_finished_at": b.get("last_finished_at"),
+        })
+    columns = ["batch_id", "name", "pipeline", "pipeline_version", "created_at", "total",
+               *ITEM_STATUSES, "state", "first_started_at", "last_finished_at"]
+    df = _times(pd.DataFrame(rows, columns=columns))
+    for col in ("total", *ITEM_STATUSES):
+        df[col] = df[col].astype("int64")
+    return df
+
+
+def state_of(counts: dict[str, int]) -> str:
+    return "running" if counts.get("queued", 0) + counts.get("running", 0) else "completed"

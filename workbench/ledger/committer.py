@@ -1,0 +1,124 @@
+"""Group commit: per-item writes from concurrent jobs share one transaction.
+
+Each write is a small async function of a connection. Callers await their own outcome; the
+committer runs whatever has piled up since the last commit in one transaction, so a commit costs
+one fsync however many jobs are writing. At low load a write commits at once (no fixed delay);
+at high load writes naturally batch while the previous commit is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..errors import LedgerError
+from .engine import is_lock_error, translate_errors
+
+T = TypeVar("T")
+Op = Callable[[AsyncConnection], Awaitable[Any]]
+log = structlog.get_logger("workbench.ledger")
+
+_LOCK_RETRIES = 8
+
+
+class GroupCommitter:
+    def __init__(self, engine: AsyncEngine, *, linger_s: float = 0.0, max_ops: int = 500):
+        self._engine = engine
+        self._linger_s = linger_s
+        self._max_ops = max_ops
+        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.commits = 0
+        self.ops = 0
+
+    async def run(self, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``op`` inside the next shared transaction; return its result once committed."""
+        if self._closed:
+            raise LedgerError("the ledger writer is closed")
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._wakeup = asyncio.Event()
+            self._task = loop.create_task(self._loop(), name="workbench-group-commit")
+        fut: asyncio.Future[T] = loop.create_future()
+        self._pending.append((op, fut))
+        assert self._wakeup is not None
+        self._wakeup.set()
+        # shield: a cancelled caller must not cancel a write other jobs share; the write still lands
+        return await asyncio.shield(fut)
+
+    async def _loop(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._linger_s and not self._closed:
+                await asyncio.sleep(self._linger_s)
+            while self._pending:
+                ops, self._pending = self._pending[: self._max_ops], self._pending[self._max_ops :]
+                await self._execute(ops)
+
+    async def _execute(self, ops: list[tuple[Op, asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self._transaction([op for op, _ in ops])
+        except Exception as exc:  # noqa: BLE001 - isolate the failing op below
+            if len(ops) == 1:
+                self._settle(ops[0][1], exc=exc)
+                return
+            log.warning("group commit failed; retrying writes one by one", error=str(exc)[:200])
+            for op, fut in ops:
+                try:
+                    (result,) = await self._transaction([op])
+                except Exception as one_exc:  # noqa: BLE001
+                    self._settle(fut, exc=one_exc)
+                else:
+                    self._settle(fut, result=result)
+            return
+        for (_, fut), result in zip(ops, results, strict=True):
+            self._settle(fut, result=result)
+
+    async def _transaction(self, ops: list[Op]) -> list[Any]:
+        delay = 0.02
+        for attempt in range(_LOCK_RETRIES):
+            try:
+                with translate_errors("writing item updates"):
+                    async with self._engine.begin() as conn:
+                        results = [await op(conn) for op in ops]
+                self.commits += 1
+                self.ops += len(ops)
+                return results
+            except LedgerError as exc:
+                if attempt == _LOCK_RETRIES - 1 or not is_lock_error(exc.__cause__ or exc):
+                    raise
+                await asyncio.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _settle(fut: asyncio.Future[Any], *, result: Any = None, exc: BaseException | None = None):
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    async def close(self) -> None:
+        """Flush what is pending, then stop."""
+        self._closed = True
+        if self._task is None:
+            return
+        while self._pending:
+            ops, self._pending = self._pending[: self._max_ops], self._pending[self._max_ops :]
+            await self._execute(ops)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None

@@ -1,0 +1,120 @@
+"""Engines for the ledger: SQLite (WAL, busy timeout, BEGIN IMMEDIATE for writes) or PostgreSQL.
+
+Also runs the alembic migrations at start-up, so a user's existing database upgrades itself, and
+translates database errors into ``LedgerError`` at the boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ..errors import LedgerError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+# Any constant works; it only has to be the same for every process migrating one database.
+_PG_MIGRATION_LOCK = 7_215_023_104
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, *, immediate: bool = True, echo: bool = False) -> AsyncEngine:
+    """An async engine. On SQLite, ``immediate`` makes every transaction take the write lock up
+    front (BEGIN IMMEDIATE): a deferred transaction that later upgrades to a write can fail with
+    "database is locked" at once, without waiting out the busy timeout."""
+    if is_sqlite(url):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
+        begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql(begin_sql)
+
+        return engine
+    return create_async_engine(
+        url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_recycle=1800
+    )
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util import CommandError
+
+    if connection.dialect.name == "postgresql":
+        # Several workers may start at once on a fresh database: one migrates, the rest wait.
+        connection.execute(text(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    try:
+        command.upgrade(cfg, "head")
+    except CommandError as exc:
+        raise LedgerError(
+            f"cannot upgrade the ledger schema ({exc}); was this database written by a newer "
+            "version of workbench? Upgrade workbench, or point WORKBENCH_DATABASE_URL elsewhere."
+        ) from exc
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest revision (idempotent, safe from several processes)."""
+    with translate_errors("migrating the ledger"):
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """True for errors that a retry of the whole transaction can fix (lock, deadlock, conflict)."""
+    if not isinstance(exc, (OperationalError, DBAPIError)):
+        return False
+    msg = str(exc).lower()
+    return any(
+        s in msg
+        for s in ("database is locked", "deadlock", "could not serialize", "database is busy")
+    )
+
+
+@contextlib.contextmanager
+def translate_errors(doing: str) -> Iterator[None]:
+    """Re-raise SQLAlchemy/driver errors as ``LedgerError`` saying what we were doing."""
+    try:
+        yield
+    except LedgerError:
+        raise
+    except (SQLAlchemyError, OSError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+        raise LedgerError(f"ledger error while {doing}: {detail}") from exc
+
+
+@contextlib.asynccontextmanager
+async def disposing(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

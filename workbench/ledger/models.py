@@ -1,0 +1,180 @@
+"""SQLAlchemy 2 models of the ledger: batches, items, results, stored pages, workers.
+
+Times are stored as naive UTC (SQLite has no time zones) and handed back as aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python, naive UTC in the database (same on SQLite and PostgreSQL)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+# SQLite only aliases rowid for INTEGER PRIMARY KEY, so keep BigInteger off SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BatchRow(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    pipeline: Mapped[str] = mapped_column(String(100))
+    pipeline_version: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    params_hash: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    total: Mapped[int] = mapped_column(Integer)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    invalid: Mapped[int] = mapped_column(Integer, default=0)
+    # a rerun analyses the pages stored for this batch's URLs instead of refetching them
+    use_stored_pages: Mapped[bool] = mapped_column(Boolean, default=False)
+    source_batch_id: Mapped[str | None] = mapped_column(String(40))
+    notify: Mapped[str | None] = mapped_column(String(320))
+    # claimed by exactly one worker when the batch settles (one email per batch)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ItemRow(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        Index("ix_items_batch_status", "batch_id", "status"),
+        Index("ix_items_status_worker", "status", "worker_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+    normalized_url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    # the attempt number of the current job: job id is "<id>:<attempts>"; only that job may write
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    # tries in the current round (reset by a manual retry); bounded by max_tries
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_try_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    worker_id: Mapped[str | None] = mapped_column(String(120))
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_type: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    retryable: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class ResultRow(Base):
+    __tablename__ = "results"
+    __table_args__ = (
+        Index(
+            "ix_results_cache_key", "pipeline", "pipeline_version", "params_hash", "normalized_url"
+        ),
+    )
+
+    item_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    batch_id: Mapped[str] = mapped_column(String(40), index=True)
+    normalized_url: Mapped[str] = mapped_column(Text)
+    pipeline: Mapped[str] = mapped_column(String(100))
+    pipeline_version: Mapped[str] = mapped_column(String(64))
+    params_hash: Mapped[str] = mapped_column(String(32))
+    workbench_version: Mapped[str] = mapped_column(String(32))
+    # the pipeline's dict, encoded by workbench.codec (JSON, numpy arrays compact)
+    data: Mapped[str] = mapped_column(Text)
+    final_url: Mapped[str | None] = mapped_column(Text)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    from_stored_page: Mapped[bool] = mapped_column(Boolean, default=False)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PageBlobRow(Base):
+    """A raw page body, zlib-compressed and addressed by the sha256 of the uncompressed bytes."""
+
+    __tablename__ = "page_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class SnapshotRow(Base):
+    """One fetch of a URL: what came back and which blob holds the body."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (Index("ix_snapshots_url_time", "normalized_url", "fetched_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    normalized_url: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    final_url: Mapped[str] = mapped_column(Text)
+    http_status: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(200))
+    encoding: Mapped[str] = mapped_column(String(40))
+    headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkerRow(Base):
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    pipelines: Mapped[list[str]] = mapped_column(JSON, default=list)
+    items_done: Mapped[int] = mapped_column(Integer, default=0)
+
+
+ITEM_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
+TERMINAL_STATUSES = ("done", "failed", "cancelled")
+UNSUCCESSFUL_TERMINAL_STATUSES = ("failed", "cancelled")

@@ -1,0 +1,124 @@
+"""``Context``: what a pipeline gets besides its URL.
+
+It gives shared, polite tools (``fetch``, ``extract``, ``run_cpu``, ``embed``, ``llm``), the batch's
+``params``, a bound logger, and records per-step timings and the provenance of the item's page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import structlog
+
+from ..errors import PageNotStored, PermanentError
+from ..urls import normalize_url
+from .page import Document, Page
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from .llm import LLMReply
+    from .tools import Tools
+
+T = TypeVar("T")
+
+
+class Context:
+    """Per-item context handed to a pipeline function ``(url, ctx) -> dict``."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        normalized_url: str,
+        item_id: int,
+        batch_id: str,
+        attempt: int,
+        params: dict[str, Any],
+        tools: Tools,
+        use_stored_pages: bool = False,
+        log: Any = None,
+    ):
+        self.url = url
+        self.normalized_url = normalized_url
+        self.item_id = item_id
+        self.batch_id = batch_id
+        self.attempt = attempt
+        self.params = params
+        self.tools = tools
+        self.use_stored_pages = use_stored_pages
+        self.log = log or structlog.get_logger("workbench.pipeline").bind(
+            item=item_id, batch=batch_id, url=url
+        )
+        self.timings: dict[str, float] = {}
+        #: the page fetched for this item's own URL (its provenance lands in the result)
+        self.page: Page | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.tools.settings
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time a block; repeated steps add up. Timings land in the result's provenance."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+    async def fetch(self, url: str | None = None) -> Page:
+        """Fetch ``url`` (default: the item's URL) politely, or read it from the page store when
+        this batch re-analyses stored pages. Raises typed ``PipelineError``s."""
+        target = url or self.url
+        norm = self.normalized_url if url is None else normalize_url(target)
+        with self.step("fetch"):
+            if self.use_stored_pages:
+                page = await self.tools.pages.load(norm) if self.tools.pages else None
+                if page is None:
+                    raise PageNotStored(
+                        f"no stored page for {target}; it was never fetched or was cleaned up "
+                        "(submit it normally to fetch it again)"
+                    )
+            else:
+                page = await self.tools.fetcher.fetch(target)
+                if self.tools.pages is not None and self.settings.store_pages:
+                    await self.tools.pages.save(page, norm)
+        if url is None or norm == self.normalized_url:
+            self.page = page
+        return page
+
+    async def extract(self, page: Page) -> Document:
+        """Main text and metadata with trafilatura, in the worker's process pool."""
+        from .extract import extract
+
+        with self.step("extract"):
+            return await extract(self.tools.cpu, page)
+
+    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a picklable top-level function in the process pool, off the event loop."""
+        with self.step(getattr(fn, "__name__", "cpu")):
+            return await self.tools.cpu.run(fn, *args)
+
+    async def embed(self, texts: list[str], *, model: str | None = None) -> np.ndarray:
+        """Embed texts with a local model (``params['embed_model']`` or WORKBENCH_EMBED_MODEL)."""
+        spec = model or self.params.get("embed_model") or self.settings.embed_model
+        if not spec:
+            raise PermanentError(
+                "no embedding model configured: set WORKBENCH_EMBED_MODEL or params "
+                "{'embed_model': '/path/to/model2vec-model'}",
+                error_type="embed_not_configured",
+            )
+        with self.step("embed"):
+            embedder = await self.tools.embedder(spec)
+            # static embeddings are cheap lookups, but a long text list still deserves a thread
+            return await asyncio.to_thread(embedder.encode, texts)
+
+    async def llm(self, prompt: str, **kwargs: Any) -> LLMReply:
+        """One chat completion from the configured OpenAI-compatible endpoint."""
+        with self.step("llm"):
+            return await self.tools.llm.complete(prompt, **kwargs)

@@ -1,0 +1,123 @@
+"""The pipeline registry: ``@pipeline(name, version=...)`` and lookup by name.
+
+Registration is per process (decorators run at import). Redefining a pipeline in a notebook cell
+replaces it. Without an explicit version, the version is derived from the function's source, so a
+changed notebook pipeline never reuses results cached for its old code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SettingsError, UnknownPipelineError
+
+if TYPE_CHECKING:
+    from .context import Context
+
+PipelineFn = Callable[[str, "Context"], Awaitable[dict[str, Any]]]
+
+_BUILTIN_MODULE = "workbench.pipeline.builtin"
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    name: str
+    version: str
+    fn: PipelineFn
+    description: str = ""
+    module: str = ""
+
+    def __repr__(self) -> str:
+        return f"<pipeline {self.name!r} v{self.version} from {self.module}>"
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._specs: dict[str, PipelineSpec] = {}
+        self._builtins_loaded = False
+
+    def register(self, spec: PipelineSpec) -> None:
+        self._specs[spec.name] = spec
+
+    def get(self, name: str) -> PipelineSpec:
+        self._load_builtins()
+        if not isinstance(name, str) or not name:
+            raise UnknownPipelineError(f"pipeline must be a non-empty string, got {name!r}")
+        try:
+            return self._specs[name]
+        except KeyError:
+            known = ", ".join(sorted(self._specs)) or "(none)"
+            raise UnknownPipelineError(
+                f"unknown pipeline {name!r}; known: {known}. Define it with @pipeline({name!r}) "
+                "or load its module with WORKBENCH_PIPELINES / --pipelines."
+            ) from None
+
+    def names(self) -> list[str]:
+        self._load_builtins()
+        return sorted(self._specs)
+
+    def _load_builtins(self) -> None:
+        if not self._builtins_loaded:
+            self._builtins_loaded = True
+            importlib.import_module(_BUILTIN_MODULE)
+
+
+registry = Registry()
+
+
+def _source_version(fn: Callable[..., Any]) -> str:
+    try:
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return "1"
+    return "src-" + hashlib.sha256(src.encode()).hexdigest()[:10]
+
+
+def pipeline(
+    name: str, version: str | int | None = None, *, description: str | None = None
+) -> Callable[[PipelineFn], PipelineFn]:
+    """Register an async ``(url, ctx) -> dict`` function as a pipeline.
+
+    ``version`` goes into every result's provenance and the cache key: bump it when the output
+    changes. Left out, it is a hash of the function's source.
+    """
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        raise ValueError(f"pipeline name must be a non-empty string of at most 100 chars: {name!r}")
+
+    def decorate(fn: PipelineFn) -> PipelineFn:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"pipeline {name!r} must be an async function (async def)")
+        ver = str(version) if version is not None else _source_version(fn)
+        registry.register(
+            PipelineSpec(
+                name=name,
+                version=ver,
+                fn=fn,
+                description=description or (inspect.getdoc(fn) or "").split("\n")[0],
+                module=getattr(fn, "__module__", ""),
+            )
+        )
+        return fn
+
+    return decorate
+
+
+def get_pipeline(name: str) -> PipelineSpec:
+    return registry.get(name)
+
+
+def load_pipeline_modules(modules: list[str]) -> None:
+    """Import the modules named by WORKBENCH_PIPELINES / --pipelines."""
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except Exception as exc:  # noqa: BLE001 - any import failure is a settings problem
+            raise SettingsError(
+                f"cannot import pipeline module {mod!r} (WORKBENCH_PIPELINES / --pipelines): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc

@@ -1,0 +1,60 @@
+"""Reconcile Redis with the ledger: the ledger is the truth, Redis only the transport.
+
+- Items ``running`` on a worker whose heartbeat lapsed go back to the queue with a new attempt
+  (or fail as ``worker_lost`` once out of tries).
+- Items ``queued`` whose job is missing in Redis (flushed, restarted without AOF, expired) are
+  enqueued again, keeping their retry delay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from arq.connections import ArqRedis
+
+from . import queue
+from .ledger.store import Ledger
+from .settings import Settings
+
+log = structlog.get_logger("workbench.reconcile")
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    lost_requeued: int = 0
+    lost_failed: int = 0
+    missing_requeued: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.lost_requeued or self.lost_failed or self.missing_requeued)
+
+
+async def reconcile(
+    ledger: Ledger, redis: ArqRedis, settings: Settings, *, full: bool = False
+) -> ReconcileReport:
+    """One pass. Without ``full``, the per-job check runs only when Redis holds fewer jobs than
+    the ledger has queued items (cheap enough to run every few seconds on 100k-item queues)."""
+    lost, failed = await ledger.requeue_lost(settings.heartbeat_timeout_s, settings.max_tries)
+    if lost:
+        await queue.enqueue(redis, settings.queue_name, lost)
+    missing_count = 0
+    queued_total = await ledger.count_queued()
+    if queued_total and (
+        full or await queue.queue_length(redis, settings.queue_name) < queued_total
+    ):
+        queued = await ledger.queued_jobs()
+        delays = {item_id: queue.defer_from(next_try) for item_id, _, next_try in queued}
+        gone = await queue.missing(redis, [(i, a) for i, a, _ in queued])
+        if gone:
+            missing_count = await queue.enqueue(redis, settings.queue_name, gone, defer_s=delays)
+    report = ReconcileReport(len(lost), failed, missing_count)
+    if report.changed:
+        log.warning(
+            "reconciled queue with ledger",
+            lost_requeued=report.lost_requeued,
+            lost_failed=report.lost_failed,
+            missing_requeued=report.missing_requeued,
+        )
+    return report

@@ -1,0 +1,214 @@
+"""Settings from ``WORKBENCH_*`` environment variables and ``Workbench(...)`` keyword arguments.
+
+Every value is validated when a ``Workbench`` or a worker starts; an unknown or malformed setting
+fails with a ``SettingsError`` naming it (a typo must never be silently ignored).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import SettingsError
+
+ENV_PREFIX = "WORKBENCH_"
+# Variables under this prefix belong to the test suite and .ci/run, not to the product.
+_IGNORED_ENV_PREFIXES = ("WORKBENCH_TEST_", "WORKBENCH_BENCH_")
+
+
+class Settings(BaseSettings):
+    """All of Workbench's settings. Field ``foo`` is ``WORKBENCH_FOO`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+    )
+
+    # -- contract (DESIGN.md §3) --
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    pipelines: str = ""  # comma-separated module names
+
+    # -- queue and worker --
+    queue_name: str = "workbench:queue"
+    max_tries: int = Field(4, ge=1, le=100)
+    job_timeout_s: float = Field(300.0, gt=0)
+    retry_backoff_s: float = Field(2.0, ge=0)
+    retry_backoff_max_s: float = Field(300.0, ge=0)
+    heartbeat_s: float = Field(5.0, gt=0)
+    heartbeat_timeout_s: float = Field(30.0, gt=0)
+    reconcile_interval_s: float = Field(10.0, gt=0)
+    shutdown_grace_s: float = Field(20.0, ge=0)
+    worker_processes: int | None = Field(None, ge=1)
+    worker_concurrency: int = Field(32, ge=1, le=10_000)
+    commit_interval_ms: float = Field(20.0, ge=0, le=5_000)
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # -- fetching --
+    user_agent: str = "WorkbenchBot/0.1 (+https://example.org/workbench)"
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(20.0, gt=0)
+    fetch_timeout_s: float = Field(45.0, gt=0)
+    max_redirects: int = Field(10, ge=0, le=50)
+    max_page_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    per_host_concurrency: int = Field(4, ge=1, le=1_000)
+    per_host_delay_s: float = Field(0.0, ge=0)
+    retry_after_max_s: float = Field(120.0, ge=0)
+    obey_robots: bool = False
+    block_private_addresses: bool = False
+    store_pages: bool = True  # keep raw pages (compressed) so batches can be re-analysed offline
+
+    # -- extraction and analysis --
+    extract_processes: int | None = Field(None, ge=1, le=256)
+    embed_model: str | None = None  # local path of a model2vec model
+    llm_url: str | None = None  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    llm_requests_per_minute: float = Field(60.0, gt=0)
+    llm_max_tokens: int = Field(512, ge=1)
+    llm_timeout_s: float = Field(60.0, gt=0)
+
+    # -- service surfaces --
+    api_token: str | None = None
+    smtp_url: str | None = None
+    smtp_from: str = "workbench@localhost"
+    retention_days: float = Field(30.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        scheme = v.split("://", 1)[0] if "://" in v else ""
+        if scheme not in ("sqlite+aiosqlite", "postgresql+asyncpg", "postgresql", "postgres"):
+            raise ValueError(
+                "must be sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB, "
+                f"got scheme {scheme or '(none)'!r}"
+            )
+        if scheme in ("postgresql", "postgres"):
+            v = "postgresql+asyncpg://" + v.split("://", 1)[1]
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"must be redis://, rediss:// or unix:// URL, got {v!r}")
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("a unix:// URL needs a socket path, e.g. unix:///tmp/redis.sock?db=0")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError(f"has no host: {v!r}")
+        return v
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
+            raise ValueError("must look like smtp://host:port or smtp+starttls://user:pass@host:port")
+        return v
+
+    @field_validator("llm_url")
+    @classmethod
+    def _check_llm_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) base URL such as http://127.0.0.1:8000/v1")
+        return v.rstrip("/")
+
+    @field_validator("pipelines")
+    @classmethod
+    def _check_pipelines(cls, v: str) -> str:
+        mods = [m.strip() for m in v.split(",") if m.strip()]
+        for m in mods:
+            if not all(part.isidentifier() for part in m.split(".")):
+                raise ValueError(f"{m!r} is not an importable module name")
+        return ",".join(mods)
+
+    # -- derived values --
+    @property
+    def pipeline_modules(self) -> list[str]:
+        return [m for m in self.pipelines.split(",") if m]
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.resolved_data_dir / 'workbench.db'}"
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def embedded_redis_dir(self) -> Path:
+        return self.resolved_data_dir / "redis"
+
+    def describe(self) -> dict[str, Any]:
+        """Settings with secrets masked, for logs and reprs."""
+        out = self.model_dump()
+        for key in ("api_token", "llm_api_key"):
+            if out.get(key):
+                out[key] = "***"
+        for key in ("database_url", "redis_url", "smtp_url"):
+            if out.get(key):
+                out[key] = _mask_password(out[key])
+        return out
+
+
+def _mask_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build validated settings from the environment plus ``overrides`` (keyword arguments win).
+
+    Raises ``SettingsError`` naming each unknown or malformed setting.
+    """
+    fields = Settings.model_fields
+    unknown_env = [
+        k
+        for k in os.environ
+        if k.startswith(ENV_PREFIX)
+        and not k.startswith(_IGNORED_ENV_PREFIXES)
+        and k[len(ENV_PREFIX) :].lower() not in fields
+    ]
+    if unknown_env:
+        raise SettingsError(
+            f"unknown setting(s) in the environment: {', '.join(sorted(unknown_env))} "
+            f"(known: {', '.join(ENV_PREFIX + f.upper() for f in fields)})"
+        )
+    unknown_kw = [k for k in overrides if k not in fields]
+    if unknown_kw:
+        raise SettingsError(
+            f"unknown setting(s): {', '.join(sorted(unknown_kw))} (known: {', '.join(fields)})"
+        )
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "?"
+            source = "keyword argument" if name in overrides else f"{ENV_PREFIX}{name.upper()}"
+            problems.append(f"{name} ({source}): {err['msg']}")
+        raise SettingsError("invalid setting(s): " + "; ".join(problems)) from None

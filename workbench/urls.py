@@ -1,0 +1,90 @@
+"""URL validation and normalization for ``submit``.
+
+Normalization makes two spellings of one page one cache key and one item: the scheme and host are
+lowercased, the host is IDNA-encoded, a default port and the fragment are dropped and an empty path
+becomes ``/``. The query string is kept as given: its order can matter to the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from yarl import URL
+
+MAX_URL_LENGTH = 8192
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class CheckedURLs:
+    """The outcome of validating a batch of URL entries."""
+
+    #: (position, url as given, normalized url) for each valid, first-seen entry
+    valid: list[tuple[int, str, str]]
+    #: (position, entry, reason) for each invalid entry
+    invalid: list[tuple[int, object, str]]
+    #: how many valid entries repeated an earlier one and were folded into it
+    duplicates: int
+
+
+def normalize_url(url: str) -> str:
+    """Return the normalized form of ``url``; raises ``ValueError`` with a reason if invalid."""
+    if not isinstance(url, str):
+        raise ValueError(f"not a string but {type(url).__name__}")
+    raw = url.strip()
+    if not raw:
+        raise ValueError("empty string")
+    if len(raw) > MAX_URL_LENGTH:
+        raise ValueError(f"longer than {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() for ch in raw) or any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
+        raise ValueError("contains whitespace or control characters")
+    try:
+        parsed = URL(raw)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cannot be parsed ({exc})") from None
+    scheme = (parsed.scheme or "").lower()
+    if not scheme:
+        raise ValueError("has no scheme (expected http:// or https://)")
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"scheme {scheme!r} is not http or https")
+    try:
+        host = parsed.raw_host
+        port = parsed.explicit_port
+    except ValueError as exc:
+        raise ValueError(f"has an invalid port ({exc})") from None
+    if not host:
+        raise ValueError("has no host")
+    host = host.lower().rstrip(".")
+    if not host or ".." in host or host.startswith("."):
+        raise ValueError(f"has an invalid host {parsed.raw_host!r}")
+    if parsed.user is not None or parsed.password is not None:
+        raise ValueError("contains credentials (user:password@); pass them another way")
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"has an invalid port {port}")
+    netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    if ":" in host and not host.startswith("["):
+        netloc = f"[{host}]" if port in (None, _DEFAULT_PORTS[scheme]) else f"[{host}]:{port}"
+    path = parsed.raw_path or "/"
+    query = f"?{parsed.raw_query_string}" if parsed.raw_query_string else ""
+    return f"{scheme}://{netloc}{path}{query}"
+
+
+def check_urls(entries: Iterable[object]) -> CheckedURLs:
+    """Validate, normalize and dedupe ``entries`` keeping the first occurrence's position."""
+    valid: list[tuple[int, str, str]] = []
+    invalid: list[tuple[int, object, str]] = []
+    seen: set[str] = set()
+    duplicates = 0
+    for pos, entry in enumerate(entries):
+        try:
+            norm = normalize_url(entry)  # type: ignore[arg-type]
+        except ValueError as exc:
+            invalid.append((pos, entry, str(exc)))
+            continue
+        if norm in seen:
+            duplicates += 1
+            continue
+        seen.add(norm)
+        valid.append((pos, str(entry).strip(), norm))
+    return CheckedURLs(valid, invalid, duplicates)

@@ -1,0 +1,101 @@
+"""``python -m workbench.worker [--processes N] [--concurrency N] [--burst] [--pipelines MOD,...]``"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+from ..errors import WorkbenchError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.worker",
+        description="Run Workbench workers: take items from the queue, run their pipeline, "
+        "record results in the ledger.",
+    )
+    p.add_argument("--processes", type=_positive, default=None,
+                   help="worker processes (default: one per CPU, WORKBENCH_WORKER_PROCESSES)")
+    p.add_argument("--concurrency", type=_positive, default=None,
+                   help="items in flight per process (default WORKBENCH_WORKER_CONCURRENCY=32)")
+    p.add_argument("--burst", action="store_true",
+                   help="exit once the queue is empty instead of waiting for more work")
+    p.add_argument("--pipelines", default=None,
+                   help="comma-separated modules defining extra @pipeline functions")
+    return p.parse_args(argv)
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def run_in_this_process(options: dict[str, Any], overrides: dict[str, Any]) -> int:
+    """Run one worker in this process until it stops; returns an exit code."""
+    from ..logs import configure_logging
+    from ..pipeline.registry import load_pipeline_modules
+    from ..settings import load_settings
+    from . import run_worker
+
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_format, settings.log_level)
+    load_pipeline_modules(settings.pipeline_modules)
+
+    async def main() -> None:
+        await run_worker(
+            settings,
+            burst=options.get("burst", False),
+            concurrency=options.get("concurrency"),
+            cpu_processes=options.get("cpu_processes"),
+        )
+
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass  # a signal: ARQ already finished or handed back the running items
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from ..settings import load_settings
+
+    overrides: dict[str, Any] = {}
+    if args.pipelines is not None:
+        overrides["pipelines"] = args.pipelines
+    try:
+        settings = load_settings(**overrides)  # fail fast, before forking anything
+        from ..pipeline.registry import load_pipeline_modules
+
+        load_pipeline_modules(settings.pipeline_modules)
+    except WorkbenchError as exc:
+        print(f"workbench.worker: error: {exc}", file=sys.stderr)
+        return 2
+    processes = args.processes or settings.worker_processes or os.cpu_count() or 1
+    cpus = os.cpu_count() or 1
+    options = {
+        "burst": args.burst,
+        "concurrency": args.concurrency,
+        "cpu_processes": settings.extract_processes or max(1, cpus // processes),
+    }
+    try:
+        if processes == 1:
+            return run_in_this_process(options, overrides)
+        from .supervisor import supervise
+
+        return supervise(processes, options, overrides)
+    except WorkbenchError as exc:
+        print(f"workbench.worker: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
