@@ -215,7 +215,7 @@ class Workbench:
         """Stop in-kernel workers and close connections. Idempotent."""
         await self.stop_workers()
         if self._redis is not None:
-            await self._redis.close(close_connection_pool=True)
+            await self._redis.aclose(close_connection_pool=True)
             self._redis = None
         if self._ledger is not None:
             await self._ledger.close()
