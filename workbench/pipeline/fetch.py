@@ -1,0 +1,444 @@
+"""Polite, capped HTTP fetching with typed errors.
+
+One ``Fetcher`` per worker process, shared by all its jobs: one aiohttp session (connection pool
+and DNS cache), one set of per-host limits, one robots.txt cache. ``fetch`` raises only
+``workbench.errors.PipelineError`` subclasses; aiohttp's exceptions never escape.
+
+Decisions worth knowing:
+
+- Accepted: text/html, application/xhtml+xml, text/plain, and a response with no Content-Type
+  whose body sniffs as HTML (reported as text/html). PDFs are refused with ``UnsupportedContent``
+  ("PDFs are not extracted"), as are images, octet-stream and every other type; the type is
+  checked from the headers, before the body is downloaded.
+- Redirects are followed by hand so every hop is checked (address guard, robots.txt, loop).
+  Cookies set during a redirect chain are sent on its later hops (many sites set a cookie and
+  redirect to themselves); they are kept for that one fetch only.
+- ``Page.headers`` has lowercased names; ``Page.redirects`` lists the URLs that answered with a
+  redirect, in order (the first is the requested URL; ``final_url`` is not included).
+- ``fetch_timeout_s`` bounds the network time of the whole fetch, all hops together; time spent
+  waiting for a per-host slot (politeness) does not count against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from http.cookies import SimpleCookie
+from typing import TypeVar
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from ..errors import (
+    BlockedAddress,
+    EmptyResponse,
+    FetchConnectionError,
+    FetchTimeout,
+    HTTPStatusError,
+    InvalidPageURL,
+    PipelineError,
+    ResponseTooLarge,
+    RobotsDisallowed,
+    TooManyRedirects,
+    TransientHTTPError,
+    UnsupportedContent,
+)
+from ..settings import Settings
+from .charset import ACCEPTED_TYPES, choose_encoding, media_type, sniffs_as_html
+from .netguard import (
+    AddressBlockedError,
+    AddressCheck,
+    GuardedResolver,
+    ip_literal,
+    is_public_address,
+)
+from .page import Page
+from .politeness import HostLimiter, RobotsCache
+
+__all__ = ["TRANSIENT_STATUSES", "Fetcher", "parse_retry_after"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: 4xx statuses that are worth retrying (all 5xx are too)
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+_PAUSE_STATUSES = frozenset({429, 503})  # the host asked us to back off
+_ACCEPT = "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1"
+_CHUNK = 64 * 1024
+#: decode big bodies off the event loop (charset detection is pure Python)
+_DECODE_IN_THREAD_BYTES = 512 * 1024
+# robots.txt: a short timeout, Google's size limit (longer files are truncated), a few redirects
+ROBOTS_TIMEOUT_S = 10.0
+ROBOTS_MAX_BYTES = 512 * 1024
+ROBOTS_MAX_REDIRECTS = 5
+# Servers with big cookies or CSP headers exceed aiohttp's 8 KiB default and would fail to parse.
+_MAX_HEADER_BYTES = 32 * 1024
+
+
+def parse_retry_after(value: str | None, cap_s: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), capped at ``cap_s``.
+
+    None when the header is missing or unparseable; a date in the past gives 0.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are always GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), cap_s)
+
+
+class _Budget:
+    """Network time left for one fetch (all hops share it)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+
+    def spend(self, seconds: float) -> None:
+        self.left -= seconds
+
+
+@dataclass
+class _Redirect:
+    location: str
+    cookies: SimpleCookie
+
+
+@dataclass
+class _Final:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    fetched_at: datetime
+
+
+def _check_url(url: object, *, context: str = "") -> URL:
+    """Parse a URL the fetcher can request, or raise InvalidPageURL saying why not."""
+    if not isinstance(url, str):
+        raise InvalidPageURL(f"{context}not a URL string: {url!r}")
+    try:
+        parsed = URL(url.strip())
+        host = parsed.host
+    except (ValueError, TypeError) as exc:
+        raise InvalidPageURL(f"{context}cannot parse URL {url!r}: {exc}") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise InvalidPageURL(f"{context}only http(s) URLs can be fetched, got {url!r}")
+    if not host:
+        raise InvalidPageURL(f"{context}URL has no host: {url!r}")
+    return parsed.with_fragment(None)
+
+
+class Fetcher:
+    """One per worker process; shared by all jobs in that process.
+
+    ``address_allowed`` replaces the private-address guard's check (used when
+    ``settings.block_private_addresses`` is on); tests use it to allow one loopback address.
+    """
+
+    def __init__(self, settings: Settings, *, address_allowed: AddressCheck | None = None) -> None:
+        self.settings = settings
+        self._allowed: AddressCheck | None = None
+        if settings.block_private_addresses:
+            self._allowed = address_allowed or is_public_address
+        self._session: aiohttp.ClientSession | None = None
+        self._limiter = HostLimiter(settings.per_host_concurrency, settings.per_host_delay_s)
+        self._robots: RobotsCache | None = None
+        if settings.obey_robots:
+            self._robots = RobotsCache(settings.user_agent, self._load_robots)
+
+    # -- lifecycle --
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created lazily so it binds to the running loop (the Fetcher may be built outside one).
+        if self._session is None or self._session.closed:
+            s = self.settings
+            connector = aiohttp.TCPConnector(
+                limit=0,  # total concurrency is the worker's; per-host is our semaphore's
+                limit_per_host=0,
+                use_dns_cache=True,
+                ttl_dns_cache=300,
+                resolver=GuardedResolver(self._allowed) if self._allowed else None,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,  # the fetch-wide budget is enforced around each hop
+                    connect=s.connect_timeout_s,
+                    sock_connect=s.connect_timeout_s,
+                    sock_read=s.read_timeout_s,
+                ),
+                headers={"User-Agent": s.user_agent, "Accept": _ACCEPT},
+                # No shared cookie jar: jobs must not leak cookies into each other, and a jar
+                # for thousands of hosts only grows. Redirect chains carry their own (see fetch).
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,  # a proxy from the environment would bypass the address guard
+                max_line_size=_MAX_HEADER_BYTES,
+                max_field_size=_MAX_HEADER_BYTES,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the connection pool. Idempotent; a later ``fetch`` opens a new one."""
+        if self._robots is not None:
+            self._robots.close()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- fetching --
+
+    async def fetch(self, url: str) -> Page:
+        """Fetch ``url`` politely and return the page; raises PipelineError subclasses only."""
+        target = _check_url(url)
+        budget = _Budget(self.settings.fetch_timeout_s)
+        redirects: list[str] = []
+        jar: aiohttp.CookieJar | None = None
+        seen: set[tuple[str, str]] = set()
+        while True:
+            cookie = _cookie_header(jar, target)
+            seen.add((str(target), cookie))
+            self._check_literal(target)
+            if self._robots is not None and not await self._robots.allowed(target):
+                raise RobotsDisallowed(f"robots.txt of {target.host} disallows fetching {target}")
+            outcome = await self._exchange(
+                target, partial(self._handle, url=target), budget=budget, cookie=cookie
+            )
+            if isinstance(outcome, _Final):
+                return await self._page(url, target, outcome, redirects)
+            # A redirect: check the next hop before taking it.
+            redirects.append(str(target))
+            if outcome.cookies:
+                jar = jar or aiohttp.CookieJar(unsafe=True)  # unsafe: allow IP-literal hosts
+                jar.update_cookies(outcome.cookies, target)
+            nxt = _redirect_target(target, outcome.location)
+            if (str(nxt), _cookie_header(jar, nxt)) in seen:
+                raise TooManyRedirects(
+                    f"redirect loop fetching {url}: {target} redirects to {nxt}, "
+                    "which was already visited"
+                )
+            if len(redirects) > self.settings.max_redirects:
+                raise TooManyRedirects(
+                    f"more than {self.settings.max_redirects} redirects fetching {url} "
+                    f"(last: {target} -> {nxt})"
+                )
+            log.debug("following redirect %s -> %s", target, nxt)
+            target = nxt
+
+    async def _handle(self, resp: aiohttp.ClientResponse, url: URL) -> _Redirect | _Final:
+        """Turn one response into a redirect to follow, a final body, or a typed error."""
+        status = resp.status
+        if 300 <= status < 400 and status != 304:
+            location = resp.headers.get("Location")
+            if not location:
+                raise HTTPStatusError(
+                    status, f"HTTP {status} redirect without a Location from {url}"
+                )
+            return _Redirect(location, resp.cookies)
+        if status in TRANSIENT_STATUSES or 500 <= status <= 599:
+            retry_after = parse_retry_after(
+                resp.headers.get("Retry-After"), self.settings.retry_after_max_s
+            )
+            if retry_after is not None and status in _PAUSE_STATUSES:
+                # Every job in this process waits, not only the one that got the answer.
+                self._limiter.pause(url.host or "", retry_after)
+            wait = f", retry after {retry_after:g}s" if retry_after is not None else ""
+            raise TransientHTTPError(
+                status, f"{_status_text(resp)} from {url}{wait}", retry_after_s=retry_after
+            )
+        if status >= 300:  # 304 (never asked for), other 4xx, nonsense above 599
+            raise HTTPStatusError(status, f"{_status_text(resp)} from {url}")
+        ctype = media_type(resp.headers.get("Content-Type"))
+        _check_content_type(ctype, url)  # before downloading a PDF or a video
+        body = await self._read_capped(resp, url)
+        return _Final(status, resp.headers, body, datetime.now(UTC))
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
+        cap = self.settings.max_page_bytes
+        if resp.content_length is not None and resp.content_length > cap:
+            raise ResponseTooLarge(
+                f"{url} declares Content-Length {resp.content_length} bytes, "
+                f"over the {cap}-byte cap (max_page_bytes)"
+            )
+        buf = bytearray()
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            buf += chunk
+            if len(buf) > cap:
+                # Leaving the response context closes the connection: the rest is never read.
+                raise ResponseTooLarge(f"{url} sent more than the {cap}-byte cap (max_page_bytes)")
+        return bytes(buf)
+
+    async def _page(self, url: str, final: URL, res: _Final, redirects: list[str]) -> Page:
+        if not res.body:
+            raise EmptyResponse(f"{final} answered HTTP {res.status} with an empty body")
+        raw_type = res.headers.get("Content-Type")
+        ctype = media_type(raw_type)
+        if not ctype:
+            if res.body[:1024].lstrip()[:5] == b"%PDF-":
+                raise UnsupportedContent(
+                    f"{final} is a PDF (no Content-Type); PDFs are not extracted"
+                )
+            if not sniffs_as_html(res.body):
+                raise UnsupportedContent(f"{final} has no Content-Type and does not look like HTML")
+            ctype = "text/html"
+        if len(res.body) > _DECODE_IN_THREAD_BYTES:
+            encoding = await asyncio.to_thread(choose_encoding, res.body, raw_type)
+        else:
+            encoding = choose_encoding(res.body, raw_type)
+        return Page(
+            url=url,
+            final_url=str(final),
+            status=res.status,
+            headers={k.lower(): v for k, v in res.headers.items()},  # later duplicates win
+            content_type=ctype,
+            body=res.body,
+            encoding=encoding,
+            fetched_at=res.fetched_at,
+            from_store=False,
+            redirects=tuple(redirects),
+        )
+
+    # -- one request, with politeness, timeouts and error translation --
+
+    def _check_literal(self, url: URL) -> None:
+        # The connector skips the resolver for IP literals, so they are checked here.
+        if self._allowed is None:
+            return
+        ip = ip_literal(url.host)
+        if ip is not None and not self._allowed(ip):
+            raise BlockedAddress(f"refusing to fetch {url}: {ip} is not a public address")
+
+    async def _exchange(
+        self,
+        url: URL,
+        handle: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        *,
+        budget: _Budget,
+        cookie: str = "",
+    ) -> T:
+        """One GET (no redirect following) inside the host's slot; ``handle`` reads the response."""
+        self._check_literal(url)
+        if budget.left <= 0:
+            raise FetchTimeout(
+                f"no time left to fetch {url} (fetch_timeout_s exhausted by redirects)"
+            )
+        session = self._get_session()
+        loop = asyncio.get_running_loop()
+        headers = {"Cookie": cookie} if cookie else None
+        try:
+            async with self._limiter.slot(url.host or ""):
+                started = loop.time()
+                try:
+                    async with asyncio.timeout(budget.left):
+                        async with session.get(url, allow_redirects=False, headers=headers) as resp:
+                            return await handle(resp)
+                finally:
+                    budget.spend(loop.time() - started)
+        except PipelineError:
+            raise
+        except TimeoutError as exc:  # aiohttp's timeout errors subclass it too
+            raise FetchTimeout(self._timeout_message(exc, url)) from exc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, AddressBlockedError):
+                raise BlockedAddress(f"refusing to fetch {url}: {exc.os_error}") from exc
+            if isinstance(exc, aiohttp.ClientConnectorDNSError):
+                raise FetchConnectionError(f"DNS lookup failed for {url}: {exc.os_error}") from exc
+            raise FetchConnectionError(f"could not connect to {url}: {exc.os_error}") from exc
+        except aiohttp.InvalidURL as exc:
+            raise InvalidPageURL(f"cannot request {url}: {exc}") from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise FetchConnectionError(f"server disconnected before answering {url}") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise FetchConnectionError(
+                f"response body from {url} was cut off or corrupt: {exc}"
+            ) from exc
+        except aiohttp.ClientResponseError as exc:
+            raise FetchConnectionError(f"invalid HTTP response from {url}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise FetchConnectionError(f"connection error fetching {url}: {exc!r}") from exc
+
+    def _timeout_message(self, exc: BaseException, url: URL) -> str:
+        s = self.settings
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return f"connecting to {url.host} took over {s.connect_timeout_s:g}s fetching {url}"
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            return f"{url} sent nothing for {s.read_timeout_s:g}s (read timeout)"
+        return f"fetching {url} took over {s.fetch_timeout_s:g}s (fetch_timeout_s)"
+
+    # -- robots.txt --
+
+    async def _load_robots(self, robots_url: str) -> tuple[int, bytes]:
+        """Fetch a robots.txt (following a few redirects, each hop checked): (status, body)."""
+        target = URL(robots_url)
+        budget = _Budget(min(ROBOTS_TIMEOUT_S, self.settings.fetch_timeout_s))
+        for _ in range(ROBOTS_MAX_REDIRECTS + 1):
+            status, location, body = await self._exchange(target, _read_robots, budget=budget)
+            if location is None:
+                return status, body
+            target = _redirect_target(target, location)
+        return 404, b""  # too many redirects: Google treats it as "no robots.txt"
+
+
+async def _read_robots(resp: aiohttp.ClientResponse) -> tuple[int, str | None, bytes]:
+    if 300 <= resp.status < 400 and resp.headers.get("Location"):
+        return resp.status, resp.headers["Location"], b""
+    if not 200 <= resp.status < 300:
+        return resp.status, None, b""
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        body += chunk
+        if len(body) >= ROBOTS_MAX_BYTES:  # longer files are truncated, not refused
+            break
+    return resp.status, None, bytes(body[:ROBOTS_MAX_BYTES])
+
+
+def _check_content_type(ctype: str, url: URL) -> None:
+    if not ctype or ctype in ACCEPTED_TYPES:
+        return  # a missing type is sniffed once the body is in
+    if ctype == "application/pdf":
+        raise UnsupportedContent(f"{url} is a PDF (application/pdf); PDFs are not extracted")
+    raise UnsupportedContent(
+        f"{url} has content type {ctype}; only HTML, XHTML and plain text pages are fetched"
+    )
+
+
+def _redirect_target(current: URL, location: str) -> URL:
+    """The URL a Location header points to, or InvalidPageURL naming both ends."""
+    try:
+        joined = str(current.join(URL(location)))
+    except (ValueError, TypeError) as exc:
+        raise InvalidPageURL(f"{current} redirected to an unparseable URL {location!r}") from exc
+    return _check_url(joined, context=f"{current} redirected to a bad URL: ")
+
+
+def _status_text(resp: aiohttp.ClientResponse) -> str:
+    return f"HTTP {resp.status} {resp.reason}" if resp.reason else f"HTTP {resp.status}"
+
+
+def _cookie_header(jar: aiohttp.CookieJar | None, url: URL) -> str:
+    if jar is None:
+        return ""
+    return "; ".join(f"{m.key}={m.coded_value}" for m in jar.filter_cookies(url).values())
