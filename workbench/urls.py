@@ -42,6 +42,8 @@ def normalize_url(url: str) -> str:
     try:
         parsed = URL(raw)
     except (ValueError, TypeError) as exc:
+        if "port" in str(exc).lower():
+            raise ValueError(f"has an invalid port ({exc})") from None
         raise ValueError(f"cannot be parsed ({exc})") from None
     scheme = (parsed.scheme or "").lower()
     if not scheme:

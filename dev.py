@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Developer entry point that needs nothing but Python 3.11+.
+
+    python3 dev.py demo          # install into .venv, then run `python -m workbench demo`
+    python3 dev.py test [ARGS]   # install into .venv (with dev extras), then run the test suite
+    python3 dev.py bench [ARGS]  # install, then run the benchmarks
+    python3 dev.py install       # just (re)install
+
+The virtual environment is reused; it is reinstalled only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PY = VENV / "bin" / "python"
+STAMP = VENV / ".workbench-install"
+
+
+def _run(*cmd: str | Path, **kw: object) -> None:
+    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kw)  # type: ignore[arg-type]
+
+
+def install(extras: str = "dev") -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"Workbench needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not PY.exists():
+        print(f"creating {VENV}", file=sys.stderr)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == want:
+        return
+    _run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    _run(PY, "-m", "pip", "install", "--quiet", "-e", f".[{extras}]", cwd=ROOT)
+    if extras == "dev":
+        # notebooks run under nbval in a kernel from this venv, whatever else the machine has
+        _run(PY, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3",
+             "--display-name", "Python 3 (workbench)")
+    STAMP.write_text(want)
+
+
+def main(argv: list[str]) -> int:
+    cmd, args = (argv[0], argv[1:]) if argv else ("help", [])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if cmd == "install":
+        install()
+        return 0
+    if cmd == "demo":
+        install()
+        return subprocess.call([str(PY), "-m", "workbench", "demo", *args], cwd=ROOT, env=env)
+    if cmd == "test":
+        install()
+        # one pytest run, so one closing line counts everything: tests and nbval'd notebooks
+        paths = args or ["tests", "notebooks"]
+        return subprocess.call(
+            [str(PY), "-m", "pytest", "--nbval-lax", *paths], cwd=ROOT, env=env
+        )
+    if cmd == "bench":
+        install()
+        return subprocess.call([str(PY), "-m", "benchmarks", *args], cwd=ROOT, env=env)
+    print(__doc__, file=sys.stderr)
+    return 0 if cmd in ("help", "-h", "--help") else 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,104 @@
+"""The ledger on both backends: migrations, attempt guards, group commit, reconcile."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+
+from workbench import Workbench
+from workbench.errors import LedgerError
+from workbench.ledger.engine import make_engine, migrate
+from workbench.ledger.store import Ledger
+
+
+async def _items(wb: Workbench, n: int, pipeline: str = "noop"):
+    batch = await wb.submit([f"http://example.org/l/{i}" for i in range(n)], pipeline=pipeline)
+    rows = await wb.ledger.item_rows(batch.id)
+    return batch, [(r["id"], r["attempts"]) for r in rows]
+
+
+async def test_migrations_idempotent_and_versioned(wb: Workbench) -> None:
+    await wb.batches()  # opens and migrates
+    await migrate(wb.ledger.engine)  # a second process starting: a no-op
+    async with wb.ledger.engine.connect() as conn:
+        version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+    assert version == "0001"
+
+
+async def test_database_from_a_newer_version_is_refused(tmp_path) -> None:
+    db = tmp_path / "new.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+    await migrate(engine)
+    await engine.dispose()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    ledger = Ledger(f"sqlite+aiosqlite:///{db}")
+    with pytest.raises(LedgerError, match="newer version of workbench"):
+        await ledger.start()
+    await ledger.close()
+
+
+async def test_stale_attempt_never_overwrites(wb: Workbench) -> None:
+    batch, [(item, attempt)] = await _items(wb, 1)
+    ledger = wb.ledger
+    assert (await ledger.claim(item, attempt, "w1")) is not None
+    assert await ledger.claim(item, attempt, "w2") is None  # already running
+    new = await ledger.retry_later(item, attempt, {"error_type": "blip"}, 0)
+    assert new == attempt + 1
+    # the old attempt comes back late: every write is refused
+    assert not await ledger.complete(item, attempt, _result(batch.id))
+    assert not await ledger.fail(item, attempt, {"error_type": "x"})
+    claim = await ledger.claim(item, new, "w2")
+    assert claim is not None and claim.tries == 2
+    assert await ledger.complete(item, new, _result(batch.id))
+    assert not await ledger.complete(item, new, _result(batch.id))  # no second result
+    df = await batch.results()
+    assert len(df) == 1
+
+
+async def test_cancel_while_running_discards_result(wb: Workbench) -> None:
+    batch, [(item, attempt)] = await _items(wb, 1)
+    assert await wb.ledger.claim(item, attempt, "w1")
+    assert await batch.cancel() == 1
+    assert not await wb.ledger.complete(item, attempt, _result(batch.id))
+    assert (await batch.counts())["cancelled"] == 1 and (await batch.results()).empty
+
+
+async def test_group_commit_shares_transactions(wb: Workbench) -> None:
+    batch, jobs = await _items(wb, 300)
+    ledger = wb.ledger
+    before = ledger.committer.commits
+    claims = await asyncio.gather(*(ledger.claim(i, a, "w") for i, a in jobs))
+    assert all(claims)
+    done = await asyncio.gather(*(ledger.complete(i, a, _result(batch.id)) for i, a in jobs))
+    assert all(done)
+    commits = ledger.committer.commits - before
+    assert commits < len(jobs) // 5, commits  # 600 writes in far fewer transactions
+    assert (await batch.counts())["done"] == 300
+
+
+async def test_requeue_lost_items(wb: Workbench) -> None:
+    batch, jobs = await _items(wb, 3)
+    ledger = wb.ledger
+    await ledger.register_worker("dead", hostname="h", pid=1, concurrency=1, pipelines=[])
+    for i, a in jobs:
+        await ledger.claim(i, a, "dead")
+    async with ledger.engine.begin() as conn:  # the worker's last heartbeat was long ago
+        await conn.execute(text(
+            "UPDATE workers SET heartbeat_at = '2000-01-01 00:00:00' WHERE id = 'dead'"))
+        await conn.execute(text("UPDATE items SET started_at = '2000-01-01 00:00:00'"))
+    requeued, failed = await ledger.requeue_lost(heartbeat_timeout_s=30, max_tries=1)
+    assert requeued == [] and failed == 3  # one try each, all used: failed as worker_lost
+    f = await batch.failures()
+    assert set(f["error_type"]) == {"worker_lost"} and f["retryable"].all()
+
+
+def _result(batch_id: str) -> dict:
+    return dict(
+        batch_id=batch_id, normalized_url="http://example.org/", pipeline="noop",
+        pipeline_version="1", params_hash="x", workbench_version="0", data="{}",
+        cached=False, from_stored_page=False, timings={},
+    )
