@@ -1,0 +1,86 @@
+"""``python -m workbench.worker`` as a user runs it: zero setup, several processes, bad flags."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench import Workbench
+from workbench.local_redis import EmbeddedRedis
+
+PIPELINE_MODULE = '''
+from workbench import pipeline
+
+@pipeline("cli-square", version="1")
+async def square(url, ctx):
+    n = int(url.rsplit("/", 1)[1])
+    return {"square": n * n}
+'''
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path):
+    d = tmp_path / "data"
+    yield d
+    EmbeddedRedis(d / "redis").stop()  # no orphaned servers
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
+    env.update(WORKBENCH_DATA_DIR=str(data_dir), WORKBENCH_LOG_FORMAT="json", **extra)
+    return env
+
+
+async def test_zero_setup_worker_processes(data_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "clipipes.py").write_text(PIPELINE_MODULE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        wb = Workbench(data_dir=str(data_dir), pipelines="clipipes")
+        batch = await wb.submit([f"http://example.org/n/{i}" for i in range(40)],
+                                pipeline="cli-square")
+        # the embedded Redis was started on demand: a unix socket in a private directory
+        server = EmbeddedRedis(data_dir / "redis")
+        assert server.is_running() and oct((data_dir / "redis").stat().st_mode)[-3:] == "700"
+        env = _env(data_dir, PYTHONPATH=str(tmp_path))
+        proc = subprocess.run(
+            [sys.executable, "-m", "workbench.worker", "--burst", "--processes", "2",
+             "--pipelines", "clipipes", "--concurrency", "8"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (await batch.wait(timeout=5))["done"] == 40
+        df = await batch.results()
+        assert sorted(df["square"]) == sorted(i * i for i in range(40))
+        workers = {r["id"]: r for r in await wb.ledger.workers()}
+        assert len(workers) == 2 and all(w["stopped_at"] for w in workers.values())
+        assert '"event": "worker started"' in proc.stderr  # structured JSON logs off a terminal
+        await wb.close()
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--processes", "0"], "must be at least 1"),
+        (["--concurrency", "x"], "is not an integer"),
+        (["--pipelines", "no_such_pipeline_module"], "no_such_pipeline_module"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_usage_exits_2(data_dir: Path, args: list[str], needle: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "workbench.worker", *args],
+                          env=_env(data_dir), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_setting_exits_2(data_dir: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "workbench.worker", "--burst"],
+                          env=_env(data_dir, WORKBENCH_MAX_TRIES="lots"),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "WORKBENCH_MAX_TRIES" in proc.stderr
