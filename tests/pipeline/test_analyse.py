@@ -1,0 +1,134 @@
+"""Text statistics, language detection and keywords (pure functions, run in this process)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workbench.pipeline.analyse import (
+    READING_WPM,
+    analyse_document,
+    analyse_text,
+    count_sentences,
+    detect_language,
+    keywords,
+    normalise_language,
+)
+
+EN = (
+    "Solar panels on the roofs of public schools will supply most of their electricity by 2030, "
+    "the education ministry said on Monday. The programme covers four hundred schools.\n"
+    "Each school will also get a battery, so that solar power collected at noon can run the "
+    "lights in the evening. Teachers welcomed the plan!\n"
+    "Critics asked who will pay for maintenance of the solar panels and batteries?"
+)
+DE = (
+    "Die Stadtverwaltung hat am Dienstag beschlossen, das alte Bahnhofsgebäude in eine "
+    "öffentliche Bibliothek umzuwandeln. Die Bauarbeiten sollen im nächsten Frühjahr beginnen, "
+    "und die Bürger werden zu drei Versammlungen eingeladen."
+)
+FR = (
+    "Le conseil municipal a décidé mardi de transformer l'ancien dépôt ferroviaire en "
+    "bibliothèque publique. Les travaux commenceront au printemps prochain et les habitants "
+    "seront invités à trois réunions publiques."
+)
+
+
+def test_counts() -> None:
+    text = "One two three. Four five!\n\nSix seven eight nine ten? Eleven\nTwelve."
+    a = analyse_text(text, language="en")
+    assert a["word_count"] == 12
+    assert a["char_count"] == len(text)
+    assert a["sentence_count"] == 5  # "Eleven" is a heading-like line: one sentence
+    assert a["paragraph_count"] == 3
+    assert a["avg_sentence_words"] == pytest.approx(12 / 5)
+    assert a["unique_word_ratio"] == 1.0
+    assert a["reading_time_min"] == pytest.approx(round(12 / READING_WPM, 2))
+
+
+def test_counts_are_json_and_complete() -> None:
+    a = analyse_text(EN)
+    assert json.loads(json.dumps(a)) == a
+    assert set(a) == {
+        "word_count", "char_count", "sentence_count", "paragraph_count", "avg_sentence_words",
+        "unique_word_ratio", "reading_time_min", "language", "language_confidence",
+        "language_detected", "keywords",
+    }  # fmt: skip
+    assert a["paragraph_count"] == 3
+    assert a["sentence_count"] == 5
+    assert 0 < a["unique_word_ratio"] < 1  # "solar", "the", "will" repeat
+
+
+def test_words_keep_contractions_and_hyphens() -> None:
+    assert analyse_text("It's a well-known fact, isn't it?", language="en")["word_count"] == 6
+
+
+def test_sentences_ignore_abbreviation_like_dots_inside_numbers() -> None:
+    assert count_sentences("Prices rose 3.5 percent in 2024. Analysts were surprised.") == 2
+    assert count_sentences("") == 0
+    assert count_sentences("...") == 0
+
+
+@pytest.mark.parametrize(("text", "lang"), [(EN, "en"), (DE, "de"), (FR, "fr")])
+def test_language_detection(text: str, lang: str) -> None:
+    a = analyse_text(text)
+    assert a["language"] == lang
+    assert a["language_detected"] is True
+    assert 0.9 <= a["language_confidence"] <= 1.0
+
+
+def test_given_language_wins_and_is_normalised() -> None:
+    a = analyse_text(DE, language="en-GB")
+    assert a["language"] == "en"
+    assert a["language_detected"] is False and a["language_confidence"] is None
+
+
+def test_normalise_language() -> None:
+    assert normalise_language("de_AT") == "de"
+    assert normalise_language(" FR ") == "fr"
+    assert normalise_language("") is None and normalise_language(None) is None
+    assert normalise_language("x-klingon-long") is None
+
+
+def test_detect_language_without_letters() -> None:
+    assert detect_language("") == (None, None)
+    assert detect_language("12 345 678 ...") == (None, None)
+
+
+def test_empty_text() -> None:
+    a = analyse_text("")
+    assert a["word_count"] == a["sentence_count"] == a["paragraph_count"] == 0
+    assert a["avg_sentence_words"] == 0.0 and a["unique_word_ratio"] == 0.0
+    assert a["keywords"] == [] and a["language"] is None and a["language_detected"] is False
+
+
+def test_keywords_sensible() -> None:
+    kws = analyse_text(EN, max_keywords=5)["keywords"]
+    assert len(kws) == 5
+    assert all(isinstance(k, str) and k for k in kws)
+    assert any("solar" in k.lower() for k in kws)
+    assert not {k.lower() for k in kws} & {"the", "of", "will", "and"}  # no stopwords alone
+    assert len({k.lower() for k in kws}) == len(kws)
+
+
+def test_keywords_language_aware() -> None:
+    kws = keywords(DE, language="de", top=5)
+    assert kws and not {k.lower() for k in kws} & {"die", "das", "und", "in", "zu"}
+    assert any("bibliothek" in k.lower() or "bahnhofsgebäude" in k.lower() for k in kws)
+    assert keywords(FR, language="xx", top=3)  # unknown language: neutral stopword list
+
+
+def test_keywords_limits() -> None:
+    assert keywords(EN, top=0) == []
+    assert keywords("   ", top=5) == []
+    assert len(analyse_text(EN, max_keywords=2)["keywords"]) == 2
+
+
+def test_analyse_document_uses_document_language() -> None:
+    a = analyse_document({"text": FR, "language": "fr"}, max_keywords=3)
+    assert a["language"] == "fr" and a["language_detected"] is False
+    assert len(a["keywords"]) == 3
+    b = analyse_document({"text": FR, "language": None})
+    assert b["language"] == "fr" and b["language_detected"] is True
+    assert analyse_document({})["word_count"] == 0

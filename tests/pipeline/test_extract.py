@@ -1,0 +1,209 @@
+"""Extraction in the CPU pool: small hand-written pages, and a pool that survives dying children."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+
+import pytest
+
+from workbench.errors import ExtractionFailed, NoMainContent
+from workbench.pipeline.analyse import extract_and_analyse, extract_and_analyse_page
+from workbench.pipeline.cpu import CpuPool
+from workbench.pipeline.extract import MIN_TEXT_CHARS, extract, extract_document
+from workbench.pipeline.page import Document, Page
+
+PARAGRAPHS = [
+    "The city council voted on Tuesday to turn the old railway depot into a public library, "
+    "ending a debate that has divided the neighbourhood for nearly a decade.",
+    "Supporters argued that the building, a listed brick hall from 1894, deserves a use that "
+    "keeps its doors open to everyone, while opponents wanted housing on the site.",
+    "Construction is expected to begin next spring. The architects plan to keep the original "
+    "iron roof trusses and to add a reading garden along the former platforms.",
+    "Residents will be invited to three public meetings to discuss the design before the "
+    "final plans are submitted to the heritage office in the autumn.",
+]
+
+ARTICLE = f"""<!DOCTYPE html>
+<html lang="en"><head>
+<meta charset="utf-8">
+<title>Old depot becomes a library | The Riverside Gazette</title>
+<meta name="author" content="Jane Doe">
+<meta name="description" content="The council turns the railway depot into a library.">
+<meta property="og:site_name" content="The Riverside Gazette">
+<meta property="og:title" content="Old depot becomes a library">
+<meta property="og:image" content="https://gazette.example.org/img/depot.jpg">
+<meta property="article:published_time" content="2024-03-05T09:30:00Z">
+<meta property="article:tag" content="libraries">
+<meta property="article:tag" content="urban planning">
+</head><body>
+<nav><a href="/">Home</a> <a href="/news">News</a> <a href="/sport">Sport</a></nav>
+<article>
+<h1>Old depot becomes a library</h1>
+<p class="byline">By Jane Doe</p>
+{"".join(f"<p>{p}</p>" for p in PARAGRAPHS)}
+</article>
+<footer>© 2024 The Riverside Gazette. All rights reserved. <a href="/privacy">Privacy</a></footer>
+</body></html>"""
+
+NO_CONTENT = """<html><head><title>Login</title></head><body>
+<nav><a href="/">Home</a><a href="/login">Log in</a></nav>
+<form><input name="user"><input type="password" name="pw"><button>Sign in</button></form>
+<footer><a href="/privacy">Privacy</a></footer></body></html>"""
+
+URL = "https://gazette.example.org/news/2024/03/depot-library"
+
+
+def make_page(html: str, url: str = URL, encoding: str = "utf-8") -> Page:
+    return Page(
+        url=url,
+        final_url=url,
+        status=200,
+        headers={"content-type": f"text/html; charset={encoding}"},
+        content_type="text/html",
+        body=html.encode(encoding),
+        encoding=encoding,
+        fetched_at=datetime.now(timezone.utc),
+    )
+
+
+# Run in the pool's children: top-level, so they pickle by reference.
+def _exit_hard(code: int) -> None:
+    os._exit(code)
+
+
+def _sigkill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _sleep_then(seconds: float, value: str) -> str:
+    time.sleep(seconds)
+    return value
+
+
+def _raise_value_error() -> None:
+    raise ValueError("boom in the child")
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[CpuPool]:
+    p = CpuPool(2, timeout_s=20)
+    yield p
+    p.close()
+
+
+def test_extract_document_article_metadata() -> None:
+    doc = extract_document(ARTICLE, URL)
+    assert json.loads(json.dumps(doc)) == doc  # plain JSON types only
+    assert set(doc) == set(Document.__dataclass_fields__)
+    assert doc["title"] == "Old depot becomes a library"
+    assert doc["author"] == "Jane Doe"
+    assert doc["date"] == "2024-03-05"
+    assert doc["sitename"] == "The Riverside Gazette"
+    assert doc["description"] == "The council turns the railway depot into a library."
+    assert doc["hostname"].endswith("example.org")  # trafilatura reports the domain
+    assert doc["image"] == "https://gazette.example.org/img/depot.jpg"
+    assert doc["url"] == URL
+    assert doc["language"] == "en"  # detected: trafilatura only sets it when filtering
+    assert "libraries" in doc["tags"]
+    for paragraph in PARAGRAPHS:
+        assert paragraph in doc["text"]
+    assert "All rights reserved" not in doc["text"]
+    assert "Sport" not in doc["text"]
+
+
+def test_extract_document_empty_page() -> None:
+    doc = extract_document(NO_CONTENT, "https://example.org/login")
+    assert len(doc["text"]) < MIN_TEXT_CHARS  # trafilatura may keep a scrap such as "HomeLog in"
+    assert doc["categories"] == [] and doc["tags"] == []
+
+
+async def test_extract_in_pool(pool: CpuPool) -> None:
+    doc = await extract(pool, make_page(ARTICLE))
+    assert isinstance(doc, Document)
+    assert doc.title == "Old depot becomes a library"
+    assert PARAGRAPHS[2] in doc.text
+
+
+async def test_extract_uses_decoded_text_not_bytes(pool: CpuPool) -> None:
+    # The body is cp1252 and says nothing about it: only page.text (our decoding) reads right.
+    html = ARTICLE.replace('<meta charset="utf-8">', "").replace("Residents", "Résidents")
+    doc = await extract(pool, make_page(html, encoding="cp1252"))
+    assert "Résidents will be invited" in doc.text
+
+
+async def test_no_main_content_names_url(pool: CpuPool) -> None:
+    url = "https://example.org/login"
+    with pytest.raises(NoMainContent, match="example.org/login") as info:
+        await extract(pool, make_page(NO_CONTENT, url=url))
+    assert info.value.error_type == "no_main_content" and not info.value.retryable
+
+
+async def test_extract_and_analyse_one_round_trip(pool: CpuPool) -> None:
+    out = extract_and_analyse(ARTICLE, URL, max_keywords=5)
+    assert set(out) == {"document", "analysis"}
+    assert out["document"]["language"] == "en" and out["analysis"]["language_detected"]
+    assert len(out["analysis"]["keywords"]) == 5
+    doc, analysis = await extract_and_analyse_page(pool, make_page(ARTICLE), max_keywords=3)
+    assert doc.title == "Old depot becomes a library"
+    assert analysis["word_count"] > 100 and len(analysis["keywords"]) == 3
+    with pytest.raises(NoMainContent):
+        await extract_and_analyse_page(pool, make_page(NO_CONTENT))
+
+
+@pytest.mark.parametrize("killer", [(_exit_hard, 3), (_sigkill_self,)], ids=["os._exit", "SIGKILL"])
+async def test_pool_survives_dying_child(pool: CpuPool, killer: tuple) -> None:
+    assert await pool.run(_sleep_then, 0, "before") == "before"
+    with pytest.raises(ExtractionFailed, match="died"):
+        await pool.run(*killer)
+    assert pool.restarts >= 1
+    assert await pool.run(_sleep_then, 0, "after") == "after"
+    doc = await extract(pool, make_page(ARTICLE))
+    assert doc.author == "Jane Doe"
+
+
+async def test_crash_does_not_fail_calls_in_flight(pool: CpuPool) -> None:
+    # Both children busy: one innocent call, one that kills its process. Only the culprit fails.
+    innocent = asyncio.create_task(pool.run(_sleep_then, 0.5, "innocent"))
+    await asyncio.sleep(0.1)
+    with pytest.raises(ExtractionFailed):
+        await pool.run(_sigkill_self)
+    assert await innocent == "innocent"
+
+
+async def test_exception_in_child_propagates(pool: CpuPool) -> None:
+    with pytest.raises(ValueError, match="boom in the child"):
+        await pool.run(_raise_value_error)
+    assert pool.restarts == 0
+
+
+async def test_timeout_kills_stuck_call() -> None:
+    pool = CpuPool(1, timeout_s=0.5, warm_up=False)
+    try:
+        with pytest.raises(ExtractionFailed, match="limit"):
+            await pool.run(_sleep_then, 30, "never")
+        assert await pool.run(_sleep_then, 0, "next") == "next"
+    finally:
+        pool.close()
+
+
+async def test_calls_in_flight_are_bounded(pool: CpuPool) -> None:
+    # 8 calls of 0.2 s on 2 processes: at most 2 run at once, so it takes about 0.8 s.
+    await pool.warm_up()
+    started = time.monotonic()
+    results = await asyncio.gather(*(pool.run(_sleep_then, 0.2, str(i)) for i in range(8)))
+    assert results == [str(i) for i in range(8)]
+    assert time.monotonic() - started >= 0.75
+    assert pool._slots is not None and pool._slots._value == 2  # all slots returned
+
+
+async def test_closed_pool_refuses_work() -> None:
+    pool = CpuPool(1)
+    pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await pool.run(_sleep_then, 0, "x")

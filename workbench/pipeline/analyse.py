@@ -1,0 +1,165 @@
+"""Cheap text statistics, language and keywords for extracted documents.
+
+Everything here is pure and runs in the CPU pool's children; ``extract_and_analyse`` does
+extraction and analysis in one round trip to the pool (what the ``article`` pipeline calls).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from .extract import check_main_content, extract_document, run_in_pool
+from .page import Document
+
+if TYPE_CHECKING:
+    import yake
+
+    from .cpu import CpuPool
+    from .page import Page
+
+#: Average adult silent reading speed for non-fiction (Brysbaert 2019).
+READING_WPM = 238
+
+#: yake's cost grows with the text; keywords of a long text are well found in its first part.
+KEYWORD_TEXT_CHARS = 20_000
+
+#: Below this many letters, py3langid's guess is noise.
+MIN_DETECT_CHARS = 3
+
+_WORD_RE = re.compile(r"\w+(?:[-'’]\w+)*")
+# A sentence ends at . ! ? … (or a CJK full stop) before whitespace, a closing quote or the end.
+_SENTENCE_END_RE = re.compile(r"[.!?…。！？]+(?=[\s\"'”’»)\]]|$)")
+
+# ISO 639-1 codes whose yake stopword file has another name.
+_YAKE_LANG = {"cs": "cz", "nb": "no", "nn": "no"}
+
+
+def analyse_text(
+    text: str, *, language: str | None = None, max_keywords: int = 10
+) -> dict[str, Any]:
+    """Statistics, language and keywords of ``text``; plain JSON types only.
+
+    ``language`` (e.g. from the page's metadata) is used as given, normalised to its primary
+    subtag ("en-GB" -> "en"); otherwise it is detected with py3langid, and
+    ``language_detected``/``language_confidence`` say so.
+    """
+    text = text or ""
+    words = _WORD_RE.findall(text)
+    n_words = len(words)
+    n_unique = len({w.lower() for w in words})
+    n_sentences = count_sentences(text)
+    lang = normalise_language(language)
+    confidence: float | None = None
+    detected = False
+    if lang is None:
+        lang, confidence = detect_language(text)
+        detected = lang is not None
+    return {
+        "word_count": n_words,
+        "char_count": len(text),
+        "sentence_count": n_sentences,
+        "paragraph_count": sum(1 for line in text.splitlines() if line.strip()),
+        "avg_sentence_words": round(n_words / n_sentences, 2) if n_sentences else 0.0,
+        "unique_word_ratio": round(n_unique / n_words, 4) if n_words else 0.0,
+        "reading_time_min": round(n_words / READING_WPM, 2),
+        "language": lang,
+        "language_confidence": confidence,
+        "language_detected": detected,
+        "keywords": keywords(text, language=lang, top=max_keywords),
+    }
+
+
+def analyse_document(doc_dict: dict[str, Any], *, max_keywords: int = 10) -> dict[str, Any]:
+    """``analyse_text`` of a document dict (from ``extract_document``), with its language if set."""
+    return analyse_text(
+        doc_dict.get("text") or "", language=doc_dict.get("language"), max_keywords=max_keywords
+    )
+
+
+def extract_and_analyse(html: str, url: str | None, max_keywords: int = 10) -> dict[str, Any]:
+    """Extraction plus analysis in one call (one pool round trip): ``{"document", "analysis"}``.
+
+    The document's language is the page's own if trafilatura found one, else the detected one.
+    """
+    document = extract_document(html, url, detect_language=False)
+    analysis = analyse_document(document, max_keywords=max_keywords)
+    if not document.get("language"):
+        document["language"] = analysis["language"]
+    return {"document": document, "analysis": analysis}
+
+
+async def extract_and_analyse_page(
+    pool: CpuPool, page: Page, *, max_keywords: int = 10, min_chars: int | None = None
+) -> tuple[Document, dict[str, Any]]:
+    """Await ``extract_and_analyse`` for ``page`` in ``pool``: ``(Document, analysis)``.
+
+    Raises ``NoMainContent`` / ``ExtractionFailed`` as ``extract.extract`` does.
+    """
+    out = await run_in_pool(
+        pool, extract_and_analyse, page.text, page.final_url, max_keywords, url=page.final_url
+    )
+    if min_chars is None:
+        check_main_content(out["document"], page.final_url)
+    else:
+        check_main_content(out["document"], page.final_url, min_chars=min_chars)
+    return Document.from_dict(out["document"]), out["analysis"]
+
+
+def count_sentences(text: str) -> int:
+    """Sentences in ``text``; a paragraph without final punctuation (a heading) counts as one."""
+    count = 0
+    for line in text.splitlines():
+        pieces = _SENTENCE_END_RE.split(line)
+        count += sum(1 for piece in pieces if _WORD_RE.search(piece))
+    return count
+
+
+def normalise_language(language: str | None) -> str | None:
+    """'en-GB', 'EN_us' -> 'en'; empty or non-alphabetic -> None."""
+    if not language:
+        return None
+    primary = re.split(r"[-_]", language.strip(), maxsplit=1)[0].lower()
+    return primary if primary.isalpha() and 2 <= len(primary) <= 3 else None
+
+
+def detect_language(text: str) -> tuple[str | None, float | None]:
+    """py3langid's best guess and its probability; ``(None, None)`` for text without letters."""
+    sample = text[:KEYWORD_TEXT_CHARS]
+    if sum(ch.isalpha() for ch in sample[:200]) < MIN_DETECT_CHARS:
+        return None, None
+    lang, prob = _identifier().classify(sample)
+    return str(lang), round(float(prob), 4)
+
+
+def keywords(text: str, *, language: str | None = None, top: int = 10) -> list[str]:
+    """Top ``top`` yake keywords (1-2 word phrases), best first; ``[]`` for empty text."""
+    if top <= 0 or not _WORD_RE.search(text or ""):
+        return []
+    lan = _YAKE_LANG.get(language or "en", language or "en")
+    found = _keyword_extractor(lan, top).extract_keywords(text[:KEYWORD_TEXT_CHARS])
+    out: list[str] = []
+    seen: set[str] = set()
+    for phrase, _score in found:
+        key = phrase.lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(phrase)
+    return out[:top]
+
+
+@lru_cache(maxsize=1)
+def _identifier() -> Any:
+    # norm_probs=True gives a probability in [0, 1] rather than a raw log score.
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+@lru_cache(maxsize=64)
+def _keyword_extractor(lan: str, top: int) -> yake.KeywordExtractor:
+    import yake
+
+    # yake falls back to a language-neutral stopword list for languages it does not know.
+    return yake.KeywordExtractor(lan=lan, n=2, dedup_lim=0.7, top=top)

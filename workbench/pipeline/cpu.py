@@ -1,0 +1,248 @@
+"""A process pool for CPU-bound pipeline work (extraction, analysis, embedding).
+
+The worker's event loop keeps fetching and heart-beating while trafilatura runs in child processes.
+
+- Children start with the ``forkserver`` method, never ``fork``: the parent runs an asyncio loop and
+  threads, and forking those can deadlock a child. The fork server pre-imports the extraction stack
+  once, so a (re)started child is ready in milliseconds instead of re-importing trafilatura.
+- At most ``processes`` calls are in flight; further callers wait on a semaphore instead of piling
+  futures into the executor. This also makes ``timeout_s`` measure running time, not queueing time.
+- A child that dies (segfault, OOM kill, ``os._exit``) breaks a ``ProcessPoolExecutor`` for every
+  call in flight. The pool is replaced and each affected call is re-run alone in a one-process
+  "quarantine" pool: innocent pages succeed there, the page that kills its process again is the
+  culprit and gets ``ExtractionFailed``. The worker itself never dies with its children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from ..errors import ExtractionFailed
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Imported once in the fork server, so every child starts warm (cpu_preload runs warm_up_child).
+PRELOAD_MODULES = ["workbench.pipeline.cpu_preload"]
+
+_START_METHOD = "forkserver"
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    try:
+        ctx = multiprocessing.get_context(_START_METHOD)
+    except ValueError:  # platforms without forkserver (Windows)
+        return multiprocessing.get_context("spawn")
+    # Only takes effect if the (process-wide) fork server has not started yet; harmless otherwise.
+    ctx.set_forkserver_preload(PRELOAD_MODULES)  # type: ignore[attr-defined]
+    return ctx
+
+
+def warm_up_child() -> None:
+    """Load the lazy parts (language model, XPath caches) once; cheap when already warm.
+
+    Runs in the fork server (via ``cpu_preload``) and as each child's initializer, in case the
+    process-wide fork server was started by someone else without our preload.
+    """
+    try:
+        from .analyse import extract_and_analyse
+
+        extract_and_analyse(
+            "<html><body><article><p>Warm-up paragraph with enough words to extract. "
+            "It exists so the first real page is not slow.</p></article></body></html>",
+            None,
+        )
+    except Exception:  # warm-up is best effort; a real call will report real errors
+        log.debug("CPU pool warm-up failed", exc_info=True)
+
+
+def _noop() -> None:
+    return None
+
+
+class CpuPool:
+    """Runs picklable top-level functions in child processes, off the event loop.
+
+    ``processes`` defaults to 1. ``timeout_s`` bounds one call's running time: a call past it has
+    its pool's processes killed (a stuck child cannot be interrupted any other way) and raises
+    ``ExtractionFailed``; other calls that were running are re-run in quarantine.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        *,
+        timeout_s: float | None = 120.0,
+        warm_up: bool = True,
+    ) -> None:
+        self.processes = max(1, int(processes or 1))
+        self.timeout_s = timeout_s
+        self._warm_up = warm_up
+        self._ctx = _mp_context()
+        self._executor: ProcessPoolExecutor | None = None
+        self._quarantine: ProcessPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._quarantine_lock: asyncio.Lock | None = None
+        self._closed = False
+        #: how many times a broken pool was replaced (for logs and tests)
+        self.restarts = 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._executor else "idle")
+        return f"CpuPool(processes={self.processes}, timeout_s={self.timeout_s}, {state})"
+
+    # -- public API --
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in a child process and return its result.
+
+        Exceptions raised by ``fn`` propagate unchanged. A child that dies or a call past
+        ``timeout_s`` raises ``ExtractionFailed``; the pool is then replaced, ready for the next
+        call.
+        """
+        if self._closed:
+            raise RuntimeError("CpuPool is closed")
+        slots, _ = self._primitives()
+        async with slots:
+            if self._closed:  # closed while this call waited for a slot
+                raise RuntimeError("CpuPool is closed")
+            executor, fut = self._submit(fn, args)
+            try:
+                return await self._wait(executor, fut, fn)
+            except BrokenProcessPool:
+                self._replace(executor)
+                log.warning("a CPU worker process died; re-running %s in quarantine", _name(fn))
+            return await self._run_quarantined(fn, args)
+
+    async def warm_up(self) -> None:
+        """Start every child process now, so the first real calls are not slowed by start-up."""
+        if self._closed:
+            raise RuntimeError("CpuPool is closed")
+        executor = self._get_executor()
+        try:
+            # Submitting while no child is idle makes the executor start one child per call.
+            futures = [asyncio.wrap_future(executor.submit(_noop)) for _ in range(self.processes)]
+            await asyncio.gather(*futures)
+        except BrokenProcessPool as exc:
+            self._replace(executor)
+            raise RuntimeError(
+                "CPU pool processes could not start (a script that starts a pool needs an "
+                "`if __name__ == '__main__':` guard)"
+            ) from exc
+
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the child processes. Calls still waiting for a slot raise ``RuntimeError``."""
+        self._closed = True
+        for executor in (self._executor, self._quarantine):
+            if executor is not None:
+                executor.shutdown(wait=wait, cancel_futures=True)
+        self._executor = self._quarantine = None
+
+    async def __aenter__(self) -> CpuPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals --
+
+    def _primitives(self) -> tuple[asyncio.Semaphore, asyncio.Lock]:
+        # asyncio primitives belong to one loop; notebooks and tests may use the pool from several.
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._slots is None or self._quarantine_lock is None:
+            self._loop = loop
+            self._slots = asyncio.Semaphore(self.processes)
+            self._quarantine_lock = asyncio.Lock()
+        return self._slots, self._quarantine_lock
+
+    def _new_executor(self, workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=self._ctx,
+            initializer=warm_up_child if self._warm_up else None,
+        )
+
+    def _get_executor(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = self._new_executor(self.processes)
+        return self._executor
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        # Several callers see the same breakage; only the first one replaces the executor.
+        if self._executor is broken:
+            self._executor = None
+            self.restarts += 1
+        _kill(broken)
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def _submit(self, fn: Callable[..., T], args: tuple) -> tuple[ProcessPoolExecutor, Future[T]]:
+        executor = self._get_executor()
+        try:
+            return executor, executor.submit(fn, *args)
+        except BrokenProcessPool:
+            # Broken by an earlier call that has not replaced it yet: this call is innocent.
+            self._replace(executor)
+            executor = self._get_executor()
+            return executor, executor.submit(fn, *args)
+
+    async def _wait(
+        self, executor: ProcessPoolExecutor, fut: Future[T], fn: Callable[..., Any]
+    ) -> T:
+        """Await one call; past ``timeout_s``, kill ``executor``'s children: ExtractionFailed."""
+        started = time.monotonic()
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), self.timeout_s)
+        except asyncio.TimeoutError:
+            elapsed = time.monotonic() - started
+            if executor is self._quarantine:
+                self._quarantine = None
+                _kill(executor)
+                executor.shutdown(wait=False, cancel_futures=True)
+            else:
+                self._replace(executor)
+            raise ExtractionFailed(
+                f"{_name(fn)} ran for {elapsed:.0f} s, past the {self.timeout_s:g} s limit; "
+                "its process was killed"
+            ) from None
+
+    async def _run_quarantined(self, fn: Callable[..., T], args: tuple) -> T:
+        """Re-run a call alone in a one-process pool: if its process dies again, it is the culprit.
+        """
+        _, lock = self._primitives()
+        async with lock:
+            if self._quarantine is None:
+                self._quarantine = self._new_executor(1)
+            executor = self._quarantine
+            try:
+                return await self._wait(executor, executor.submit(fn, *args), fn)
+            except BrokenProcessPool as exc:
+                if self._quarantine is executor:
+                    self._quarantine = None
+                executor.shutdown(wait=False, cancel_futures=True)
+                raise ExtractionFailed(
+                    f"the process running {_name(fn)} died (crash, out of memory or killed), "
+                    "twice; the pool was restarted"
+                ) from exc
+
+
+def _kill(executor: ProcessPoolExecutor) -> None:
+    # ProcessPoolExecutor has no public way to stop a running child before Python 3.14.
+    processes = getattr(executor, "_processes", None) or {}
+    for proc in list(processes.values()):
+        try:
+            proc.kill()
+        except Exception:  # already gone
+            pass
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
