@@ -16,21 +16,19 @@ from typing import Any
 
 import numpy as np
 
+
 NDARRAY_KEY = "__ndarray__"
+# Only plain numeric dtypes travel through results: never object arrays (that would need pickle).
+_ALLOWED_DTYPES = {
+    "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"
+}
 
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj)
-        if arr.dtype.byteorder == ">":
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
-        if arr.dtype.kind not in "biuf":
-            return arr.tolist()
-        return {
-            NDARRAY_KEY: base64.b64encode(arr.tobytes()).decode("ascii"),
-            "dtype": arr.dtype.str.lstrip("<|="),
-            "shape": list(arr.shape),
-        }
+        if obj.dtype.kind not in "biuf":
+            return obj.tolist()
+        return encode_array(obj, dtype=None)
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, (datetime, date)):
@@ -44,11 +42,48 @@ def _default(obj: Any) -> Any:
 
 def _hook(obj: dict[str, Any]) -> Any:
     if NDARRAY_KEY in obj and "dtype" in obj:
-        raw = base64.b64decode(obj[NDARRAY_KEY])
-        return np.frombuffer(raw, dtype=np.dtype(obj["dtype"]).newbyteorder("<")).reshape(
-            obj.get("shape", [-1])
-        )
+        return decode_array(obj)
     return obj
+
+
+def encode_array(arr: Any, *, dtype: str | None = "float32") -> dict[str, Any]:
+    """A numpy array as ``{"__ndarray__": <base64 little-endian bytes>, "dtype", "shape"}``.
+
+    Floats are stored as float32 by default (embeddings need no more); ``dtype=None`` keeps the
+    array's own dtype.
+    """
+    a = np.asarray(arr)
+    target = np.dtype(dtype) if dtype is not None else a.dtype
+    if target.name not in _ALLOWED_DTYPES:
+        raise TypeError(f"cannot encode an array of dtype {target.name}")
+    a = np.asarray(a, dtype=target.newbyteorder("<"), order="C")  # keeps 0-d arrays 0-d
+    return {
+        NDARRAY_KEY: base64.b64encode(a.tobytes()).decode("ascii"),
+        "dtype": target.name,
+        "shape": list(a.shape),
+    }
+
+
+def is_encoded_array(obj: Any) -> bool:
+    return isinstance(obj, dict) and NDARRAY_KEY in obj
+
+
+def decode_array(obj: dict[str, Any]) -> np.ndarray:
+    """The array ``encode_array`` encoded (a fresh, writable, native-endian copy)."""
+    try:
+        dtype = np.dtype(str(obj.get("dtype", "float32")))
+        shape = tuple(int(n) for n in obj["shape"])
+        raw = base64.b64decode(obj[NDARRAY_KEY], validate=True)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an encoded array: {exc}") from exc
+    if dtype.name not in _ALLOWED_DTYPES:
+        raise ValueError(f"refusing to decode an array of dtype {dtype.name}")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected or any(n < 0 for n in shape):
+        raise ValueError(
+            f"encoded array has {len(raw)} bytes, shape {list(shape)} needs {expected}"
+        )
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
 
 
 def _clean_floats(obj: Any) -> Any:

@@ -5,7 +5,7 @@
 =================  =====================================================================
 ``max_keywords``   keywords to keep (default 10)
 ``include_text``   keep the main text in the result (default true)
-``min_chars``      less main text than this is a ``no_main_content`` failure (default 25)
+``min_chars``      less main text than this is a ``no_main_content`` failure (default 50)
 ``embed_model``    local model2vec path: adds ``embedding`` (float32 vector of the text)
 ``llm_prompt``     a template with ``{title}``, ``{text}``, ``{url}``, ``{language}``,
                    ``{description}``: adds ``llm_answer``, ``llm_model``, ``llm_usage``
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from ..errors import InvalidParamsError, PermanentError
+from ..errors import PermanentError
 from .analyse import extract_and_analyse_page
 from .context import Context
 from .llm import render_prompt
@@ -43,7 +43,7 @@ async def article(url: str, ctx: Context) -> dict[str, Any]:
     """Fetch, extract (trafilatura) and analyse one article page."""
     p = ctx.params
     max_keywords = _int_param(p, "max_keywords", 10, 0, 100)
-    min_chars = _int_param(p, "min_chars", 25, 0, 1_000_000)
+    min_chars = _int_param(p, "min_chars", 50, 0, 1_000_000)
     page = await ctx.fetch()
     with ctx.step("extract"):
         doc, analysis = await extract_and_analyse_page(
@@ -75,17 +75,15 @@ async def article(url: str, ctx: Context) -> dict[str, Any]:
 
 async def _llm_step(ctx: Context, doc: Any, template: str) -> dict[str, Any]:
     limit = _int_param(ctx.params, "llm_max_chars", 6000, 100, 1_000_000)
-    try:
-        prompt = render_prompt(
-            template,
-            title=doc.title or "",
-            text=(doc.text or "")[:limit],
-            url=ctx.url,
-            language=doc.language or "",
-            description=doc.description or "",
-        )
-    except (KeyError, ValueError) as exc:
-        raise InvalidParamsError(f"llm_prompt: {exc}") from None
+    # a template naming an unknown field is a PermanentError naming it (prompt_field_missing)
+    prompt = render_prompt(
+        template,
+        title=doc.title or "",
+        text=(doc.text or "")[:limit],
+        url=ctx.url,
+        language=doc.language or "",
+        description=doc.description or "",
+    )
     reply = await ctx.llm(prompt)
     return {"llm_answer": reply.text, "llm_model": reply.model, "llm_usage": reply.usage}
 

@@ -1,4 +1,4 @@
-"""Pluggable text embedders loaded from local paths, and a compact JSON form for arrays.
+"""Pluggable text embedders loaded from local paths.
 
 Nothing is ever downloaded: a spec names a directory on this machine (``WORKBENCH_EMBED_MODEL``
 or a pipeline param), and a missing directory is a clear ``PermanentError``, not a silent trip to
@@ -10,7 +10,6 @@ Specs: ``/path/to/model`` or ``model2vec:/path`` (a model2vec StaticModel), ``st
 
 from __future__ import annotations
 
-import base64
 import sys
 import threading
 from functools import lru_cache
@@ -19,15 +18,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+# Arrays in results are encoded by workbench.codec; re-exported here for pipeline authors.
+from ..codec import NDARRAY_KEY, decode_array, encode_array, is_encoded_array  # noqa: F401
 from ..errors import PermanentError
-
-#: The JSON key that marks an encoded array (see ``encode_array``).
-NDARRAY_KEY = "__ndarray__"
-
-# Only plain numeric dtypes travel through results: never object arrays (that would need pickle).
-_ALLOWED_DTYPES = {
-    "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"
-}
 
 
 @runtime_checkable
@@ -140,44 +133,7 @@ def embed_texts(spec: str, texts: list[str]) -> np.ndarray:
     return load_embedder(spec).encode(texts)
 
 
-def encode_array(arr: Any, *, dtype: str | None = "float32") -> dict[str, Any]:
-    """A numpy array as ``{"__ndarray__": <base64 little-endian bytes>, "dtype", "shape"}``.
 
-    Floats are stored as float32 by default (embeddings need no more); ``dtype=None`` keeps the
-    array's own dtype.
-    """
-    a = np.asarray(arr)
-    target = np.dtype(dtype) if dtype is not None else a.dtype
-    if target.name not in _ALLOWED_DTYPES:
-        raise TypeError(f"cannot encode an array of dtype {target.name}")
-    a = np.asarray(a, dtype=target.newbyteorder("<"), order="C")  # keeps 0-d arrays 0-d
-    return {
-        NDARRAY_KEY: base64.b64encode(a.tobytes()).decode("ascii"),
-        "dtype": target.name,
-        "shape": list(a.shape),
-    }
-
-
-def is_encoded_array(obj: Any) -> bool:
-    return isinstance(obj, dict) and NDARRAY_KEY in obj
-
-
-def decode_array(obj: dict[str, Any]) -> np.ndarray:
-    """The array ``encode_array`` encoded (a fresh, writable, native-endian copy)."""
-    try:
-        dtype = np.dtype(str(obj.get("dtype", "float32")))
-        shape = tuple(int(n) for n in obj["shape"])
-        raw = base64.b64decode(obj[NDARRAY_KEY], validate=True)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not an encoded array: {exc}") from exc
-    if dtype.name not in _ALLOWED_DTYPES:
-        raise ValueError(f"refusing to decode an array of dtype {dtype.name}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) != expected or any(n < 0 for n in shape):
-        raise ValueError(
-            f"encoded array has {len(raw)} bytes, shape {list(shape)} needs {expected}"
-        )
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
 
 
 def _local_dir(path: str | Path, *, required: tuple[str, ...]) -> Path:
