@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     api_token: str | None = None
     smtp_url: str | None = None
     smtp_from: str = "workbench@localhost"
+    smtp_timeout_s: float = Field(30.0, gt=0)
+    smtp_max_tries: int = Field(4, ge=1, le=20)  # transient SMTP failures: tries with backoff
+    smtp_backoff_s: float = Field(2.0, ge=0)  # first retry delay, doubling each time
     retention_days: float = Field(30.0, gt=0)
 
     @field_validator("database_url")

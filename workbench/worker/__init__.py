@@ -11,6 +11,7 @@ from typing import Any
 from arq import Worker
 from arq.worker import func
 
+from ..cleanup import cleanup_cron_job
 from ..codec import job_dumps, job_loads
 from ..queue import JOB_FUNCTION, connect
 from ..settings import Settings
@@ -47,6 +48,8 @@ async def build_worker(
             func(run_item, name=JOB_FUNCTION, timeout=settings.job_timeout_s + 60,
                  max_tries=1_000_000, keep_result=0),
         ],
+        # daily 03:00 cleanup of old raw pages and stale queue keys; unique across workers
+        cron_jobs=[cleanup_cron_job()],
         redis_pool=redis,
         queue_name=settings.queue_name,
         burst=burst,

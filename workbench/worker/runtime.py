@@ -96,8 +96,13 @@ class WorkerRuntime:
         ]
         self.log.info("worker started", concurrency=self.concurrency,
                       database=self.ledger.dialect, queue=self.settings.queue_name)
+        from ..notify import install_notify_hook
+
+        install_notify_hook(self)  # email on completion when WORKBENCH_SMTP_URL is set
 
     async def stop(self) -> None:
+        if getattr(self, "notifier", None) is not None:  # let pending emails go out first
+            await self.notifier.close(grace_s=min(10.0, self.settings.shutdown_grace_s))
         for task in self._background:
             task.cancel()
         for task in self._background:

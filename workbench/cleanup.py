@@ -1,0 +1,297 @@
+"""Scheduled cleanup: the worker's daily 03:00 cron job and ``python -m workbench cleanup``.
+
+One pass (``run_cleanup``) does, each step independent of the others:
+
+1. **Raw pages**: stored page snapshots fetched more than ``WORKBENCH_RETENTION_DAYS`` ago are
+   deleted, then every page body no snapshot points at (``PageStore.delete_older_than``).
+   A rerun of an old batch then reports ``page_not_stored`` for those URLs.
+2. **Stale queue entries**: jobs in this queue whose item the ledger holds as done, failed or
+   cancelled, whose attempt was superseded by a newer one, or whose item does not exist, are
+   removed (sorted-set entry, job key, retry key). A job ARQ is running right now (in-progress
+   key) is left alone. With the embedded Redis (private to this data dir) orphaned job keys
+   outside the queue are swept too; on a shared Redis only this queue's entries are touched.
+3. **Dead workers**: worker records whose heartbeat stopped over an hour ago are marked
+   stopped; records of workers stopped over a week ago are removed. Items are never touched
+   (the worker's reconcile pass already re-queued what such workers held).
+4. **Owed emails**: batches that settled but whose notification email could not be delivered
+   (the claim was given back, see ``workbench.notify``) are sent now, when SMTP is configured.
+
+Results and ledger rows (batches, items) are research data: never deleted here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from sqlalchemy import and_, delete, select, update
+
+from .ledger.models import TERMINAL_STATUSES, BatchRow, ItemRow, WorkerRow
+from .ledger.pages import PageStore
+from .ledger.store import Ledger
+from .settings import Settings
+
+log = structlog.get_logger("workbench.cleanup")
+
+CRON_NAME = "cron:cleanup"
+CRON_HOUR = 3
+CRON_MINUTE = 0
+DEAD_WORKER_AFTER_S = 3600.0
+FORGET_WORKER_AFTER_S = 7 * 86400.0
+_ITEM_JOB = re.compile(r"^(\d+):(\d+)$")
+_SCAN = 1000
+
+
+@dataclass
+class CleanupReport:
+    retention_days: float
+    cutoff: datetime
+    snapshots_deleted: int = 0
+    blobs_deleted: int = 0
+    stale_jobs_removed: int = 0
+    orphan_keys_removed: int = 0
+    workers_marked_dead: int = 0
+    workers_forgotten: int = 0
+    notifications_sent: int = 0
+    notifications_failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cutoff"] = self.cutoff.isoformat()
+        return d
+
+    def lines(self) -> list[str]:
+        out = [
+            f"raw pages older than {self.retention_days:g} days "
+            f"(fetched before {self.cutoff:%Y-%m-%d %H:%M} UTC): "
+            f"{self.snapshots_deleted} snapshot(s) and {self.blobs_deleted} page body(ies) deleted",
+            f"queue: {self.stale_jobs_removed} stale job(s) removed, "
+            f"{self.orphan_keys_removed} orphaned key(s) removed",
+            f"workers: {self.workers_marked_dead} dead record(s) marked stopped, "
+            f"{self.workers_forgotten} old record(s) removed",
+        ]
+        if self.notifications_sent or self.notifications_failed:
+            out.append(
+                f"emails owed: {self.notifications_sent} sent, "
+                f"{self.notifications_failed} still failing"
+            )
+        out.append("results and ledger rows: kept (never deleted by cleanup)")
+        out += [f"error: {e}" for e in self.errors]
+        return out
+
+
+async def run_cleanup(
+    settings: Settings,
+    *,
+    ledger: Ledger | None = None,
+    redis: ArqRedis | None = None,
+    now: datetime | None = None,
+    dead_worker_after_s: float = DEAD_WORKER_AFTER_S,
+    forget_worker_after_s: float = FORGET_WORKER_AFTER_S,
+) -> CleanupReport:
+    """One cleanup pass. Opens (and closes) its own ledger and Redis connection unless given."""
+    from . import queue
+
+    now = now or datetime.now(UTC)
+    report = CleanupReport(
+        retention_days=settings.retention_days,
+        cutoff=now - timedelta(days=settings.retention_days),
+    )
+    own_ledger = ledger is None
+    own_redis = redis is None
+    try:
+        if ledger is None:
+            ledger = await Ledger(settings.effective_database_url).start()
+        try:
+            report.snapshots_deleted, report.blobs_deleted = await PageStore(
+                ledger
+            ).delete_older_than(report.cutoff)
+        except Exception as exc:  # noqa: BLE001 - report, carry on with the other steps
+            report.errors.append(f"deleting old pages failed: {exc}")
+        try:
+            if redis is None:
+                redis = await queue.connect(settings)
+            await _sweep_queue(settings, ledger, redis, report)
+        except Exception as exc:  # noqa: BLE001
+            report.errors.append(f"sweeping the queue failed: {exc}")
+        try:
+            await _sweep_workers(ledger, now, dead_worker_after_s, forget_worker_after_s, report)
+        except Exception as exc:  # noqa: BLE001
+            report.errors.append(f"sweeping worker records failed: {exc}")
+        if settings.smtp_url:
+            try:
+                await _send_owed_notifications(settings, ledger, report)
+            except Exception as exc:  # noqa: BLE001
+                report.errors.append(f"sending owed emails failed: {exc}")
+    finally:
+        if own_redis and redis is not None:
+            with contextlib.suppress(Exception):
+                await redis.aclose(close_connection_pool=True)
+        if own_ledger and ledger is not None:
+            await ledger.close()
+    log.info("cleanup done", **{k: v for k, v in report.as_dict().items() if k != "errors"},
+             errors=len(report.errors))
+    return report
+
+
+# ---------------------------------------------------------------------------- queue
+async def _stale(ledger: Ledger, jobs: dict[str, tuple[int, int]]) -> list[str]:
+    """The job ids among ``jobs`` whose item is finished, superseded or unknown."""
+    if not jobs:
+        return []
+    t = ItemRow.__table__
+    ids = sorted({item for item, _ in jobs.values()})
+    current: dict[int, tuple[str, int]] = {}
+    async with ledger.read_engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            for row in await conn.execute(
+                select(t.c.id, t.c.status, t.c.attempts).where(t.c.id.in_(ids[i : i + 500]))
+            ):
+                current[row.id] = (row.status, row.attempts)
+    stale = []
+    for jid, (item, attempt) in jobs.items():
+        state = current.get(item)
+        if state is None or state[0] in TERMINAL_STATUSES or state[1] != attempt:
+            stale.append(jid)
+    return stale
+
+
+async def _without_in_progress(redis: ArqRedis, jids: list[str]) -> list[str]:
+    if not jids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for jid in jids:
+            pipe.exists(in_progress_key_prefix + jid)
+        flags = await pipe.execute()
+    return [j for j, running in zip(jids, flags, strict=True) if not running]
+
+
+async def _remove(redis: ArqRedis, queue_name: str, jids: list[str]) -> None:
+    for i in range(0, len(jids), _SCAN):
+        chunk = jids[i : i + _SCAN]
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(queue_name, *chunk)
+            pipe.delete(*[job_key_prefix + j for j in chunk])
+            pipe.delete(*[retry_key_prefix + j for j in chunk])
+            await pipe.execute()
+
+
+async def _sweep_queue(
+    settings: Settings, ledger: Ledger, redis: ArqRedis, report: CleanupReport
+) -> None:
+    queue_name = settings.queue_name
+    members: dict[str, tuple[int, int]] = {}
+    async for member, _score in redis.zscan_iter(queue_name, count=_SCAN):
+        jid = member.decode() if isinstance(member, bytes) else str(member)
+        m = _ITEM_JOB.match(jid)
+        if m:  # other entries (the cleanup cron job itself) are not items
+            members[jid] = (int(m.group(1)), int(m.group(2)))
+    stale: list[str] = []
+    batch: dict[str, tuple[int, int]] = {}
+    for jid, job in members.items():
+        batch[jid] = job
+        if len(batch) >= _SCAN:
+            stale += await _stale(ledger, batch)
+            batch = {}
+    stale += await _stale(ledger, batch)
+    stale = await _without_in_progress(redis, stale)
+    await _remove(redis, queue_name, stale)
+    report.stale_jobs_removed = len(stale)
+
+    if not settings.uses_embedded_redis:
+        return  # a shared Redis may hold other deployments' job keys: leave them to expire
+    orphans: dict[str, tuple[int, int]] = {}
+    async for key in redis.scan_iter(match=job_key_prefix + "*", count=_SCAN):
+        jid = (key.decode() if isinstance(key, bytes) else str(key))[len(job_key_prefix):]
+        m = _ITEM_JOB.match(jid)
+        if m and jid not in members:
+            orphans[jid] = (int(m.group(1)), int(m.group(2)))
+    gone = await _without_in_progress(redis, await _stale(ledger, orphans))
+    await _remove(redis, queue_name, gone)
+    report.orphan_keys_removed = len(gone)
+
+
+# ---------------------------------------------------------------------------- workers
+async def _sweep_workers(
+    ledger: Ledger, now: datetime, dead_after_s: float, forget_after_s: float,
+    report: CleanupReport,
+) -> None:
+    w = WorkerRow.__table__
+    dead_cutoff = now - timedelta(seconds=dead_after_s)
+    forget_cutoff = now - timedelta(seconds=forget_after_s)
+    async with ledger.engine.begin() as conn:
+        marked = await conn.execute(
+            update(w)
+            .where(w.c.stopped_at.is_(None), w.c.heartbeat_at < dead_cutoff)
+            .values(stopped_at=w.c.heartbeat_at)
+        )
+        forgotten = await conn.execute(
+            delete(w).where(
+                and_(w.c.stopped_at.is_not(None), w.c.stopped_at < forget_cutoff,
+                     w.c.heartbeat_at < forget_cutoff)
+            )
+        )
+    report.workers_marked_dead = marked.rowcount
+    report.workers_forgotten = forgotten.rowcount
+
+
+# ---------------------------------------------------------------------------- owed emails
+async def _send_owed_notifications(
+    settings: Settings, ledger: Ledger, report: CleanupReport
+) -> None:
+    from .notify import deliver_notification
+
+    b = BatchRow.__table__
+    async with ledger.read_engine.connect() as conn:
+        owed = [
+            r.id
+            for r in await conn.execute(
+                select(b.c.id).where(
+                    b.c.notify.is_not(None), b.c.settled_at.is_not(None), b.c.notified_at.is_(None)
+                )
+            )
+        ]
+    for batch_id in owed:
+        if not await ledger.claim_notification(batch_id):
+            continue
+        outcome = await deliver_notification(settings, ledger, batch_id)
+        if outcome == "sent":
+            report.notifications_sent += 1
+        else:
+            report.notifications_failed += 1
+
+
+# ---------------------------------------------------------------------------- the cron job
+async def cleanup_cron(ctx: dict[str, Any]) -> dict[str, Any]:
+    """ARQ cron job: one cleanup pass with the worker's own ledger and Redis."""
+    runtime = ctx["workbench"]
+    report = await run_cleanup(runtime.settings, ledger=runtime.ledger, redis=runtime.redis)
+    return report.as_dict()
+
+
+def cleanup_cron_job() -> Any:
+    """Daily at 03:00 (the worker's local time); ``unique`` so one worker of many runs it."""
+    from arq import cron
+
+    return cron(
+        cleanup_cron,
+        name=CRON_NAME,
+        hour=CRON_HOUR,
+        minute=CRON_MINUTE,
+        unique=True,
+        run_at_startup=False,
+        timeout=3600,
+        keep_result=0,
+        max_tries=1,
+    )
