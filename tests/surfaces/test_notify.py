@@ -1,0 +1,171 @@
+"""Email on completion against a real SMTP server on loopback (aiosmtpd), on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from workbench import Workbench
+from workbench.cleanup import run_cleanup
+from workbench.ledger.models import BatchRow
+from workbench.notify import (
+    PermanentSmtpError,
+    compose_email,
+    parse_smtp_url,
+    send_email,
+    summarize_batch,
+)
+
+from .conftest import PIPELINES, SmtpServer, free_port
+
+OK = [f"http://example.org/ok/{i}" for i in range(1, 18)]
+BAD = [f"http://example.org/bad/{i}" for i in range(20, 23)]
+
+
+async def _until(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def _batch_row(wb: Workbench, batch_id: str) -> Any:
+    async with wb.ledger.read_engine.connect() as conn:
+        return (await conn.execute(select(BatchRow.__table__).where(BatchRow.id == batch_id))).one()
+
+
+async def test_exactly_one_email_with_two_workers(
+    make_wb: Callable[..., Workbench], run_worker: Any, smtp: SmtpServer
+) -> None:
+    mail = dict(smtp_url=smtp.url, smtp_from="Workbench <wb@example.org>", pipelines=PIPELINES)
+    wb = make_wb(**mail)
+    batch = await wb.submit(OK + BAD, pipeline="surf", name="two workers",
+                            notify="ana@example.org")
+    runs = await asyncio.gather(run_worker(concurrency=3, **mail), run_worker(concurrency=3, **mail))
+    assert sum(r.items_done for r in runs) == 20
+    assert (await batch.wait(timeout=10))["done"] == 17
+    await _until(lambda: smtp.inbox.messages)
+    await asyncio.sleep(0.3)  # a second email would have had time to arrive
+    assert len(smtp.inbox.messages) == 1
+    sender, rcpts, msg = smtp.inbox.messages[0]
+    assert sender == "wb@example.org" and rcpts == ["ana@example.org"]
+    assert msg["Subject"] == "[Workbench] batch two workers finished: 17 done, 3 failed"
+    assert msg["X-Workbench-Batch"] == batch.id
+    body = msg.get_content()
+    assert "Items:     20 — done 17, failed 3, cancelled 0" in body
+    assert "took " in body  # the duration
+    assert "bad_page: 3 item(s)" in body
+    assert "e.g. http://example.org/bad/20" in body and "page 20 is bad" in body  # a sample
+    assert f"python -m workbench retry {batch.id}" in body
+    assert f'batch = await wb.get_batch("{batch.id}")' in body and "await batch.retry()" in body
+
+    # racing notifiers of two workers on a settled batch: still exactly one claim
+    from workbench.notify import Notifier
+
+    second = await wb.submit(OK[:2], pipeline="surf", notify="bo@example.org")
+    await run_worker(**{**mail, "smtp_url": None})  # a worker without SMTP: no email, no claim
+    assert (await _batch_row(wb, second.id)).notified_at is None
+    info = await wb.ledger.batch_info(second.id)
+    notifiers = [Notifier(wb.settings, wb.ledger) for _ in range(4)]
+    await asyncio.gather(*(n(None, info) for n in notifiers for _ in range(3)))  # type: ignore[arg-type]
+    for n in notifiers:
+        await n.close()
+    assert sum(len(n.outcomes) for n in notifiers) == 1
+    await _until(lambda: len(smtp.inbox.messages) == 2)
+    assert smtp.inbox.messages[1][1] == ["bo@example.org"]
+    assert "No item failed." in smtp.inbox.messages[1][2].get_content()
+
+
+async def test_smtp_down_then_up_is_retried_and_delivered(
+    make_wb: Callable[..., Workbench],
+) -> None:
+    server = SmtpServer(free_port())  # not listening yet
+    wb = make_wb(smtp_url=server.url, smtp_backoff_s=0.3, smtp_max_tries=6, pipelines=PIPELINES)
+    runtime = await wb.start_worker(concurrency=4)
+    try:
+        batch = await wb.submit(OK[:3], pipeline="surf", notify="ana@example.org")
+        assert (await batch.wait(timeout=20))["done"] == 3
+        notifier = runtime.notifier  # type: ignore[attr-defined]
+        await _until(lambda: notifier.failed_attempts >= 1)  # refused: SMTP is down
+        server.start()
+        await _until(lambda: notifier.outcomes, timeout=30)
+        assert notifier.outcomes == [(batch.id, "sent")]
+        assert len(server.inbox.messages) == 1
+        assert (await _batch_row(wb, batch.id)).notified_at is not None
+    finally:
+        await wb.stop_workers()
+        server.stop()
+
+
+async def test_smtp_permanently_down_batch_completes_email_sent_by_cleanup_later(
+    make_wb: Callable[..., Workbench],
+) -> None:
+    server = SmtpServer(free_port())
+    wb = make_wb(smtp_url=server.url, smtp_backoff_s=0.05, smtp_max_tries=3, pipelines=PIPELINES)
+    runtime = await wb.start_worker(concurrency=4)
+    try:
+        batch = await wb.submit(OK[:2] + BAD[:1], pipeline="surf", notify="ana@example.org")
+        counts = await batch.wait(timeout=20)
+        assert counts["done"] == 2 and counts["failed"] == 1  # the batch completes regardless
+        notifier = runtime.notifier  # type: ignore[attr-defined]
+        await _until(lambda: notifier.outcomes)
+        assert notifier.outcomes == [(batch.id, "unclaimed")] and notifier.failed_attempts == 3
+    finally:
+        await wb.stop_workers()
+    row = await _batch_row(wb, batch.id)
+    assert row.notified_at is None and row.settled_at is not None  # owed, not forgotten
+
+    server.start()
+    try:
+        report = await run_cleanup(wb.settings)
+        assert report.notifications_sent == 1 and report.ok
+        assert len(server.inbox.messages) == 1
+        assert "1 failed" in server.inbox.messages[0][2]["Subject"]
+        assert (await _batch_row(wb, batch.id)).notified_at is not None
+        assert (await run_cleanup(wb.settings)).notifications_sent == 0  # sent once only
+    finally:
+        server.stop()
+
+
+async def test_permanent_refusal_is_not_retried(make_wb: Callable[..., Workbench]) -> None:
+    class Refuse:
+        async def handle_RCPT(self, server: Any, session: Any, envelope: Any,  # noqa: N802
+                              address: str, rcpt_options: Any) -> str:
+            return "550 5.1.1 no such user here"
+
+    from aiosmtpd.controller import Controller
+
+    port = free_port()
+    controller = Controller(Refuse(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        wb = make_wb()
+        batch = await wb.submit(OK[:1], pipeline="surf", notify="nobody@example.org")
+        summary = await summarize_batch(wb.ledger, batch.id)
+        msg = compose_email(summary, sender="wb@example.org", recipients=["nobody@example.org"])
+        failures: list[BaseException] = []
+        with pytest.raises(PermanentSmtpError, match="550"):
+            await send_email(msg, parse_smtp_url(f"smtp://127.0.0.1:{port}"), tries=4,
+                             backoff_s=0.01, on_failure=failures.append)
+        assert len(failures) == 1  # no retry of a 5xx
+    finally:
+        controller.stop()
+
+
+def test_smtp_url_forms() -> None:
+    plain = parse_smtp_url("smtp://mail.example.org")
+    assert (plain.hostname, plain.port, plain.use_tls, plain.start_tls) == (
+        "mail.example.org", 25, False, False)
+    tls = parse_smtp_url("smtps://mail.example.org")
+    assert tls.port == 465 and tls.use_tls
+    st = parse_smtp_url("smtp+starttls://ana%40lab:p%3Ass@mail.example.org:2587")
+    assert (st.port, st.start_tls, st.username, st.password) == (2587, True, "ana@lab", "p:ss")
+    assert "p:ss" not in repr(st)
+    with pytest.raises(ValueError):
+        parse_smtp_url("http://mail.example.org")
