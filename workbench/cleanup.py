@@ -13,8 +13,10 @@ One pass (``run_cleanup``) does, each step independent of the others:
 3. **Dead workers**: worker records whose heartbeat stopped over an hour ago are marked
    stopped; records of workers stopped over a week ago are removed. Items are never touched
    (the worker's reconcile pass already re-queued what such workers held).
-4. **Owed emails**: batches that settled but whose notification email could not be delivered
-   (the claim was given back, see ``workbench.notify``) are sent now, when SMTP is configured.
+4. **Owed emails** (when SMTP is configured): batches with ``notify`` that settled without their
+   email going out are sent now - the claim was given back after failed sends, or (batches of
+   the last 7 days) no item finished on a worker to trigger it: all cached, the rest cancelled,
+   the last ones failed by reconcile. See ``workbench.notify``.
 
 Results and ledger rows (batches, items) are research data: never deleted here.
 """
@@ -44,6 +46,7 @@ CRON_HOUR = 3
 CRON_MINUTE = 0
 DEAD_WORKER_AFTER_S = 3600.0
 FORGET_WORKER_AFTER_S = 7 * 86400.0
+OWED_EMAIL_WINDOW_DAYS = 7
 _ITEM_JOB = re.compile(r"^(\d+):(\d+)$")
 _SCAN = 1000
 
@@ -131,7 +134,7 @@ async def run_cleanup(
             report.errors.append(f"sweeping worker records failed: {exc}")
         if settings.smtp_url:
             try:
-                await _send_owed_notifications(settings, ledger, report)
+                await _send_owed_notifications(settings, ledger, report, now)
             except Exception as exc:  # noqa: BLE001
                 report.errors.append(f"sending owed emails failed: {exc}")
     finally:
@@ -248,22 +251,26 @@ async def _sweep_workers(
 
 # ---------------------------------------------------------------------------- owed emails
 async def _send_owed_notifications(
-    settings: Settings, ledger: Ledger, report: CleanupReport
+    settings: Settings, ledger: Ledger, report: CleanupReport, now: datetime
 ) -> None:
     from .notify import deliver_notification
 
     b = BatchRow.__table__
+    recent = now - timedelta(days=OWED_EMAIL_WINDOW_DAYS)
     async with ledger.read_engine.connect() as conn:
         owed = [
             r.id
             for r in await conn.execute(
                 select(b.c.id).where(
-                    b.c.notify.is_not(None), b.c.settled_at.is_not(None), b.c.notified_at.is_(None)
-                )
+                    b.c.notify.is_not(None),
+                    b.c.notified_at.is_(None),
+                    # given back after failed sends, or settled with no item finishing on a worker
+                    b.c.settled_at.is_not(None) | (b.c.created_at >= recent),
+                ).order_by(b.c.created_at)
             )
         ]
     for batch_id in owed:
-        if not await ledger.claim_notification(batch_id):
+        if not await ledger.claim_notification(batch_id):  # still running: not owed yet
             continue
         outcome = await deliver_notification(settings, ledger, batch_id)
         if outcome == "sent":

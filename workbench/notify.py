@@ -12,9 +12,11 @@ Delivery policy:
   exponential backoff: ``WORKBENCH_SMTP_MAX_TRIES`` tries, ``WORKBENCH_SMTP_BACKOFF_S`` doubling.
 - If every try fails transiently, the claim is given back (``notified_at`` cleared, ``settled_at``
   kept). The daily cleanup (``python -m workbench cleanup`` and the worker's 03:00 cron) sends
-  the notifications of settled batches whose claim was given back; so does the next settle of the
-  batch (after a retry). A worker that stops while a send is pending waits a few seconds for it,
-  then gives the claim back the same way.
+  the emails still owed: batches whose claim was given back, and recent batches (created in the
+  last 7 days) that settled without an item finishing on a worker - every item cached at submit,
+  the rest cancelled, or the last ones failed by reconcile as ``worker_lost``. The next settle of
+  the batch (after a retry) also tries again. A worker that stops while a send is pending waits a
+  few seconds for it, then gives the claim back the same way.
 - A permanent failure (5xx: recipient or sender refused, authentication failed, STARTTLS not
   offered) is logged and not retried: the batch stays marked as notified.
 - Nothing here ever fails an item or a batch.
@@ -102,7 +104,7 @@ class BatchSummary:
 
     @property
     def label(self) -> str:
-        return f"{self.name!r} ({self.batch_id})" if self.name else self.batch_id
+        return f"{_clip(self.name, 120)!r} ({self.batch_id})" if self.name else self.batch_id
 
 
 async def summarize_batch(ledger: Ledger, batch_id: str, *, top: int = 5) -> BatchSummary:
@@ -206,7 +208,8 @@ def compose_email(summary: BatchSummary, *, sender: str, recipients: Sequence[st
     if c["cancelled"]:
         outcome += f", {c['cancelled']} cancelled"
     msg = EmailMessage()
-    msg["Subject"] = f"[Workbench] batch {summary.name or summary.batch_id} finished: {outcome}"
+    label = _clip(summary.name, 80) if summary.name else summary.batch_id  # one line, always
+    msg["Subject"] = f"[Workbench] batch {label} finished: {outcome}"
     msg["From"] = sender
     msg["To"] = ", ".join(recipients)
     msg["Date"] = email.utils.formatdate(localtime=False, usegmt=True)

@@ -169,3 +169,19 @@ def test_smtp_url_forms() -> None:
     assert "p:ss" not in repr(st)
     with pytest.raises(ValueError):
         parse_smtp_url("http://mail.example.org")
+
+
+async def test_cleanup_sends_the_email_of_a_batch_settled_by_cancel(
+    make_wb: Callable[..., Workbench], smtp: SmtpServer
+) -> None:
+    """No item finished on a worker, so no hook fired: the daily sweep sends it."""
+    wb = make_wb(smtp_url=smtp.url)
+    running = await wb.submit(OK[:1], pipeline="surf", notify="ana@example.org")
+    batch = await wb.submit(OK[:2], pipeline="surf", name="line1\nline2", notify="ana@example.org")
+    assert await batch.cancel() == 2
+    report = await run_cleanup(wb.settings)
+    assert report.notifications_sent == 1 and report.ok  # not the one still queued
+    (_, _, msg), = smtp.inbox.messages
+    assert msg["Subject"] == "[Workbench] batch line1 line2 finished: 0 done, 0 failed, 2 cancelled"
+    assert (await _batch_row(wb, running.id)).notified_at is None
+    assert (await run_cleanup(wb.settings)).notifications_sent == 0
