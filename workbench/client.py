@@ -241,10 +241,36 @@ class Workbench:
         s = self.settings
         redis = "embedded" if s.uses_embedded_redis else "external"
         db = "sqlite" if s.effective_database_url.startswith("sqlite") else "postgresql"
-        return f"<Workbench data_dir={str(s.resolved_data_dir)!r} db={db} redis={redis}>"
+        state = "closed" if self._closed else f"{len(self._workers)} in-kernel worker(s)"
+        return (f"<Workbench data_dir={str(s.resolved_data_dir)!r} db={db} redis={redis} "
+                f"queue={s.queue_name!r} {state}>")
 
     def _repr_html_(self) -> str:
-        return f"<code>{html.escape(repr(self))}</code>"
+        s = self.settings
+        described = s.describe()  # secrets masked
+        rows = [
+            ("data dir", str(s.resolved_data_dir)),
+            ("ledger", described["database_url"] or s.effective_database_url),
+            ("queue", f"{described['redis_url'] or 'embedded Redis (unix socket in the data dir)'}"
+                      f" · {s.queue_name}"),
+            ("in-kernel workers", "closed" if self._closed else str(len(self._workers))),
+        ]
+        try:
+            from .pipeline.registry import registry
+
+            rows.append(("pipelines", ", ".join(registry.names())))
+        except Exception:  # noqa: BLE001 - a repr must not raise
+            pass
+        body = "".join(
+            f"<tr><td style='text-align:left;padding-right:12px;opacity:.7'>{html.escape(k)}</td>"
+            f"<td style='text-align:left'><code>{html.escape(v)}</code></td></tr>"
+            for k, v in rows
+        )
+        return (
+            f"<div><b>Workbench</b>{' (closed)' if self._closed else ''}<table>{body}</table>"
+            "<span style='opacity:.7'><code>batch = await wb.submit(urls)</code> starts a batch, "
+            "<code>await wb.batches()</code> lists them</span></div>"
+        )
 
 
 class Batch:
@@ -412,18 +438,15 @@ class Batch:
         return f"<Batch {self.id}{name} pipeline={self.pipeline} v{self.pipeline_version} items={self.total}{tail}>"
 
     def _repr_html_(self) -> str:
-        counts = self._last_counts or {}
-        cells = "".join(
-            f"<td style='padding:0 8px'>{html.escape(k)}: <b>{v}</b></td>" for k, v in counts.items()
-        )
-        state = frames.state_of(counts) if counts else "unknown (call await batch.counts())"
-        return (
-            f"<div><b>Batch</b> <code>{html.escape(self.id)}</code>"
-            f"{' — ' + html.escape(self.name) if self.name else ''}<br>"
-            f"pipeline <code>{html.escape(self.pipeline)}</code> v{html.escape(self.pipeline_version)}"
-            f", {self.total} items, state: {html.escape(state)}"
-            f"<table><tr>{cells}</tr></table></div>"
-        )
+        from .widgets_format import batch_html
+
+        return batch_html(self)
+
+    def _ipython_display_(self) -> None:
+        """As a cell's last expression: the live monitor (static summary without a loop)."""
+        from .widgets import display_batch
+
+        display_batch(self)
 
 
 def _url_list(urls: Any) -> list[Any]:

@@ -1,0 +1,404 @@
+"""The live batch monitor for notebooks: ``batch.widget()``, or a ``Batch`` as a cell's last line.
+
+``BatchMonitor`` is ipywidgets plumbing: it polls the ledger from an asyncio task on the kernel's
+own loop (no threads) and draws with the pure functions of ``workbench.widgets_format``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .widgets_format import (
+    _MUTED,
+    COLORS,
+    FINISHED,
+    FailureGroup,
+    Snapshot,
+    Throughput,
+    _age_s,
+    _div,
+    _last_finished,
+    batch_html,
+    failure_cells,
+    failures_title_html,
+    group_failures,
+    messages_html,
+    status_html,
+    summary_html,
+    summary_text,
+)
+
+if TYPE_CHECKING:
+    from .client import Batch
+
+__all__ = ["BatchMonitor", "display_batch"]
+
+
+def _ipython() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - ipywidgets depends on IPython
+        return None
+    return get_ipython()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def display_batch(batch: Batch) -> None:
+    """A ``Batch`` as a cell's last expression: the live monitor in a kernel whose loop runs,
+    else the static summary."""
+    if getattr(_ipython(), "kernel", None) is not None and _running_loop() is not None:
+        BatchMonitor(batch).show()
+        return
+    from IPython.display import display
+
+    display({"text/plain": repr(batch), "text/html": batch_html(batch)}, raw=True)
+
+
+# ------------------------------------------------------------------ the widget
+class BatchMonitor:
+    """Live ipywidgets monitor of one batch (``batch.widget()``).
+
+    Refreshes about once a second from a task on the running loop until the batch settles, and
+    again after a Retry re-queues items. Button callbacks schedule coroutines on that loop; their
+    failures show in the widget's message line, and ``messages`` keeps every note and error.
+    """
+
+    def __init__(self, batch: Batch, *, interval: float = 1.0, window_s: float = 10.0,
+                 max_groups: int = 12) -> None:
+        import ipywidgets as w
+
+        self.batch, self.interval, self.max_groups = batch, interval, max_groups
+        self.snapshot: Snapshot | None = None
+        self.messages: list[tuple[str, str]] = []  # (level, text): never truncated
+        self.retry_buttons: dict[str, Any] = {}  # error type -> its Retry button
+        self._w, self._meter = w, Throughput(window_s)
+        self._groups: tuple[FailureGroup, ...] = ()
+        self._groups_key: tuple[Any, ...] | None = None
+        self._failed_seen, self._failures_at, self._stale = -1, float("-inf"), True
+        self._run_start: datetime | None = None  # None: since the batch was created
+        self._saw_running, self._final_elapsed = False, None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._actions: set[Any] = set()  # running button actions (strong refs)
+        self._busy, self._cancel_armed_until = 0, 0.0
+        self._handles: list[Any] = []  # display handles of this monitor's outputs
+        self._shown_in: int | None = None
+        self._flush_pending = False
+
+        self._status = w.HTML(status_html(self._placeholder()))
+        self._fail_title = w.HTML()
+        self._grid = w.GridBox(layout=w.Layout(
+            grid_template_columns="max-content max-content minmax(0, 1fr) max-content",
+            grid_gap="0 14px", align_items="center"))
+        self._failbox = w.VBox([self._fail_title, self._grid], layout=w.Layout(display="none"))
+        auto = w.Layout(width="auto")
+        self.retry_all_button = w.Button(description="Retry all failed", icon="redo", layout=auto,
+                                         tooltip="re-queue every failed item", disabled=True)
+        self.cancel_button = w.Button(description="Cancel batch", icon="stop", layout=auto,
+                                      tooltip="cancel every queued and running item")
+        self.retry_all_button.on_click(self._handler(self.retry_all))
+        self.cancel_button.on_click(self._handler(self.cancel))
+        self._notes = w.HTML()
+        self.widget = w.VBox(
+            [self._status, self._failbox,
+             w.HBox([self.retry_all_button, self.cancel_button], layout=w.Layout(margin="6px 0 0")),
+             self._notes],
+            layout=w.Layout(border=f"1px solid {COLORS['queued']}", padding="6px 12px",
+                            max_width="980px"))
+
+    # -------------------------------------------------------------- lifecycle
+    def show(self) -> BatchMonitor:
+        """Display and start refreshing; with no running loop (a script), one snapshot."""
+        if _running_loop() is None:
+            self._refresh_blocking()
+            self._display_static()
+            return self
+        self._display()
+        self._shown_in = getattr(_ipython(), "execution_count", None)
+        self.start()
+        return self
+
+    def start(self) -> asyncio.Task[None]:
+        """Start the refresh task on the running loop, unless it already runs."""
+        if self._task is None or self._task.done():
+            self._loop = self._loop or asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._run(), name=f"monitor {self.batch.id}")
+        return self._task
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    @property
+    def running(self) -> bool:
+        """Whether the refresh task is alive."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def errors(self) -> list[str]:
+        return [text for level, text in self.messages if level == "error"]
+
+    async def _run(self) -> None:
+        failed_refreshes = 0
+        while True:
+            try:
+                snap = await self.refresh()
+                failed_refreshes = 0
+            except Exception as exc:  # noqa: BLE001 - shown in the widget, never lost in the loop
+                if getattr(self.batch.workbench, "_closed", False):
+                    self._note("info", "monitor stopped: the Workbench was closed")
+                    return
+                failed_refreshes += 1
+                self._note("error", f"refresh failed: {type(exc).__name__}: {exc}")
+                if failed_refreshes >= 3:
+                    self._note("error", "monitor stopped after 3 failed refreshes")
+                    return
+                await asyncio.sleep(2 * self.interval)
+                continue
+            if snap.settled:
+                self._update_displays()
+                return
+            await asyncio.sleep(self.interval)
+
+    # -------------------------------------------------------------- reading the ledger
+    async def refresh(self) -> Snapshot:
+        """Read the counts (and the failures when they changed) once, and redraw."""
+        counts = await self.batch.counts()
+        failures = await self.batch.failures() if self._failures_due(counts) else None
+        last = None
+        if self._needs_last_finished(counts):
+            last = _last_finished(await self.batch.workbench.batches(), self.batch.id)
+        return self._apply(counts, failures, last)
+
+    def _refresh_blocking(self) -> Snapshot:
+        sync = self.batch.workbench.sync  # the facade scripts use, with its own loop
+        batch = sync.get_batch(self.batch.id)
+        counts = batch.counts()
+        failures = batch.failures() if self._failures_due(counts) else None
+        last = _last_finished(sync.batches(), self.batch.id) \
+            if self._needs_last_finished(counts) else None
+        return self._apply(counts, failures, last)
+
+    def _failures_due(self, counts: Mapping[str, int]) -> bool:
+        failed = counts["failed"]
+        if not failed or (failed == self._failed_seen and not self._stale):
+            return False
+        # while items fly, reading every failure (with tracebacks) each second is wasteful
+        settled = not counts["queued"] + counts["running"]
+        return settled or time.monotonic() - self._failures_at >= 2 * self.interval
+
+    def _needs_last_finished(self, counts: Mapping[str, int]) -> bool:
+        # only a batch that settled before the monitor saw it run needs the ledger's clock
+        settled = not counts["queued"] + counts["running"]
+        return settled and self._final_elapsed is None and not self._saw_running
+
+    def _apply(self, counts: Mapping[str, int], failures: Any, last: datetime | None) -> Snapshot:
+        now = time.monotonic()
+        self._meter.add(now, sum(counts[s] for s in FINISHED))
+        if failures is not None:
+            self._groups = tuple(group_failures(failures))
+            self._failed_seen, self._failures_at, self._stale = counts["failed"], now, False
+        elif not counts["failed"]:
+            self._groups, self._failed_seen = (), 0
+        start = self._run_start or self.batch.created_at
+        if counts["queued"] + counts["running"]:
+            self._saw_running, self._final_elapsed = True, None
+            elapsed = _age_s(start)
+        else:
+            if self._final_elapsed is None:
+                self._final_elapsed = _age_s(start, last)
+            elapsed = self._final_elapsed
+        b = self.batch
+        self.snapshot = Snapshot(b.id, b.name, b.pipeline, b.pipeline_version, dict(counts),
+                                 self._groups, elapsed, self._meter.rate(),
+                                 self._meter.idle_for(now), "the retry" if self._run_start else "")
+        self._render()
+        return self.snapshot
+
+    def _placeholder(self) -> Snapshot:
+        b = self.batch
+        return Snapshot(b.id, b.name, b.pipeline, b.pipeline_version,
+                        b._last_counts or {"queued": b.total})
+
+    # -------------------------------------------------------------- actions (button callbacks)
+    def retry_group(self, error_type: str) -> Any:
+        """Re-queue the failed items of one error type; returns the scheduled task."""
+        group = next((g for g in self._groups if g.error_type == error_type), None)
+        if group is None:
+            raise LookupError(f"no failures of type {error_type!r} in this monitor")
+        ids = list(group.item_ids)
+        return self._spawn(f"retry of {error_type}", lambda: self._retry(ids, error_type))
+
+    def retry_all(self) -> Any:
+        """Re-queue every failed item; returns the scheduled task."""
+        return self._spawn("retry of all failed items", lambda: self._retry(None, "all failed"))
+
+    def cancel(self, *, confirm: bool = False) -> Any:
+        """Cancel what has not finished. The button asks for a second click within 5 s."""
+        now = time.monotonic()
+        if not confirm and now >= self._cancel_armed_until:
+            self._cancel_armed_until = now + 5.0
+            self._render_buttons()
+            return None
+        self._cancel_armed_until = 0.0
+        return self._spawn("cancel", self._cancel_now)
+
+    async def _retry(self, item_ids: list[int] | None, label: str) -> None:
+        n = await self.batch.retry(item_ids)
+        self._note("info", f"re-queued {n} item(s): {label}")
+        if n:  # the batch runs again: fresh throughput and clock, and polling restarts
+            self._meter.reset()
+            self._run_start = datetime.now(UTC)
+            self._stale, self._final_elapsed = True, None
+            await self.refresh()
+            self.start()
+            self._update_displays()
+
+    async def _cancel_now(self) -> None:
+        self._note("info", f"cancelled {await self.batch.cancel()} item(s)")
+        await self.refresh()
+
+    def _handler(self, fn: Callable[[], Any]) -> Callable[[Any], None]:
+        def on_click(_button: Any) -> None:
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - a callback must never lose its error
+                self._note("error", f"{type(exc).__name__}: {exc}")
+        return on_click
+
+    def _spawn(self, what: str, make: Callable[[], Coroutine[Any, Any, None]]) -> Any:
+        async def run() -> None:
+            self._busy += 1
+            self._render_buttons()
+            try:
+                await make()
+            except Exception as exc:  # noqa: BLE001 - reported in the widget
+                self._note("error", f"{what} failed: {type(exc).__name__}: {exc}")
+            finally:
+                self._busy -= 1
+                self._render_buttons()
+
+        loop = self._loop or _running_loop()
+        if loop is None:
+            raise RuntimeError(f"{what}: no running event loop (the monitor needs Jupyter)")
+        # callbacks run on the kernel's loop; from any other thread, hand over thread-safely
+        fut: Any = (loop.create_task(run()) if _running_loop() is loop
+                    else asyncio.run_coroutine_threadsafe(run(), loop))
+        self._actions.add(fut)
+        fut.add_done_callback(self._actions.discard)
+        return fut
+
+    def _note(self, level: str, text: str) -> None:
+        self.messages.append((level, f"{datetime.now():%H:%M:%S} {text}"))
+        self._notes.value = messages_html(self.messages)
+
+    # -------------------------------------------------------------- drawing
+    def _render(self) -> None:
+        snap = self.snapshot
+        assert snap is not None
+        self._status.value = status_html(snap)
+        shown = snap.groups[: self.max_groups]
+        key = tuple((g.error_type, g.item_ids, g.sample_url, g.sample_message) for g in shown)
+        if key != self._groups_key:  # rebuild rows only when they change: no flicker, no leaks
+            self._groups_key = key
+            self._rebuild_grid(shown)
+        self._fail_title.value = failures_title_html(snap.groups, self.max_groups)
+        self._failbox.layout.display = None if snap.groups else "none"
+        self._render_buttons()
+
+    def _rebuild_grid(self, groups: Sequence[FailureGroup]) -> None:
+        w, old = self._w, self._grid.children
+        cells: list[Any] = [w.HTML(_div(f"<span style='color:{_MUTED}'>{h}</span>"))
+                            for h in ("error type", "items", "sample URL and message", "")]
+        self.retry_buttons = {}
+        for g in groups:
+            button = w.Button(description=f"Retry {g.count}", icon="redo", layout=w.Layout(
+                width="auto"), tooltip=f"re-queue the {g.count} item(s) that failed with "
+                f"{g.error_type}")
+            button.on_click(self._handler(lambda et=g.error_type: self.retry_group(et)))
+            self.retry_buttons[g.error_type] = button
+            cells += [*(w.HTML(c) for c in failure_cells(g)), button]
+        self._grid.children = cells
+        for child in old:  # free the front-end models of the old rows
+            child.close()
+
+    def _render_buttons(self) -> None:
+        snap, busy = self.snapshot, self._busy > 0
+        failed = snap.counts.get("failed", 0) if snap else 0
+        self.retry_all_button.description = f"Retry all failed ({failed})"
+        self.retry_all_button.disabled = busy or not failed
+        for button in self.retry_buttons.values():
+            button.disabled = busy
+        armed = time.monotonic() < self._cancel_armed_until
+        self.cancel_button.description = (f"Click again to cancel {snap.active if snap else ''} "
+                                          "item(s)" if armed else "Cancel batch")
+        self.cancel_button.button_style = "danger" if armed else ""
+        self.cancel_button.disabled = busy or (snap is not None and snap.settled)
+
+    # -------------------------------------------------------------- displaying
+    def _bundle(self) -> dict[str, Any]:
+        data = self.widget._repr_mimebundle_()
+        snap = self.snapshot or self._placeholder()
+        # shown instead of the live widget by nbconvert, GitHub and untrusted notebooks
+        data["text/html"] = summary_html(snap, self.messages)
+        data["text/plain"] = summary_text(snap)
+        return data
+
+    def _display(self) -> None:
+        from IPython.display import display
+
+        self._loop = self._loop or _running_loop()
+        self._handles.append(display(self._bundle(), raw=True, display_id=True))
+
+    def _display_static(self) -> None:
+        snap = self.snapshot or self._placeholder()
+        if _ipython() is None:
+            print(summary_text(snap))
+            return
+        from IPython.display import display
+
+        display({"text/plain": summary_text(snap), "text/html": summary_html(snap, self.messages)},
+                raw=True)
+
+    def _update_displays(self) -> None:
+        """Put the current picture into every output of this monitor, so a saved notebook keeps
+        the final state. Headless runners (nbclient, nbval) record only messages of the cell they
+        run, so the update goes out again after the next cell has run."""
+        for handle in self._handles:
+            handle.update(self._bundle(), raw=True)
+        ip = _ipython()
+        if ip is None or not self._handles or self._flush_pending:
+            return
+        self._flush_pending = True
+
+        def flush(*_: Any) -> None:
+            ip.events.unregister("post_run_cell", flush)
+            self._flush_pending = False
+            for handle in self._handles:
+                handle.update(self._bundle(), raw=True)
+
+        ip.events.register("post_run_cell", flush)
+
+    def _ipython_display_(self) -> None:
+        if self._shown_in is not None and self._shown_in == getattr(_ipython(), "execution_count",
+                                                                    None):
+            return  # show() displayed it in this very cell (``batch.widget()`` as the last line)
+        if _running_loop() is None:
+            self._display_static()
+            return
+        self._display()
+        self.start()
+
+    def __repr__(self) -> str:
+        state = self.snapshot.state if self.snapshot else "not read yet"
+        return f"<BatchMonitor {self.batch.id} {state}{', refreshing' if self.running else ''}>"

@@ -1,0 +1,292 @@
+"""Pure formatting for the batch monitor: throughput and ETA math, failure grouping, and the
+HTML and text pictures of a batch. No I/O and no widgets, so it is unit tested without a kernel;
+``workbench.widgets`` draws with it.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import Batch
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled")
+COLORS = {"queued": "#cfd8dc", "running": "#42a5f5", "done": "#43a047", "failed": "#e53935",
+          "cancelled": "#8d6e63"}
+_MUTED = "var(--jp-ui-font-color2, #616161)"
+_LINK = "var(--jp-content-link-color, #1565c0)"
+_BOX = ("font-family:var(--jp-ui-font-family, system-ui, sans-serif);font-size:13px;"
+        "line-height:1.45;color:var(--jp-ui-font-color1, #212121)")
+
+
+# ------------------------------------------------------------------ pure: numbers
+def format_duration(seconds: float | None) -> str:
+    """``7.5 s``, ``42 s``, ``3 min 05 s``, ``2 h 04 min``, ``3 d 01 h``; ``—`` when unknown."""
+    if seconds is None or seconds != seconds:
+        return "—"
+    s = max(0.0, float(seconds))
+    if s < 9.95:
+        return f"{s:.1f} s"
+    if s < 59.5:
+        return f"{s:.0f} s"
+    m, sec = divmod(round(s), 60)
+    if m < 60:
+        return f"{m} min {sec:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h < 24 else f"{h // 24} d {h % 24:02d} h"
+
+
+def format_rate(per_s: float | None) -> str:
+    """Items per second, or per minute when slower than one a second."""
+    if per_s is None:
+        return "—"
+    if per_s >= 10:
+        return f"{per_s:.0f} items/s"
+    return f"{per_s:.1f} items/s" if per_s >= 1 or per_s == 0 else f"{per_s * 60:.1f} items/min"
+
+
+class Throughput:
+    """Finished items per second over a sliding window of ``(time, finished)`` samples."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, int]] = deque()
+        self._last_progress: float | None = None
+
+    def add(self, t: float, finished: int) -> None:
+        if self._samples and finished < self._samples[-1][1]:
+            self._samples.clear()  # a retry moved items back to queued: old samples mislead
+        if not self._samples or finished > self._samples[-1][1]:
+            self._last_progress = t
+        self._samples.append((t, finished))
+        # keep one sample at or before the window's start, so the span covers the whole window
+        while len(self._samples) > 2 and t - self._samples[1][0] >= self.window_s:
+            self._samples.popleft()
+
+    def rate(self) -> float | None:
+        """Items per second; ``None`` until two samples half a second apart exist."""
+        if len(self._samples) < 2:
+            return None
+        (t0, f0), (t1, f1) = self._samples[0], self._samples[-1]
+        return (f1 - f0) / (t1 - t0) if t1 - t0 >= 0.5 else None
+
+    def idle_for(self, t: float) -> float:
+        """Seconds since the finished count last grew (0 before any sample)."""
+        return 0.0 if self._last_progress is None else t - self._last_progress
+
+    def reset(self) -> None:
+        self._samples.clear()
+        self._last_progress = None
+
+
+def eta_seconds(remaining: int, rate: float | None) -> float | None:
+    """Seconds until ``remaining`` items finish at ``rate``: 0 when none remain, ``None`` when
+    the rate is unknown or zero."""
+    if remaining <= 0:
+        return 0.0
+    return remaining / rate if rate else None
+
+
+# ------------------------------------------------------------------ pure: failures, snapshot
+@dataclass(frozen=True)
+class FailureGroup:
+    error_type: str
+    item_ids: tuple[int, ...]
+    sample_url: str
+    sample_message: str
+
+    @property
+    def count(self) -> int:
+        return len(self.item_ids)
+
+
+def group_failures(rows: Any) -> list[FailureGroup]:
+    """Failed items (a ``batch.failures()`` DataFrame, or dicts with ``item_id``, ``url``,
+    ``error_type``, ``error_message``) by error type, largest group first."""
+    records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: int(r["item_id"])):
+        groups.setdefault(_text(r.get("error_type")) or "unknown", []).append(r)
+    out = [FailureGroup(kind, tuple(int(r["item_id"]) for r in rs), str(rs[0]["url"]),
+                        _text(rs[0].get("error_message"))) for kind, rs in groups.items()]
+    return sorted(out, key=lambda g: (-g.count, g.error_type))
+
+
+def _text(value: Any) -> str:
+    # a DataFrame gives NaN, a dict None, for a missing error type or message
+    return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a monitor knows at one moment."""
+
+    batch_id: str
+    name: str | None
+    pipeline: str
+    version: str
+    counts: Mapping[str, int]
+    groups: tuple[FailureGroup, ...] = ()
+    elapsed_s: float | None = None
+    rate: float | None = None
+    idle_s: float = 0.0
+    since: str = ""  # what the clock counts from when not the batch's creation
+
+    total = property(lambda self: sum(self.counts.values()))
+    finished = property(lambda self: sum(self.counts.get(s, 0) for s in FINISHED))
+    active = property(lambda self: self.counts.get("queued", 0) + self.counts.get("running", 0))
+    settled = property(lambda self: self.active == 0)
+    state = property(lambda self: "completed" if self.settled else "running")
+    eta_s = property(lambda self: eta_seconds(self.active, self.rate))
+
+
+# ------------------------------------------------------------------ pure: HTML and text
+def _esc(v: object) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _div(body: str, style: str = "") -> str:
+    return f"<div style='{_BOX};{style}'>{body}</div>"
+
+
+def progress_bar_html(counts: Mapping[str, int]) -> str:
+    """One bar, one coloured segment per status, finished ones first."""
+    total = sum(counts.values()) or 1
+    segs = "".join(f"<div title='{s}: {counts[s]}' style='width:{100 * counts[s] / total:.3f}%;"
+                   f"background:{COLORS[s]}'></div>"
+                   for s in ("done", "failed", "cancelled", "running") if counts.get(s))
+    return (f"<div style='display:flex;height:14px;border-radius:7px;overflow:hidden;"
+            f"background:{COLORS['queued']};margin:6px 0'>{segs}</div>")
+
+
+def counts_html(counts: Mapping[str, int]) -> str:
+    """A chip per status, all five always present (empty ones faded)."""
+    return "".join(
+        f"<span style='display:inline-block;margin:0 6px 2px 0;padding:0 9px;border-radius:10px;"
+        f"border:1px solid {COLORS[s]};{'' if counts.get(s) else 'opacity:.45'}'>"
+        f"<span style='color:{COLORS[s]}'>●</span> {s} <b>{counts.get(s, 0)}</b></span>"
+        for s in STATUSES)
+
+
+def status_html(snap: Snapshot) -> str:
+    """Title, progress bar, counts and the timing line."""
+    pct = 100 * snap.finished / snap.total if snap.total else 100.0
+    badge = COLORS["done" if snap.settled else "running"]
+    timing = [f"{'took' if snap.settled else 'elapsed'} <b>{format_duration(snap.elapsed_s)}</b>"
+              + (f" since {_esc(snap.since)}" if snap.since else "")]
+    if not snap.settled:
+        timing += [f"{format_rate(snap.rate)} over the last 10 s",
+                   f"ETA <b>{format_duration(snap.eta_s)}</b>"]
+        if not snap.counts.get("running") and snap.idle_s >= 30:
+            timing.append("<span style='color:#ef6c00'>nothing finished for a while: items wait "
+                          "for a retry delay, or no worker runs (<code>await wb.start_worker()"
+                          "</code> or <code>python -m workbench.worker</code>)</span>")
+    return _div(
+        f"<div>{'<b>' + _esc(snap.name) + '</b> ' if snap.name else ''}"
+        f"<code>{_esc(snap.batch_id)}</code> <span style='color:{_MUTED}'>· {_esc(snap.pipeline)}"
+        f" v{_esc(snap.version)}</span> <span style='background:{badge};color:white;"
+        f"border-radius:4px;padding:0 6px;font-size:11px'>{snap.state}</span></div>"
+        f"{progress_bar_html(snap.counts)}<div style='margin-bottom:3px'><b>{snap.finished}</b> "
+        f"of <b>{snap.total}</b> finished ({pct:.0f}%)</div><div>{counts_html(snap.counts)}</div>"
+        f"<div style='color:{_MUTED}'>{' · '.join(timing)}</div>")
+
+
+def failure_cells(g: FailureGroup) -> tuple[str, str, str]:
+    """(error type, count, sample URL and message) of one failure group, as HTML."""
+    return (
+        _div(f"<code style='color:{COLORS['failed']}'>{_esc(g.error_type)}</code>"),
+        _div(f"<b>{g.count}</b>"),
+        _div(f"<a href='{_esc(g.sample_url)}' target='_blank' style='color:{_LINK}' "
+             f"title='{_esc(g.sample_url)}'>{_esc(_short(g.sample_url, 80))}</a><br>"
+             f"<span style='color:{_MUTED}' title='{_esc(g.sample_message)}'>"
+             f"{_esc(_short(g.sample_message, 150))}</span>", "min-width:0;overflow-wrap:anywhere"),
+    )
+
+
+def failures_title_html(groups: Sequence[FailureGroup], limit: int) -> str:
+    rest = groups[limit:]
+    more = (f" <span style='color:{_MUTED}'>(top {limit} shown; {len(rest)} more types, "
+            f"{sum(g.count for g in rest)} items)</span>" if rest else "")
+    return _div(f"<b>Failures by error type</b>{more}", "margin-top:8px")
+
+
+def failures_html(groups: Sequence[FailureGroup], limit: int = 12) -> str:
+    """The failure groups as a static table (the saved picture of the Retry grid)."""
+    if not groups:
+        return ""
+    td = "<td style='padding:2px 12px 2px 0;vertical-align:top;text-align:left'>"
+    head = "".join(f"{td}<span style='color:{_MUTED}'>{h}</span></td>"
+                   for h in ("error type", "items", "sample URL and message"))
+    rows = "".join("<tr>" + "".join(f"{td}{c}</td>" for c in failure_cells(g)) + "</tr>"
+                   for g in groups[:limit])
+    return (failures_title_html(groups, limit)
+            + f"<table style='border-collapse:collapse;font-size:13px'>{head}{rows}</table>")
+
+
+def messages_html(messages: Sequence[tuple[str, str]], limit: int = 4) -> str:
+    """The latest notes and errors of button actions, errors in red."""
+    if not messages:
+        return ""
+    more = f"<div style='color:{_MUTED}'>({len(messages) - limit} earlier)</div>" \
+        if len(messages) > limit else ""
+    lines = "".join(f"<div style='color:{COLORS['failed'] if level == 'error' else _MUTED}'>"
+                    f"{'⚠ ' if level == 'error' else ''}{_esc(text)}</div>"
+                    for level, text in messages[-limit:])
+    return _div(more + lines, "margin-top:4px")
+
+
+def summary_html(snap: Snapshot, messages: Sequence[tuple[str, str]] = ()) -> str:
+    """The whole monitor as static HTML: what nbconvert and saved notebooks show."""
+    return (f"<div style='border:1px solid {COLORS['queued']};border-radius:6px;"
+            f"padding:8px 12px;max-width:960px'>{status_html(snap)}{failures_html(snap.groups)}"
+            f"{messages_html(messages)}</div>")
+
+
+def summary_text(snap: Snapshot) -> str:
+    """Plain text for terminals and ``text/plain``."""
+    counts = " ".join(f"{s}={snap.counts.get(s, 0)}" for s in STATUSES)
+    return "\n".join(
+        [f"Batch {snap.batch_id}{' ' + repr(snap.name) if snap.name else ''} ({snap.pipeline} "
+         f"v{snap.version}): {snap.state}, {snap.finished}/{snap.total} finished, {counts}, "
+         f"{'took' if snap.settled else 'elapsed'} {format_duration(snap.elapsed_s)}"
+         f"{' since ' + snap.since if snap.since else ''}"]
+        + [f"  {g.error_type}: {g.count}, e.g. {g.sample_url}" for g in snap.groups])
+
+
+def batch_html(batch: Batch) -> str:
+    """``Batch._repr_html_``: identity and the counts last read (a repr does no I/O)."""
+    counts = batch._last_counts
+    head = (f"<b>Batch</b> {'<b>' + _esc(batch.name) + '</b> ' if batch.name else ''}"
+            f"<code>{_esc(batch.id)}</code> <span style='color:{_MUTED}'>· {_esc(batch.pipeline)}"
+            f" v{_esc(batch.pipeline_version)} · {batch.total} items")
+    if counts is None:
+        return _div(f"{head} · counts not read yet: <code>await batch.counts()</code>, or "
+                    "<code>batch.widget()</code> for a live monitor</span>")
+    state = "running" if counts.get("queued", 0) + counts.get("running", 0) else "completed"
+    return _div(f"{head} · {state}</span>{progress_bar_html(counts)}{counts_html(counts)}")
+
+
+def _age_s(start: Any, now: datetime | None = None) -> float | None:
+    if not isinstance(start, datetime):
+        return None
+    if start.tzinfo is None:  # the ledger keeps UTC
+        start = start.replace(tzinfo=UTC)
+    return ((now or datetime.now(UTC)) - start).total_seconds()
+
+
+def _last_finished(batches: Any, batch_id: str) -> datetime | None:
+    """``last_finished_at`` of one batch in a ``wb.batches()`` frame."""
+    rows = batches[batches["batch_id"] == batch_id]
+    value = None if rows.empty else rows.iloc[0]["last_finished_at"]
+    return None if value is None or value != value else value.to_pydatetime()
