@@ -11,9 +11,9 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, insert, select, text, update
+from sqlalchemy import and_, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import BatchNotFoundError, InvalidInputError
@@ -28,7 +28,10 @@ from .models import (
     WorkerRow,
 )
 
+T = TypeVar("T")
+
 _CHUNK = 500  # rows per IN (...) lookup; well under SQLite's variable limit
+_TUPLE_CHUNK = 400  # (id, attempt) pairs per IN (...): two variables each
 
 
 def utcnow() -> datetime:
@@ -443,28 +446,40 @@ class Ledger:
     # ------------------------------------------------------------------ worker side (grouped)
     async def claim(self, item_id: int, attempt: int, worker_id: str) -> ClaimedItem | None:
         """queued -> running for exactly this attempt; None if stale, cancelled or done."""
-        t = ItemRow.__table__
+        return await self.committer.run_batched(self._claim_many, (item_id, attempt, worker_id))
 
-        async def op(conn: AsyncConnection) -> ClaimedItem | None:
-            row = (
-                await conn.execute(
+    async def _claim_many(
+        self, conn: AsyncConnection, claims: Sequence[tuple[int, int, str]]
+    ) -> list[ClaimedItem | None]:
+        """One UPDATE ... RETURNING per worker for every claim in this commit."""
+        t = ItemRow.__table__
+        now = utcnow()
+        by_worker: dict[str, list[tuple[int, int]]] = {}
+        for item_id, attempt, worker_id in claims:
+            by_worker.setdefault(worker_id, []).append((item_id, attempt))
+        got: dict[tuple[int, int], ClaimedItem] = {}
+        for worker_id, keys in by_worker.items():
+            for chunk in _chunks(keys, _TUPLE_CHUNK):
+                rows = await conn.execute(
                     update(t)
-                    .where(t.c.id == item_id, t.c.attempts == attempt, t.c.status == "queued")
+                    .where(tuple_(t.c.id, t.c.attempts).in_(chunk), t.c.status == "queued")
                     .values(
                         status="running",
-                        started_at=utcnow(),
+                        started_at=now,
                         worker_id=worker_id,
                         tries=t.c.tries + 1,
                         next_try_at=None,
                     )
-                    .returning(t.c.batch_id, t.c.url, t.c.normalized_url, t.c.tries)
+                    .returning(
+                        t.c.id, t.c.attempts, t.c.batch_id, t.c.url, t.c.normalized_url, t.c.tries
+                    )
                 )
-            ).first()
-            if row is None:
-                return None
-            return ClaimedItem(item_id, row.batch_id, row.url, row.normalized_url, attempt, row.tries)
-
-        return await self.committer.run(op)
+                for r in rows:
+                    got[(r.id, r.attempts)] = ClaimedItem(
+                        r.id, r.batch_id, r.url, r.normalized_url, r.attempts, r.tries
+                    )
+        # pop: should one job be claimed twice in a commit, only the first caller runs it
+        return [got.pop((item_id, attempt), None) for item_id, attempt, _ in claims]
 
     def _guard(self, item_id: int, attempt: int) -> Any:
         t = ItemRow.__table__
@@ -472,13 +487,20 @@ class Ledger:
 
     async def complete(self, item_id: int, attempt: int, result: dict[str, Any]) -> bool:
         """running -> done with its result, in one transaction; False if the attempt is stale."""
-        t = ItemRow.__table__
+        return await self.committer.run_batched(self._complete_many, (item_id, attempt, result))
 
-        async def op(conn: AsyncConnection) -> bool:
-            now = utcnow()
+    async def _complete_many(
+        self, conn: AsyncConnection, items: Sequence[tuple[int, int, dict[str, Any]]]
+    ) -> list[bool]:
+        """One UPDATE ... RETURNING, one DELETE and one multi-row INSERT for every completion in
+        this commit; the attempt guard decides per item."""
+        t, r = ItemRow.__table__, ResultRow.__table__
+        now = utcnow()
+        done: set[tuple[int, int]] = set()
+        for chunk in _chunks([(i, a) for i, a, _ in items], _TUPLE_CHUNK):
             res = await conn.execute(
                 update(t)
-                .where(self._guard(item_id, attempt))
+                .where(tuple_(t.c.id, t.c.attempts).in_(chunk), t.c.status == "running")
                 .values(
                     status="done",
                     finished_at=now,
@@ -490,15 +512,22 @@ class Ledger:
                     traceback=None,
                     retryable=None,
                 )
+                .returning(t.c.id, t.c.attempts)
             )
-            if res.rowcount != 1:
-                return False
-            r = ResultRow.__table__
-            await conn.execute(r.delete().where(r.c.item_id == item_id))
-            await conn.execute(insert(r), [{**result, "item_id": item_id, "created_at": now}])
-            return True
-
-        return await self.committer.run(op)
+            done.update((row.id, row.attempts) for row in res)
+        out: list[bool] = []
+        rows: list[dict[str, Any]] = []
+        for item_id, attempt, result in items:
+            ok = (item_id, attempt) in done
+            done.discard((item_id, attempt))  # one result per item, even if asked twice
+            out.append(ok)
+            if ok:
+                rows.append({**result, "item_id": item_id, "created_at": now})
+        if rows:
+            for chunk in _chunks([row["item_id"] for row in rows]):
+                await conn.execute(r.delete().where(r.c.item_id.in_(chunk)))
+            await conn.execute(insert(r), rows)
+        return out
 
     async def fail(self, item_id: int, attempt: int, error: dict[str, Any]) -> bool:
         t = ItemRow.__table__
@@ -693,5 +722,5 @@ def _check_ids(item_ids: Sequence[int]) -> list[int]:
     return ids
 
 
-def _chunks(ids: list[int]) -> list[list[int]]:
-    return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+def _chunks(ids: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
