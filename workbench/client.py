@@ -69,7 +69,11 @@ class Workbench:
 
     async def _redis_ready(self) -> ArqRedis:
         if self._redis is None:
-            self._redis = await queue.connect(self.settings)
+            if self._connect_lock is None:
+                self._connect_lock = asyncio.Lock()
+            async with self._connect_lock:  # concurrent first calls must not open two pools
+                if self._redis is None:
+                    self._redis = await queue.connect(self.settings)
         return self._redis
 
     @property
