@@ -363,6 +363,10 @@ async def _status(args: argparse.Namespace) -> int:
                       "-" if g.retryable is None else ("yes" if g.retryable else "no"),
                       g.sample_url, _clip(g.sample_message, 70)) for g in s.top_errors],
                 ))
+                rest = c["failed"] - sum(g.count for g in s.top_errors)
+                if rest:
+                    print(f"  … and {rest} more failed item(s) of other types: "
+                          f"{PROG} failures {s.batch_id}")
             return 0
         df = await wb.batches()
         if args.json:
