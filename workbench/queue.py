@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import structlog
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import job_key_prefix, retry_key_prefix
-from arq.jobs import Job, serialize_job
+from arq.jobs import Job
 from redis.exceptions import RedisError
 
 from .codec import job_dumps, job_loads
@@ -80,6 +80,45 @@ def _safe(url: str) -> str:
     return url
 
 
+# SET NX PX of each job key and ZADD NX of its id, run inside Redis: redis-py's pure-Python command
+# packing of two commands per job was most of a 100k-URL submit. A chunk's ids, payloads, scores
+# and expiries travel as four newline-joined strings (ids and JSON payloads hold no newline).
+# Job keys are built from ARQ's prefix inside the script, not passed as KEYS: like ARQ itself,
+# this needs a single Redis server, not a cluster. Returns how many job keys were written.
+_ENQUEUE_LUA = """
+local ids = string.gmatch(ARGV[1], "[^\\n]+")
+local payloads = string.gmatch(ARGV[2], "[^\\n]+")
+local scores = string.gmatch(ARGV[3], "[^\\n]+")
+local expiries = string.gmatch(ARGV[4], "[^\\n]+")
+local prefix = ARGV[5]
+local written, members = 0, {}
+for id in ids do
+  local payload, score, px = payloads(), scores(), expiries()
+  if redis.call('SET', prefix .. id, payload, 'PX', px, 'NX') then
+    written = written + 1
+  end
+  members[#members + 1] = score
+  members[#members + 1] = id
+  if #members >= 2000 then
+    redis.call('ZADD', KEYS[1], 'NX', unpack(members))
+    members = {}
+  end
+end
+if #members > 0 then
+  redis.call('ZADD', KEYS[1], 'NX', unpack(members))
+end
+return written
+"""
+# What arq.jobs.serialize_job(JOB_FUNCTION, (item, attempt), {}, None, et, serializer=job_dumps)
+# returns, byte for byte (tests/reliability checks it), at a fraction of the cost.
+_PAYLOAD = b'{"t":null,"f":"' + JOB_FUNCTION.encode() + b'","a":[%d,%d],"k":{},"et":%d}'
+
+
+def job_payload(item_id: int, attempt: int, enqueue_time_ms: int) -> bytes:
+    """The JSON job payload ARQ's ``Job`` API reads for an item's job."""
+    return _PAYLOAD % (item_id, attempt, enqueue_time_ms)
+
+
 async def enqueue(
     redis: ArqRedis,
     queue_name: str,
@@ -87,27 +126,29 @@ async def enqueue(
     *,
     defer_s: float | dict[int, float] = 0.0,
 ) -> int:
-    """Enqueue ``(item_id, attempt)`` jobs in pipelined chunks. A job whose key already exists is
-    left alone (SET NX), so reconcile and a racing submitter cannot duplicate it."""
+    """Enqueue ``(item_id, attempt)`` jobs in chunks of one script call each. A job whose key
+    already exists is left alone (SET NX), so reconcile and a racing submitter cannot duplicate
+    it."""
     if not jobs:
         return 0
     now_ms = int(time.time() * 1000)
+    script = redis.register_script(_ENQUEUE_LUA)
     written = 0
     try:
         for start in range(0, len(jobs), _PIPELINE_CHUNK):
             chunk = jobs[start : start + _PIPELINE_CHUNK]
-            async with redis.pipeline(transaction=False) as pipe:
-                for item_id, attempt in chunk:
-                    jid = job_id(item_id, attempt)
-                    d = defer_s.get(item_id, 0.0) if isinstance(defer_s, dict) else defer_s
-                    score = now_ms + int(d * 1000)
-                    payload = serialize_job(
-                        JOB_FUNCTION, (item_id, attempt), {}, None, now_ms, serializer=job_dumps
-                    )
-                    pipe.set(job_key_prefix + jid, payload, px=JOB_EXPIRES_MS + int(d * 1000), nx=True)
-                    pipe.zadd(queue_name, {jid: score}, nx=True)
-                results = await pipe.execute()
-            written += sum(1 for ok in results[::2] if ok)
+            if isinstance(defer_s, dict):
+                defers = [int(defer_s.get(item_id, 0.0) * 1000) for item_id, _ in chunk]
+            else:
+                defers = [int(defer_s * 1000)] * len(chunk)
+            args = [
+                b"\n".join(b"%d:%d" % (i, a) for i, a in chunk),
+                b"\n".join(_PAYLOAD % (i, a, now_ms) for i, a in chunk),
+                b"\n".join(b"%d" % (now_ms + d) for d in defers),
+                b"\n".join(b"%d" % (JOB_EXPIRES_MS + d) for d in defers),
+                job_key_prefix,
+            ]
+            written += int(await script(keys=[queue_name], args=args))
     except (RedisError, OSError) as exc:
         raise QueueError(f"Redis refused the enqueue: {exc}") from exc
     return written

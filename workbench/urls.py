@@ -7,12 +7,15 @@ becomes ``/``. The query string is kept as given: its order can matter to the se
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from yarl import URL
 
 MAX_URL_LENGTH = 8192
+# whitespace (\s is str.isspace's set) or control characters; a regex, not a loop per character
+_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -37,7 +40,7 @@ def normalize_url(url: str) -> str:
         raise ValueError("empty string")
     if len(raw) > MAX_URL_LENGTH:
         raise ValueError(f"longer than {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() for ch in raw) or any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
+    if _BAD_CHARS.search(raw):
         raise ValueError("contains whitespace or control characters")
     try:
         parsed = URL(raw)
