@@ -647,11 +647,18 @@ def _demo_report(summary: Any, df: Any, items: Any, expected: dict[str, str], *,
 
 
 # ============================================================================ parser
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error (exit 2)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"workbench: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="log at info level")
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog=PROG,
         description="Workbench: batch analyses of web pages. Submit URLs, follow batches, "
         "export results. Workers run with: python -m workbench.worker",

@@ -133,12 +133,16 @@ async def test_bad_input_exits_2_with_one_clear_line(tmp_path: Path) -> None:
     assert "line 5 'not a url'" in done[1][2]  # every bad line is named
 
     usage = await asyncio.gather(
-        run_cli(env=env),  # no command
+        run_cli(env=env),  # no command: the help, on stderr
         run_cli("status", env={**env, "WORKBENCH_MAX_TRIES": "many"}),  # a malformed setting
+        run_cli("results", "b-x", "--format", "xml", env=env),  # argparse, in one line too
     )
     for rc, _out, err in usage:
         assert rc == 2 and "Traceback" not in err, err
     assert "WORKBENCH_MAX_TRIES" in usage[1][2]
+    (line,) = usage[2][2].splitlines()
+    assert line.startswith("workbench: error: argument --format: invalid choice")
+    assert line.endswith("(see: python -m workbench results --help)")
 
 
 def test_url_file_reading(tmp_path: Path) -> None:
