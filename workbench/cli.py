@@ -511,6 +511,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .settings import load_settings
 
     settings = load_settings()
+    from .pipeline.registry import load_pipeline_modules
+
+    load_pipeline_modules(settings.pipeline_modules)  # fail here (exit 2), not in the lifespan
     if not is_loopback(args.host) and not settings.api_token:
         raise CliError(
             f"refusing to serve on {args.host} without WORKBENCH_API_TOKEN: anyone who can reach "
