@@ -55,7 +55,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 
-from . import codec
+from . import __version__, codec
 from .cli import iter_csv, iter_jsonl, jsonable
 from .client import Batch, Workbench
 from .errors import (
@@ -394,7 +394,7 @@ def create_app(wb_factory: Callable[[], Workbench] | None = None) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="WORKBENCH_API_TOKEN, when set")
     app = FastAPI(
         title="Workbench API",
-        version=__import__("workbench").__version__,
+        version=__version__,
         description="Batch analyses of web pages: submit URLs, follow batches and jobs, "
         "stream results. Every route shares the Python client's code.",
         lifespan=lifespan,
