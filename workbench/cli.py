@@ -540,10 +540,14 @@ def _serve(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     from .local_redis import EmbeddedRedis
     from .notify import format_duration, summarize_batch
-    from .samplesite import FLAKY_PATH, serve_sample_site
+    from .samplesite import FLAKY_PATH, sample_site_dir, serve_sample_site
     from .settings import load_settings
 
     settings = load_settings()
+    try:
+        sample_site_dir()
+    except FileNotFoundError as exc:
+        raise CliError(str(exc), 1) from None
     server = EmbeddedRedis(settings.embedded_redis_dir) if settings.uses_embedded_redis else None
     started_redis = server is not None and not await asyncio.to_thread(server.is_running)
     cpu = max(1, min(2, os.cpu_count() or 1))
