@@ -322,7 +322,7 @@ async def _item_by_id(wb: Workbench, item_id: int) -> dict[str, Any] | None:
     q = select(i, r.c.data).select_from(i.outerjoin(r, r.c.item_id == i.c.id)).where(
         i.c.id == item_id
     )
-    ledger = await wb._ledger_ready()  # noqa: SLF001 - opens the ledger once, lazily
+    ledger = await wb.open_ledger()
     async with ledger.read_engine.connect() as conn:
         row = (await conn.execute(q)).first()
     return dict(row._mapping) if row is not None else None

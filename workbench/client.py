@@ -54,7 +54,9 @@ class Workbench:
         self._closed = False
 
     # ------------------------------------------------------------------ connections
-    async def _ledger_ready(self) -> Ledger:
+    async def open_ledger(self) -> Ledger:
+        """The ledger, opened and migrated on first use (for tools built on Workbench: the API,
+        the CLI). Prefer the Batch methods for everything they cover."""
         if self._closed:
             raise InvalidInputError("this Workbench is closed; create a new one")
         if self._ledger is None:
@@ -144,7 +146,7 @@ class Workbench:
         use_cache: bool,
         invalid: Sequence[tuple[int, object, str]] = (),
     ) -> Batch:
-        ledger = await self._ledger_ready()
+        ledger = await self.open_ledger()
         outcome = await ledger.create_batch(spec, entries, use_cache=use_cache)
         try:
             redis = await self._redis_ready()
@@ -167,17 +169,17 @@ class Workbench:
     # ------------------------------------------------------------------ reads
     async def batches(self) -> pd.DataFrame:
         """One row per batch: counts per status, state, timings."""
-        ledger = await self._ledger_ready()
+        ledger = await self.open_ledger()
         return frames.batches_frame(await ledger.list_batches())
 
     async def get_batch(self, batch_id: str) -> Batch:
-        ledger = await self._ledger_ready()
+        ledger = await self.open_ledger()
         return Batch(self, await ledger.get_batch(batch_id))
 
     async def reconcile(self, *, full: bool = True) -> ReconcileReport:
         """Re-enqueue what the ledger holds as queued but Redis lost, and items of dead workers."""
         return await reconcile(
-            await self._ledger_ready(), await self._redis_ready(), self.settings, full=full
+            await self.open_ledger(), await self._redis_ready(), self.settings, full=full
         )
 
     # ------------------------------------------------------------------ in-kernel worker
@@ -188,7 +190,7 @@ class Workbench:
         and stops with ``close()`` (or ``stop_workers()``)."""
         from .worker import build_worker
 
-        await self._ledger_ready()
+        await self.open_ledger()
         worker, runtime = await build_worker(
             self.settings, concurrency=concurrency, handle_signals=False,
             cpu_processes=cpu_processes,
@@ -303,7 +305,7 @@ class Batch:
 
     async def counts(self) -> dict[str, int]:
         """``{status: count}`` with all five statuses present."""
-        counts = await (await self._wb._ledger_ready()).counts(self.id)
+        counts = await (await self._wb.open_ledger()).counts(self.id)
         self._last_counts = counts
         return counts
 
@@ -312,17 +314,17 @@ class Batch:
 
     async def status(self) -> pd.DataFrame:
         """One row per item: status, attempts, timestamps, worker, last error."""
-        rows = await (await self._wb._ledger_ready()).item_rows(self.id)
+        rows = await (await self._wb.open_ledger()).item_rows(self.id)
         return frames.items_frame(rows)
 
     async def results(self) -> pd.DataFrame:
         """Done items with the pipeline's fields as columns, then provenance."""
-        rows = await (await self._wb._ledger_ready()).result_rows(self.id)
+        rows = await (await self._wb.open_ledger()).result_rows(self.id)
         return frames.results_frame(rows)
 
     async def failures(self) -> pd.DataFrame:
         """Failed items with ``error_type``, ``error_message``, ``retryable`` and traceback."""
-        rows = await (await self._wb._ledger_ready()).item_rows(self.id, statuses=["failed"])
+        rows = await (await self._wb.open_ledger()).item_rows(self.id, statuses=["failed"])
         return frames.failures_frame(rows)
 
     async def embeddings(self, column: str = "embedding") -> tuple[np.ndarray, pd.Index]:
@@ -342,14 +344,14 @@ class Batch:
 
     async def retry(self, item_ids: Sequence[int] | None = None) -> int:
         """Re-queue failed items (or the given failed/cancelled ones). Returns how many."""
-        ledger = await self._wb._ledger_ready()
+        ledger = await self._wb.open_ledger()
         jobs = await ledger.retry(self.id, item_ids)
         await queue.enqueue(await self._wb._redis_ready(), self._wb.settings.queue_name, jobs)
         return len(jobs)
 
     async def cancel(self) -> int:
         """Cancel what has not finished. Returns how many items were cancelled."""
-        ledger = await self._wb._ledger_ready()
+        ledger = await self._wb.open_ledger()
         jobs = await ledger.cancel(self.id)
         try:
             await queue.drop(await self._wb._redis_ready(), self._wb.settings.queue_name, jobs)
@@ -409,7 +411,7 @@ class Batch:
             clean = codec.check_json_object(self.params if params is None else params)
         except ValueError as exc:
             raise InvalidParamsError(str(exc)) from None
-        rows = await (await self._wb._ledger_ready()).item_rows(self.id)
+        rows = await (await self._wb.open_ledger()).item_rows(self.id)
         entries = [(r["position"], r["url"], r["normalized_url"]) for r in rows]
         if not entries:
             raise EmptyBatchError(f"batch {self.id} has no items to rerun")
