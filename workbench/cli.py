@@ -18,6 +18,9 @@ completed with failed items included), 2 for bad usage or bad input (an invalid 
 unknown pipeline, bad JSON params, an unknown batch id, a malformed setting), 1 otherwise.
 Errors are one line on stderr, never a traceback. Every command goes through the ``Workbench``
 client; none reimplements submit, retry or cancel.
+
+The ``demo`` command lives in ``workbench.demo``, the export formats in ``workbench.export`` and
+the text formatting in ``workbench.cli_format``; the parser, exit codes and errors are here.
 """
 
 from __future__ import annotations
@@ -25,24 +28,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
-import io
 import ipaddress
 import json
 import math
 import os
 import sys
-import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date, datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import pandas as pd
+from .cli_format import clip, table, when, yes_no
+from .export import frame_records, iter_csv, iter_jsonl, jsonable, parquet_bytes
 
+if TYPE_CHECKING:
     from .client import Workbench
 
 PROG = "python -m workbench"
@@ -59,126 +60,6 @@ class CliError(Exception):
 
 def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-# ============================================================================ export helpers
-def jsonable(value: Any) -> Any:
-    """A JSON-ready copy of a result value: numpy arrays and scalars, timestamps, NaN -> null."""
-    import numpy as np
-    import pandas as pd
-
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, (pd.Timestamp, datetime, date)):
-        return None if pd.isna(value) else value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [jsonable(v) for v in value]
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return str(value)
-
-
-def _cell(value: Any) -> Any:
-    """A CSV cell: scalars as they are, lists and dicts as JSON."""
-    v = jsonable(value)
-    if isinstance(v, (list, dict)):
-        return json.dumps(v, ensure_ascii=False)
-    return "" if v is None else v
-
-
-def frame_records(df: pd.DataFrame) -> Iterator[dict[str, Any]]:
-    cols = list(df.columns)
-    for row in df.itertuples(index=False, name=None):
-        yield {c: jsonable(v) for c, v in zip(cols, row, strict=True)}
-
-
-def iter_jsonl(df: pd.DataFrame) -> Iterator[str]:
-    for rec in frame_records(df):
-        yield json.dumps(rec, ensure_ascii=False) + "\n"
-
-
-def iter_csv(df: pd.DataFrame, chunk_rows: int = 500) -> Iterator[str]:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([str(c) for c in df.columns])
-    n = 0
-    for row in df.itertuples(index=False, name=None):
-        writer.writerow([_cell(v) for v in row])
-        n += 1
-        if n % chunk_rows == 0:
-            yield buf.getvalue()
-            buf.seek(0)
-            buf.truncate()
-    yield buf.getvalue()
-
-
-def parquet_bytes(df: pd.DataFrame) -> bytes:
-    """Parquet of a results frame: lists stay lists (arrays become lists of floats), dicts and
-    mixed columns become JSON text."""
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out = df.copy()
-    for col in out.columns:
-        if out[col].dtype != object:
-            continue
-        vals = [v for v in out[col] if v is not None and not (isinstance(v, float) and math.isnan(v))]
-        if any(isinstance(v, np.ndarray) for v in vals):
-            out[col] = [v.tolist() if isinstance(v, np.ndarray) else v for v in out[col]]
-        if any(isinstance(v, dict) for v in vals) or len({type(v) for v in vals}) > 1:
-            out[col] = [None if v is None else json.dumps(jsonable(v), ensure_ascii=False)
-                        for v in out[col]]
-    try:
-        table = pa.Table.from_pandas(out, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        for col in out.columns:
-            if out[col].dtype == object:
-                out[col] = [None if v is None else json.dumps(jsonable(v), ensure_ascii=False)
-                            for v in out[col]]
-        table = pa.Table.from_pandas(pd.DataFrame(out), preserve_index=False)
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    text_rows = [["" if v is None else str(v) for v in r] for r in rows]
-    widths = [len(h) for h in headers]
-    for r in text_rows:
-        widths = [max(w, len(v)) for w, v in zip(widths, r, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*headers).rstrip()]
-    lines += [fmt.format(*r).rstrip() for r in text_rows]
-    return "\n".join(lines)
-
-
-def _clip(text: Any, n: int) -> str:
-    s = " ".join(str(text or "").split())
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def _yes_no(value: Any) -> str:
-    import pandas as pd
-
-    return "-" if value is None or pd.isna(value) else ("yes" if value else "no")
-
-
-def _when(ts: Any) -> str:
-    import pandas as pd
-
-    if ts is None or (not isinstance(ts, str) and pd.isna(ts)):
-        return "-"
-    return pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # ============================================================================ plumbing
@@ -221,7 +102,7 @@ def _summary_lines(summary: Any, *, retry_hint: bool = True) -> list[str]:
         width = max(len(g.error_type) for g in summary.top_errors)
         for g in summary.top_errors:
             lines.append(f"  {g.error_type:<{width}}  {g.count:>5}  e.g. {g.sample_url}  "
-                         f"({_clip(g.sample_message, 80)})")
+                         f"({clip(g.sample_message, 80)})")
         if retry_hint:
             lines.append(f"see them:  {PROG} failures {summary.batch_id}")
             lines.append(f"retry:     {PROG} retry {summary.batch_id}")
@@ -349,7 +230,7 @@ async def _status(args: argparse.Namespace) -> int:
                 ("batch", s.batch_id),
                 ("name", s.name or "-"),
                 ("pipeline", f"{s.pipeline} v{s.pipeline_version}"),
-                ("created", _when(s.created_at) + " UTC"),
+                ("created", when(s.created_at) + " UTC"),
                 ("state", s.state),
                 ("items", f"{s.total}: " + ", ".join(f"{k} {v}" for k, v in c.items())),
                 ("duration", format_duration(s.duration_s)),
@@ -357,11 +238,11 @@ async def _status(args: argparse.Namespace) -> int:
             print("\n".join(f"{k:<9} {v}" for k, v in rows))
             if s.top_errors:
                 print("top errors:")
-                print(_table(
+                print(table(
                     ["  error_type", "count", "retryable", "sample url", "message"],
                     [("  " + g.error_type, g.count,
                       "-" if g.retryable is None else ("yes" if g.retryable else "no"),
-                      g.sample_url, _clip(g.sample_message, 70)) for g in s.top_errors],
+                      g.sample_url, clip(g.sample_message, 70)) for g in s.top_errors],
                 ))
                 rest = c["failed"] - sum(g.count for g in s.top_errors)
                 if rest:
@@ -377,9 +258,9 @@ async def _status(args: argparse.Namespace) -> int:
             return 0
         cols = ["batch_id", "name", "pipeline", "created_at", "total", "queued", "running",
                 "done", "failed", "cancelled", "state"]
-        print(_table(
+        print(table(
             [c.replace("_at", "") for c in cols],
-            [[_when(r[c]) if c == "created_at" else (_clip(r[c], 30) if c == "name" else r[c])
+            [[when(r[c]) if c == "created_at" else (clip(r[c], 30) if c == "name" else r[c])
               for c in cols] for r in df.to_dict("records")],
         ))
     return 0
@@ -448,10 +329,10 @@ async def _failures(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         _write_text(iter_csv(df.drop(columns=["traceback"])), None)
     elif not df.empty:
-        print(_table(
+        print(table(
             ["item", "error_type", "retryable", "attempts", "url", "message"],
-            [(r["item_id"], r["error_type"], _yes_no(r["retryable"]), r["attempts"], r["url"],
-              _clip(r["error_message"], 70)) for r in df.to_dict("records")],
+            [(r["item_id"], r["error_type"], yes_no(r["retryable"]), r["attempts"], r["url"],
+              clip(r["error_message"], 70)) for r in df.to_dict("records")],
         ))
     if df.empty:
         _err(f"batch {args.batch} has no failed items")
@@ -538,119 +419,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 # ============================================================================ demo
 async def _demo(args: argparse.Namespace) -> int:
-    from .local_redis import EmbeddedRedis
-    from .notify import format_duration, summarize_batch
-    from .samplesite import FLAKY_PATH, sample_site_dir, serve_sample_site
-    from .settings import load_settings
+    from .demo import run_demo  # on use: the sample site and an in-process worker
 
-    settings = load_settings()
-    try:
-        sample_site_dir()
-    except FileNotFoundError as exc:
-        raise CliError(str(exc), 1) from None
-    server = EmbeddedRedis(settings.embedded_redis_dir) if settings.uses_embedded_redis else None
-    started_redis = server is not None and not await asyncio.to_thread(server.is_running)
-    cpu = max(1, min(2, os.cpu_count() or 1))
-    t0 = time.monotonic()
-    # quick automatic retries so the demo's broken routes settle in a few seconds
-    wb = _open_wb(retry_backoff_s=0.2, retry_backoff_max_s=1.0)
-    try:
-        async with serve_sample_site() as site:
-            _err(f"sample site: {len(site.article_urls())} articles and "
-                 f"{len(site.broken_urls()) + 1} broken URLs on {site.base_url}")
-            await wb.start_worker(cpu_processes=cpu)
-            _err(f"worker: in this process, extraction in a pool of {cpu} process(es)")
-            urls = site.urls() + [site.flaky_url()]
-            batch = await wb.submit(urls, name="demo: sample site", refresh=True)
-            _err(f"batch {batch.id}: {batch.total} URLs submitted")
-            try:
-                await batch.wait(timeout=args.timeout, progress=not args.no_progress)
-            except Exception:
-                await batch.cancel()
-                raise
-            summary = await summarize_batch(wb.ledger, batch.id, top=10)
-            df = await batch.results()
-            items = await batch.status()
-            expected = {**site.broken_urls()}
-        await wb.stop_workers()
-        lines = _demo_report(summary, df, items, expected, site_flaky=FLAKY_PATH,
-                             elapsed=time.monotonic() - t0, settings=settings,
-                             stopped_redis=started_redis, fmt=format_duration)
-    finally:
-        await wb.close()
-        if started_redis and server is not None:
-            await asyncio.to_thread(server.stop)
-    print("\n".join(lines))
-    return 0
-
-
-def _demo_report(summary: Any, df: Any, items: Any, expected: dict[str, str], *, site_flaky: str,
-                 elapsed: float, settings: Any, stopped_redis: bool,
-                 fmt: Callable[[float | None], str]) -> list[str]:
-    c = summary.counts
-    bid = summary.batch_id
-    out = [
-        "",
-        f"Workbench demo — the sample site analysed in {fmt(elapsed)} "
-        f"(batch {bid}, pipeline {summary.pipeline} v{summary.pipeline_version})",
-        "",
-        f"  items      {summary.total}: {c['done']} done, {c['failed']} failed, "
-        f"{c['cancelled']} cancelled",
-    ]
-    if not df.empty:
-        if "language" in df.columns:
-            langs = Counter(str(x) for x in df["language"].fillna("?"))
-            out.append("  languages  " + ", ".join(f"{k} {v}" for k, v in langs.most_common()))
-        if "word_count" in df.columns:
-            wc = df["word_count"].dropna().astype(float)
-            if len(wc):
-                out.append(f"  words      per page: mean {wc.mean():.0f}, median {wc.median():.0f},"
-                           f" min {wc.min():.0f}, max {wc.max():.0f}; {wc.sum():.0f} in all")
-        if "keywords" in df.columns:
-            kw: Counter[str] = Counter()
-            for v in df["keywords"]:
-                if isinstance(v, (list, tuple)):
-                    kw.update(str(k).lower() for k in v)
-            if kw:
-                out.append("  keywords   most frequent: "
-                           + ", ".join(f"{k} ({n})" for k, n in kw.most_common(8)))
-        if "title" in df.columns:
-            out.append("  e.g.       " + "; ".join(_clip(t, 50) for t in df["title"].dropna()[:3]))
-    flaky = items[items["url"].astype(str).str.contains(site_flaky, regex=False)]
-    if len(flaky) and flaky["status"].iloc[0] == "done":
-        out.append(f"  retried    {site_flaky} answered 503 at first; retried automatically, it "
-                   f"succeeded at attempt {int(flaky['attempts'].iloc[0])}")
-    if summary.top_errors:
-        out.append("  failures   by error type (the sample site breaks these URLs on purpose):")
-        want = Counter(expected.values())
-        for g in summary.top_errors:
-            mark = "as expected" if g.error_type in want else "unexpected"
-            out.append(f"               {g.error_type:<20} {g.count:>3}  {mark}, e.g. "
-                       f"{g.sample_url.split('//', 1)[-1].split('/', 1)[-1]}")
-    db = settings.effective_database_url
-    where = db.split("///", 1)[1] if db.startswith("sqlite") else db.split("@")[-1]
-    out += [
-        "",
-        "Where the data is:",
-        f"  ledger     {'SQLite ' if db.startswith('sqlite') else 'PostgreSQL '}{where}  "
-        "(batches, items, results, stored raw pages)",
-        "  queue      " + (f"embedded Redis under {settings.embedded_redis_dir}"
-                          + (" (stopped again)" if stopped_redis else "")
-                          if settings.uses_embedded_redis else "Redis at WORKBENCH_REDIS_URL"),
-        "",
-        "Look at it from a shell:",
-        f"  {PROG} status {bid}",
-        f"  {PROG} results {bid} --format csv -o demo.csv",
-        f"  {PROG} failures {bid}",
-        "or in Python (a notebook):",
-        "  from workbench import Workbench",
-        "  wb = Workbench()",
-        f'  batch = await wb.get_batch("{bid}")',
-        "  df = await batch.results()      # one row per page: title, language, keywords, ...",
-        "  await batch.failures()          # error_type, error_message, traceback",
-        "  batch.widget()                  # live monitor with a retry button",
-    ]
-    return out
+    return await run_demo(args)
 
 
 # ============================================================================ parser
@@ -810,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-        _err(f"workbench: error: unexpected {type(exc).__name__}: {_clip(exc, 500)} "
+        _err(f"workbench: error: unexpected {type(exc).__name__}: {clip(exc, 500)} "
              "(run with -v, or WORKBENCH_LOG_LEVEL=debug, for details)")
         if args.verbose:
             import traceback
