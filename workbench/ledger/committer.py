@@ -41,12 +41,21 @@ class _Batched:
 
 
 class GroupCommitter:
-    def __init__(self, engine: AsyncEngine, *, linger_s: float = 0.0, max_ops: int = 500):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        linger_s: float = 0.0,
+        linger_ops: int = 8,
+        max_ops: int = 500,
+    ):
         self._engine = engine
         self._linger_s = linger_s
+        self._linger_ops = linger_ops
         self._max_ops = max_ops
         self._pending: list[tuple[Op | _Batched, asyncio.Future[Any]]] = []
         self._wakeup: asyncio.Event | None = None
+        self._enough: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.commits = 0
@@ -66,25 +75,34 @@ class GroupCommitter:
             raise LedgerError("the ledger writer is closed")
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
-            self._wakeup = asyncio.Event()
+            self._wakeup, self._enough = asyncio.Event(), asyncio.Event()
             self._task = loop.create_task(self._loop(), name="workbench-group-commit")
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append((op, fut))
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._enough is not None
         self._wakeup.set()
+        if len(self._pending) >= self._linger_ops:
+            self._enough.set()
         # shield: a cancelled caller must not cancel a write other jobs share; the write still lands
         return await asyncio.shield(fut)
 
     async def _loop(self) -> None:
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._enough is not None
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if self._linger_s and not self._closed:
-                await asyncio.sleep(self._linger_s)
+            if self._linger_s and not self._closed and len(self._pending) < self._linger_ops:
+                # wait for more writers to join, but not once enough have (as MySQL's
+                # binlog_group_commit_sync_no_delay_count): under load, a fixed wait in every
+                # commit made every item wait it twice (claim, complete)
+                self._enough.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._linger_s):
+                        await self._enough.wait()
             while self._pending:
                 ops, self._pending = self._pending[: self._max_ops], self._pending[self._max_ops :]
                 await self._execute(ops)
+            self._wakeup.clear()  # set by writes that this round already committed
 
     async def _execute(self, ops: list[tuple[Op | _Batched, asyncio.Future[Any]]]) -> None:
         try:
