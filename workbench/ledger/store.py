@@ -8,7 +8,7 @@ are guarded by the attempt number, so a stale attempt never overwrites a newer o
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -26,6 +26,7 @@ from .models import (
     BatchRow,
     ItemRow,
     ResultRow,
+    UTCDateTime,
     WorkerRow,
 )
 
@@ -104,6 +105,27 @@ class Ledger:
         )
         self.committer = GroupCommitter(self.engine, linger_s=commit_linger_s)
         self._started = False
+        self._insert_plans: dict[tuple[Any, ...], _InsertPlan] = {}
+        # The per-item hot path (claim, complete) runs prepared statements: building and
+        # cache-keying a new statement per commit showed up in profiles.
+        t = ItemRow.__table__
+        now = bindparam("now_", type_=UTCDateTime())
+        keys = tuple_(t.c.id, t.c.attempts).in_(bindparam("keys_", expanding=True))
+        self._claim_stmt = (
+            update(t)
+            .where(keys, t.c.status == "queued")
+            .values(status="running", started_at=now, worker_id=bindparam("worker_"),
+                    tries=t.c.tries + 1, next_try_at=None)
+            .returning(t.c.id, t.c.attempts, t.c.batch_id, t.c.url, t.c.normalized_url, t.c.tries)
+        )
+        self._complete_stmt = (
+            update(t)
+            .where(keys, t.c.status == "running")
+            .values(status="done", finished_at=now,
+                    duration_s=func.coalesce(_seconds_since(self.dialect, t.c.started_at, now), 0.0),
+                    error_type=None, error_message=None, traceback=None, retryable=None)
+            .returning(t.c.id, t.c.attempts)
+        )
 
     async def start(self) -> Ledger:
         if not self._started:
@@ -172,11 +194,11 @@ class Ledger:
                         queued_rows.append((item_id, pos, url, norm))
                         queued.append((item_id, 1))
                 common = dict(batch_id=batch_id, attempts=1, tries=0, submitted_at=now)
-                await _bulk_insert(conn, ItemRow.__table__, _ITEM_ROW, queued_rows,
-                                   dict(common, status="queued", cached=False))
-                await _bulk_insert(conn, ItemRow.__table__, _ITEM_ROW, cached_rows,
-                                   dict(common, status="done", cached=True, finished_at=now,
-                                        duration_s=0.0))
+                await self._insert_rows(conn, ItemRow.__table__, _ITEM_ROW, queued_rows,
+                                        dict(common, status="queued", cached=False))
+                await self._insert_rows(conn, ItemRow.__table__, _ITEM_ROW, cached_rows,
+                                        dict(common, status="done", cached=True,
+                                             finished_at=now, duration_s=0.0))
                 for i in range(0, len(results), 2000):
                     await conn.execute(insert(ResultRow), results[i : i + 2000])
         return SubmitOutcome(batch_id, queued, len(results))
@@ -437,6 +459,23 @@ class Ledger:
                 )
                 return [(r.id, r.attempts) for r in res]
 
+    async def _insert_rows(
+        self,
+        conn: AsyncConnection,
+        table: Table,
+        columns: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        fixed: dict[str, Any],
+    ) -> None:
+        """INSERT ``rows`` (values of ``columns``) plus ``fixed`` values shared by every row."""
+        if not rows:
+            return
+        key = (table.name, tuple(columns), tuple(fixed))
+        plan = self._insert_plans.get(key)
+        if plan is None:
+            plan = self._insert_plans[key] = _InsertPlan.build(conn.dialect, table, columns, fixed)
+        await plan.run(conn, rows, fixed)
+
     # ------------------------------------------------------------------ worker side (grouped)
     async def claim(self, item_id: int, attempt: int, worker_id: str) -> ClaimedItem | None:
         """queued -> running for exactly this attempt; None if stale, cancelled or done."""
@@ -446,7 +485,6 @@ class Ledger:
         self, conn: AsyncConnection, claims: Sequence[tuple[int, int, str]]
     ) -> list[ClaimedItem | None]:
         """One UPDATE ... RETURNING per worker for every claim in this commit."""
-        t = ItemRow.__table__
         now = utcnow()
         by_worker: dict[str, list[tuple[int, int]]] = {}
         for item_id, attempt, worker_id in claims:
@@ -455,18 +493,7 @@ class Ledger:
         for worker_id, keys in by_worker.items():
             for chunk in _chunks(keys, _TUPLE_CHUNK):
                 rows = await conn.execute(
-                    update(t)
-                    .where(tuple_(t.c.id, t.c.attempts).in_(chunk), t.c.status == "queued")
-                    .values(
-                        status="running",
-                        started_at=now,
-                        worker_id=worker_id,
-                        tries=t.c.tries + 1,
-                        next_try_at=None,
-                    )
-                    .returning(
-                        t.c.id, t.c.attempts, t.c.batch_id, t.c.url, t.c.normalized_url, t.c.tries
-                    )
+                    self._claim_stmt, {"keys_": chunk, "now_": now, "worker_": worker_id}
                 )
                 for r in rows:
                     got[(r.id, r.attempts)] = ClaimedItem(
@@ -488,39 +515,25 @@ class Ledger:
     ) -> list[bool]:
         """One UPDATE ... RETURNING, one DELETE and one multi-row INSERT for every completion in
         this commit; the attempt guard decides per item."""
-        t, r = ItemRow.__table__, ResultRow.__table__
+        r = ResultRow.__table__
         now = utcnow()
         done: set[tuple[int, int]] = set()
         for chunk in _chunks([(i, a) for i, a, _ in items], _TUPLE_CHUNK):
-            res = await conn.execute(
-                update(t)
-                .where(tuple_(t.c.id, t.c.attempts).in_(chunk), t.c.status == "running")
-                .values(
-                    status="done",
-                    finished_at=now,
-                    duration_s=func.coalesce(
-                        _seconds_between(self.dialect, t.c.started_at, now), 0.0
-                    ),
-                    error_type=None,
-                    error_message=None,
-                    traceback=None,
-                    retryable=None,
-                )
-                .returning(t.c.id, t.c.attempts)
-            )
+            res = await conn.execute(self._complete_stmt, {"keys_": chunk, "now_": now})
             done.update((row.id, row.attempts) for row in res)
         out: list[bool] = []
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         for item_id, attempt, result in items:
             ok = (item_id, attempt) in done
             done.discard((item_id, attempt))  # one result per item, even if asked twice
             out.append(ok)
             if ok:
-                rows.append({**result, "item_id": item_id, "created_at": now})
+                rows.append((item_id, *_result_values(result)))
         if rows:
-            for chunk in _chunks([row["item_id"] for row in rows]):
+            for chunk in _chunks([row[0] for row in rows]):
                 await conn.execute(r.delete().where(r.c.item_id.in_(chunk)))
-            await conn.execute(insert(r), rows)
+            await self._insert_rows(conn, r, ("item_id", *_RESULT_FIELDS), rows,
+                                    {"created_at": now})
         return out
 
     async def fail(self, item_id: int, attempt: int, error: dict[str, Any]) -> bool:
@@ -700,35 +713,79 @@ class Ledger:
 _ITEM_ROW = ("id", "position", "url", "normalized_url")
 
 
-async def _bulk_insert(
-    conn: AsyncConnection,
-    table: Table,
-    columns: Sequence[str],
-    rows: Sequence[tuple[Any, ...]],
-    fixed: dict[str, Any],
-    chunk: int = 5000,
-) -> None:
-    """INSERT ``rows`` (values of ``columns``: ints and strings, which no driver converts) plus
-    ``fixed`` values shared by every row, through the driver's executemany. The shared values
-    are converted once; SQLAlchemy's per-row parameter processing was most of the time of a
-    100k-URL submit."""
-    if not rows:
-        return
-    stmt = insert(table).values({c: bindparam(c) for c in (*columns, *fixed)})
-    compiled = stmt.compile(dialect=conn.dialect)
-    given = [*columns, *fixed]
-    order = list(compiled.positiontup or ())
-    if sorted(order) != sorted(given):  # a column default would slip in unconverted
-        raise AssertionError(f"parameters {order} are not the columns given {given}")
-    arrange = itemgetter(*(given.index(name) for name in order))
-    shared = []
-    for name, value in fixed.items():
-        process = table.c[name].type.bind_processor(conn.dialect)
-        shared.append(process(value) if process else value)
-    tail = tuple(shared)
-    for i in range(0, len(rows), chunk):
-        params = [arrange(row + tail) for row in rows[i : i + chunk]]
-        await conn.exec_driver_sql(str(compiled), params)
+@dataclass(frozen=True)
+class _InsertPlan:
+    """An INSERT run through the driver's executemany, with values converted by their column
+    types but without SQLAlchemy's per-row parameter processing (most of the time of a 100k-URL
+    submit, and of writing results): values shared by every row are converted once."""
+
+    sql: str
+    arrange: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    converters: tuple[tuple[int, Callable[[Any], Any]], ...]  # per-row columns that need one
+    fixed_converters: tuple[Callable[[Any], Any] | None, ...]
+
+    @classmethod
+    def build(
+        cls, dialect: Any, table: Table, columns: Sequence[str], fixed: dict[str, Any]
+    ) -> _InsertPlan:
+        given = [*columns, *fixed]
+        compiled = insert(table).values({c: bindparam(c) for c in given}).compile(dialect=dialect)
+        order = list(compiled.positiontup or ())
+        if sorted(order) != sorted(given):  # a column default would slip in unconverted
+            raise AssertionError(f"parameters {order} are not the columns given {given}")
+        converters = []
+        for i, name in enumerate(columns):
+            process = table.c[name].type.bind_processor(dialect)
+            if process is not None:
+                converters.append((i, process))
+        return cls(
+            sql=str(compiled),
+            arrange=itemgetter(*(given.index(name) for name in order)),
+            converters=tuple(converters),
+            fixed_converters=tuple(table.c[n].type.bind_processor(dialect) for n in fixed),
+        )
+
+    async def run(
+        self, conn: AsyncConnection, rows: Sequence[tuple[Any, ...]], fixed: dict[str, Any],
+        chunk: int = 5000,
+    ) -> None:
+        tail = tuple(
+            process(value) if process else value
+            for process, value in zip(self.fixed_converters, fixed.values(), strict=True)
+        )
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            if self.converters:
+                part = [self._convert(row) for row in part]
+            await conn.exec_driver_sql(self.sql, [self.arrange(row + tail) for row in part])
+
+    def _convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        values = list(row)
+        for i, process in self.converters:
+            values[i] = process(values[i])
+        return tuple(values)
+
+
+_RESULT_FIELDS = (
+    "batch_id", "normalized_url", "pipeline", "pipeline_version", "params_hash",
+    "workbench_version", "data", "final_url", "http_status", "content_sha256", "fetched_at",
+    "cached", "from_stored_page", "timings",
+)
+_RESULT_DEFAULTS: dict[str, Any] = {"cached": False, "from_stored_page": False, "timings": {}}
+
+
+def _result_values(result: dict[str, Any]) -> tuple[Any, ...]:
+    unknown = result.keys() - _RESULT_FIELDS
+    if unknown:
+        raise ValueError(f"unknown result field(s): {', '.join(sorted(unknown))}")
+    return tuple(result.get(f, _RESULT_DEFAULTS.get(f)) for f in _RESULT_FIELDS)
+
+
+def _seconds_since(dialect: str, start: Any, now: Any) -> Any:
+    """SQL for the seconds from column ``start`` to the bound UTC datetime ``now``."""
+    if dialect == "sqlite":  # the bound value is SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff"
+        return (func.julianday(now) - func.julianday(start)) * 86400.0
+    return func.extract("epoch", now - start)
 
 
 def _seconds_between(dialect: str, start: Any, end: datetime) -> Any:
