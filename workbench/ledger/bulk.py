@@ -1,0 +1,93 @@
+"""Bulk INSERTs through the driver's executemany: 100k items of a submit, or a commit's results.
+
+SQLAlchemy processes every parameter of every row in Python; for these inserts that was most of
+the time. An ``InsertPlan`` compiles the INSERT once and converts only the values that need it;
+a ``BulkInserter`` (one per ``Ledger``) keeps a plan per table, columns and shared values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import Table, bindparam, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True)
+class InsertPlan:
+    """An INSERT run through the driver's executemany, with values converted by their column
+    types but without SQLAlchemy's per-row parameter processing (most of the time of a 100k-URL
+    submit, and of writing results): values shared by every row are converted once."""
+
+    sql: str
+    arrange: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    converters: tuple[tuple[int, Callable[[Any], Any]], ...]  # per-row columns that need one
+    fixed_converters: tuple[Callable[[Any], Any] | None, ...]
+
+    @classmethod
+    def build(
+        cls, dialect: Any, table: Table, columns: Sequence[str], fixed: dict[str, Any]
+    ) -> InsertPlan:
+        given = [*columns, *fixed]
+        compiled = insert(table).values({c: bindparam(c) for c in given}).compile(dialect=dialect)
+        order = list(compiled.positiontup or ())
+        if sorted(order) != sorted(given):  # a column default would slip in unconverted
+            raise AssertionError(f"parameters {order} are not the columns given {given}")
+        converters = []
+        for i, name in enumerate(columns):
+            process = table.c[name].type.bind_processor(dialect)
+            if process is not None:
+                converters.append((i, process))
+        return cls(
+            sql=str(compiled),
+            arrange=itemgetter(*(given.index(name) for name in order)),
+            converters=tuple(converters),
+            fixed_converters=tuple(table.c[n].type.bind_processor(dialect) for n in fixed),
+        )
+
+    async def run(
+        self, conn: AsyncConnection, rows: Sequence[tuple[Any, ...]], fixed: dict[str, Any],
+        chunk: int = 5000,
+    ) -> None:
+        tail = tuple(
+            process(value) if process else value
+            for process, value in zip(self.fixed_converters, fixed.values(), strict=True)
+        )
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            if self.converters:
+                part = [self._convert(row) for row in part]
+            await conn.exec_driver_sql(self.sql, [self.arrange(row + tail) for row in part])
+
+    def _convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        values = list(row)
+        for i, process in self.converters:
+            values[i] = process(values[i])
+        return tuple(values)
+
+
+class BulkInserter:
+    """Runs INSERTs through an ``InsertPlan`` built on first use and kept for the next time."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[Any, ...], InsertPlan] = {}
+
+    async def insert(
+        self,
+        conn: AsyncConnection,
+        table: Table,
+        columns: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        fixed: dict[str, Any],
+    ) -> None:
+        """INSERT ``rows`` (values of ``columns``) plus ``fixed`` values shared by every row."""
+        if not rows:
+            return
+        key = (table.name, tuple(columns), tuple(fixed))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = InsertPlan.build(conn.dialect, table, columns, fixed)
+        await plan.run(conn, rows, fixed)

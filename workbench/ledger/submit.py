@@ -1,0 +1,181 @@
+"""Submitting a batch: the batch row, its items (ids reserved up front, rows inserted in bulk)
+and, for URLs analysed before with the same pipeline, version and params, copies of the earlier
+results, all in one transaction. ``Ledger.create_batch`` is ``SubmitMixin.create_batch``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .bulk import BulkInserter
+from .engine import translate_errors
+from .models import BatchRow, ItemRow, ResultRow
+from .sql import CHUNK, row_dict, utcnow
+
+
+def new_batch_id(now: datetime | None = None) -> str:
+    """Sortable and readable: ``b-20261129-205530-3f9a1c``."""
+    now = now or utcnow()
+    return f"b-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    pipeline: str
+    pipeline_version: str
+    params: dict[str, Any]
+    params_hash: str
+    name: str | None = None
+    notify: str | None = None
+    invalid: int = 0
+    duplicates: int = 0
+    use_stored_pages: bool = False
+    source_batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    batch_id: str
+    queued: list[tuple[int, int]]  # (item_id, attempt) to enqueue
+    cached: int
+
+
+_ITEM_ROW = ("id", "position", "url", "normalized_url")
+
+
+class SubmitMixin:
+    """Batch creation, for ``Ledger``: uses its engines and bulk inserter."""
+
+    dialect: str
+    engine: AsyncEngine
+    read_engine: AsyncEngine
+    _bulk: BulkInserter
+
+    async def create_batch(
+        self,
+        spec: NewBatch,
+        entries: Sequence[tuple[int, str, str]],
+        *,
+        use_cache: bool = True,
+    ) -> SubmitOutcome:
+        """Insert the batch and its items in one transaction.
+
+        Items whose (normalized URL, pipeline, version, params) already have a result are created
+        ``done`` with a copy of that result marked cached, unless ``use_cache`` is false.
+        """
+        now = utcnow()
+        batch_id = new_batch_id(now)
+        with translate_errors("creating a batch"):
+            cached = await self._cached_results(spec, [e[2] for e in entries]) if use_cache else {}
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    insert(BatchRow),
+                    [
+                        dict(
+                            id=batch_id,
+                            name=spec.name,
+                            pipeline=spec.pipeline,
+                            pipeline_version=spec.pipeline_version,
+                            params=spec.params,
+                            params_hash=spec.params_hash,
+                            created_at=now,
+                            total=len(entries),
+                            duplicates=spec.duplicates,
+                            invalid=spec.invalid,
+                            use_stored_pages=spec.use_stored_pages,
+                            source_batch_id=spec.source_batch_id,
+                            notify=spec.notify,
+                        )
+                    ],
+                )
+                first_id = await self._reserve_ids(conn, len(entries))
+                queued_rows: list[tuple[int, int, str, str]] = []
+                cached_rows: list[tuple[int, int, str, str]] = []
+                queued: list[tuple[int, int]] = []
+                results = []
+                for offset, (pos, url, norm) in enumerate(entries):
+                    item_id = first_id + offset
+                    hit = cached.get(norm)
+                    if hit:
+                        cached_rows.append((item_id, pos, url, norm))
+                        results.append(
+                            {**hit, "item_id": item_id, "batch_id": batch_id, "cached": True}
+                        )
+                    else:
+                        queued_rows.append((item_id, pos, url, norm))
+                        queued.append((item_id, 1))
+                common = dict(batch_id=batch_id, attempts=1, tries=0, submitted_at=now)
+                await self._bulk.insert(conn, ItemRow.__table__, _ITEM_ROW, queued_rows,
+                                        dict(common, status="queued", cached=False))
+                await self._bulk.insert(conn, ItemRow.__table__, _ITEM_ROW, cached_rows,
+                                        dict(common, status="done", cached=True,
+                                             finished_at=now, duration_s=0.0))
+                for i in range(0, len(results), 2000):
+                    await conn.execute(insert(ResultRow), results[i : i + 2000])
+        return SubmitOutcome(batch_id, queued, len(results))
+
+    async def _reserve_ids(self, conn: AsyncConnection, n: int) -> int:
+        """Reserve ``n`` consecutive item ids so 100k items insert with one executemany."""
+        if self.dialect == "sqlite":
+            # BEGIN IMMEDIATE holds the write lock: nobody else can take ids until we commit.
+            top = (await conn.execute(select(func.max(ItemRow.id)))).scalar()
+            return (top or 0) + 1
+        if n == 0:
+            return 1
+        # Serialize reservers so the ids are consecutive, then move the sequence past them.
+        await conn.execute(text("LOCK TABLE items IN SHARE ROW EXCLUSIVE MODE"))
+        top = (await conn.execute(select(func.max(ItemRow.id)))).scalar() or 0
+        seq_top = (
+            await conn.execute(
+                text("SELECT last_value FROM items_id_seq")  # never behind max(id)
+            )
+        ).scalar() or 0
+        first = max(top, seq_top) + 1
+        await conn.execute(text("SELECT setval('items_id_seq', :v)"), {"v": first + n - 1})
+        return first
+
+    async def _cached_results(self, spec: NewBatch, norms: list[str]) -> dict[str, dict[str, Any]]:
+        if not norms:
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        cols = [
+            ResultRow.normalized_url,
+            ResultRow.pipeline,
+            ResultRow.pipeline_version,
+            ResultRow.params_hash,
+            ResultRow.workbench_version,
+            ResultRow.data,
+            ResultRow.final_url,
+            ResultRow.http_status,
+            ResultRow.content_sha256,
+            ResultRow.fetched_at,
+            ResultRow.from_stored_page,
+            ResultRow.timings,
+            ResultRow.created_at,
+        ]
+        async with self.read_engine.connect() as conn:
+            key = (
+                ResultRow.pipeline == spec.pipeline,
+                ResultRow.pipeline_version == spec.pipeline_version,
+                ResultRow.params_hash == spec.params_hash,
+            )
+            # nothing analysed yet with this pipeline, version and params: skip the lookups
+            if (await conn.execute(select(ResultRow.item_id).where(*key).limit(1))).first() is None:
+                return {}
+            for i in range(0, len(norms), CHUNK):
+                chunk = norms[i : i + CHUNK]
+                rows = await conn.execute(
+                    select(*cols)
+                    .where(*key, ResultRow.normalized_url.in_(chunk))
+                    .order_by(ResultRow.created_at)
+                )
+                for row in rows:
+                    found[row.normalized_url] = row_dict(row)  # newest wins
+        return found

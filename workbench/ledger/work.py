@@ -1,0 +1,310 @@
+"""The worker's side of the ledger: per-item writes and the worker records.
+
+Claim, complete, fail, retry later and hand back go through the group committer (claims and
+completions batched into one statement per commit) and are guarded by the attempt number, so a
+stale attempt never overwrites a newer one. Workers register, heart-beat and stop here, and
+reconcile finds the items of lost workers and the queued jobs. ``Ledger`` inherits
+``WorkMixin``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .bulk import BulkInserter
+from .committer import GroupCommitter
+from .engine import translate_errors
+from .models import ItemRow, ResultRow, UTCDateTime, WorkerRow
+from .sql import TUPLE_CHUNK, chunks, row_dict, utcnow
+
+
+@dataclass(frozen=True)
+class ClaimedItem:
+    item_id: int
+    batch_id: str
+    url: str
+    normalized_url: str
+    attempt: int
+    tries: int
+
+
+def work_statements(dialect: str) -> tuple[Any, Any]:
+    """The claim and complete UPDATEs, built once per ``Ledger`` and run with bound parameters
+    (``keys_``, ``now_``, and ``worker_`` for claims)."""
+    t = ItemRow.__table__
+    now = bindparam("now_", type_=UTCDateTime())
+    keys = tuple_(t.c.id, t.c.attempts).in_(bindparam("keys_", expanding=True))
+    claim = (
+        update(t)
+        .where(keys, t.c.status == "queued")
+        .values(status="running", started_at=now, worker_id=bindparam("worker_"),
+                tries=t.c.tries + 1, next_try_at=None)
+        .returning(t.c.id, t.c.attempts, t.c.batch_id, t.c.url, t.c.normalized_url, t.c.tries)
+    )
+    complete = (
+        update(t)
+        .where(keys, t.c.status == "running")
+        .values(status="done", finished_at=now,
+                duration_s=func.coalesce(_seconds_since(dialect, t.c.started_at, now), 0.0),
+                error_type=None, error_message=None, traceback=None, retryable=None)
+        .returning(t.c.id, t.c.attempts)
+    )
+    return claim, complete
+
+
+class WorkMixin:
+    """Worker-side writes and worker records, for ``Ledger``: uses its engines, group committer,
+    bulk inserter and the statements of ``work_statements``."""
+
+    dialect: str
+    engine: AsyncEngine
+    read_engine: AsyncEngine
+    committer: GroupCommitter
+    _bulk: BulkInserter
+    _claim_stmt: Any
+    _complete_stmt: Any
+
+    # ------------------------------------------------------------------ per-item writes (grouped)
+    async def claim(self, item_id: int, attempt: int, worker_id: str) -> ClaimedItem | None:
+        """queued -> running for exactly this attempt; None if stale, cancelled or done."""
+        return await self.committer.run_batched(self._claim_many, (item_id, attempt, worker_id))
+
+    async def _claim_many(
+        self, conn: AsyncConnection, claims: Sequence[tuple[int, int, str]]
+    ) -> list[ClaimedItem | None]:
+        """One UPDATE ... RETURNING per worker for every claim in this commit."""
+        now = utcnow()
+        by_worker: dict[str, list[tuple[int, int]]] = {}
+        for item_id, attempt, worker_id in claims:
+            by_worker.setdefault(worker_id, []).append((item_id, attempt))
+        got: dict[tuple[int, int], ClaimedItem] = {}
+        for worker_id, keys in by_worker.items():
+            for chunk in chunks(keys, TUPLE_CHUNK):
+                rows = await conn.execute(
+                    self._claim_stmt, {"keys_": chunk, "now_": now, "worker_": worker_id}
+                )
+                for r in rows:
+                    got[(r.id, r.attempts)] = ClaimedItem(
+                        r.id, r.batch_id, r.url, r.normalized_url, r.attempts, r.tries
+                    )
+        # pop: should one job be claimed twice in a commit, only the first caller runs it
+        return [got.pop((item_id, attempt), None) for item_id, attempt, _ in claims]
+
+    def _guard(self, item_id: int, attempt: int) -> Any:
+        t = ItemRow.__table__
+        return and_(t.c.id == item_id, t.c.attempts == attempt, t.c.status == "running")
+
+    async def complete(self, item_id: int, attempt: int, result: dict[str, Any]) -> bool:
+        """running -> done with its result, in one transaction; False if the attempt is stale."""
+        return await self.committer.run_batched(self._complete_many, (item_id, attempt, result))
+
+    async def _complete_many(
+        self, conn: AsyncConnection, items: Sequence[tuple[int, int, dict[str, Any]]]
+    ) -> list[bool]:
+        """One UPDATE ... RETURNING, one DELETE and one multi-row INSERT for every completion in
+        this commit; the attempt guard decides per item."""
+        r = ResultRow.__table__
+        now = utcnow()
+        done: set[tuple[int, int]] = set()
+        for chunk in chunks([(i, a) for i, a, _ in items], TUPLE_CHUNK):
+            res = await conn.execute(self._complete_stmt, {"keys_": chunk, "now_": now})
+            done.update((row.id, row.attempts) for row in res)
+        out: list[bool] = []
+        rows: list[tuple[Any, ...]] = []
+        for item_id, attempt, result in items:
+            ok = (item_id, attempt) in done
+            done.discard((item_id, attempt))  # one result per item, even if asked twice
+            out.append(ok)
+            if ok:
+                rows.append((item_id, *_result_values(result)))
+        if rows:
+            for chunk in chunks([row[0] for row in rows]):
+                await conn.execute(r.delete().where(r.c.item_id.in_(chunk)))
+            await self._bulk.insert(conn, r, ("item_id", *_RESULT_FIELDS), rows,
+                                    {"created_at": now})
+        return out
+
+    async def fail(self, item_id: int, attempt: int, error: dict[str, Any]) -> bool:
+        t = ItemRow.__table__
+
+        async def op(conn: AsyncConnection) -> bool:
+            now = utcnow()
+            res = await conn.execute(
+                update(t)
+                .where(self._guard(item_id, attempt))
+                .values(
+                    status="failed",
+                    finished_at=now,
+                    duration_s=func.coalesce(
+                        _seconds_between(self.dialect, t.c.started_at, now), 0.0
+                    ),
+                    **error,
+                )
+            )
+            return res.rowcount == 1
+
+        return await self.committer.run(op)
+
+    async def retry_later(
+        self, item_id: int, attempt: int, error: dict[str, Any], delay_s: float
+    ) -> int | None:
+        """running -> queued with attempt + 1 (the error is kept for display). Returns the new
+        attempt, or None if this attempt is stale."""
+        t = ItemRow.__table__
+
+        async def op(conn: AsyncConnection) -> int | None:
+            res = await conn.execute(
+                update(t)
+                .where(self._guard(item_id, attempt))
+                .values(
+                    status="queued",
+                    attempts=attempt + 1,
+                    started_at=None,
+                    worker_id=None,
+                    next_try_at=utcnow() + timedelta(seconds=delay_s),
+                    **error,
+                )
+            )
+            return attempt + 1 if res.rowcount == 1 else None
+
+        return await self.committer.run(op)
+
+    async def hand_back(self, item_id: int, attempt: int) -> bool:
+        """running -> queued, same attempt (the job stays in the queue): used on shutdown.
+        The try is not counted against the item."""
+        t = ItemRow.__table__
+
+        async def op(conn: AsyncConnection) -> bool:
+            res = await conn.execute(
+                update(t)
+                .where(self._guard(item_id, attempt))
+                .values(status="queued", started_at=None, worker_id=None, tries=t.c.tries - 1)
+            )
+            return res.rowcount == 1
+
+        return await self.committer.run(op)
+
+    # ------------------------------------------------------------------ workers and reconcile
+    async def register_worker(self, worker_id: str, **info: Any) -> None:
+        now = utcnow()
+        with translate_errors("registering a worker"):
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    insert(WorkerRow),
+                    [dict(id=worker_id, started_at=now, heartbeat_at=now, **info)],
+                )
+
+    async def heartbeat(self, worker_id: str, *, items_done: int | None = None) -> None:
+        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        if items_done is not None:
+            values["items_done"] = items_done
+        with translate_errors("recording a heartbeat"):
+            async with self.engine.begin() as conn:
+                await conn.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(**values))
+
+    async def stop_worker(self, worker_id: str) -> None:
+        with translate_errors("recording a worker stop"):
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(WorkerRow).where(WorkerRow.id == worker_id).values(stopped_at=utcnow())
+                )
+
+    async def workers(self) -> list[dict[str, Any]]:
+        async with self.read_engine.connect() as conn:
+            return [
+                row_dict(r)
+                for r in await conn.execute(
+                    select(WorkerRow.__table__).order_by(WorkerRow.started_at)
+                )
+            ]
+
+    async def requeue_lost(
+        self, heartbeat_timeout_s: float, max_tries: int
+    ) -> tuple[list[tuple[int, int]], int]:
+        """Items running on a worker whose heartbeat lapsed (or that stopped without handing them
+        back) go back to the queue with a new attempt, or fail once out of tries.
+        Returns ((item_id, attempt) to enqueue, number failed)."""
+        cutoff = utcnow() - timedelta(seconds=heartbeat_timeout_s)
+        w, t = WorkerRow.__table__, ItemRow.__table__
+        live = select(w.c.id).where(w.c.heartbeat_at >= cutoff, w.c.stopped_at.is_(None))
+        lost = and_(
+            t.c.status == "running",
+            (t.c.started_at < cutoff) | t.c.started_at.is_(None),
+            t.c.worker_id.is_(None) | t.c.worker_id.not_in(live),
+        )
+        err = dict(
+            error_type="worker_lost",
+            error_message="the worker running this item stopped heart-beating",
+            retryable=True,
+        )
+        with translate_errors("requeueing lost items"):
+            async with self.engine.begin() as conn:
+                failed = await conn.execute(
+                    update(t)
+                    .where(lost, t.c.tries >= max_tries)
+                    .values(status="failed", finished_at=utcnow(), **err)
+                )
+                res = await conn.execute(
+                    update(t)
+                    .where(lost)
+                    .values(
+                        status="queued",
+                        attempts=t.c.attempts + 1,
+                        started_at=None,
+                        worker_id=None,
+                        **err,
+                    )
+                    .returning(t.c.id, t.c.attempts)
+                )
+                return [(r.id, r.attempts) for r in res], failed.rowcount
+
+    async def queued_jobs(self) -> list[tuple[int, int, datetime | None]]:
+        t = ItemRow.__table__
+        async with self.read_engine.connect() as conn:
+            return [
+                (r.id, r.attempts, r.next_try_at)
+                for r in await conn.execute(
+                    select(t.c.id, t.c.attempts, t.c.next_try_at).where(t.c.status == "queued")
+                )
+            ]
+
+    async def count_queued(self) -> int:
+        async with self.read_engine.connect() as conn:
+            return (
+                await conn.execute(select(func.count()).where(ItemRow.status == "queued"))
+            ).scalar_one()
+
+
+_RESULT_FIELDS = (
+    "batch_id", "normalized_url", "pipeline", "pipeline_version", "params_hash",
+    "workbench_version", "data", "final_url", "http_status", "content_sha256", "fetched_at",
+    "cached", "from_stored_page", "timings",
+)
+_RESULT_DEFAULTS: dict[str, Any] = {"cached": False, "from_stored_page": False, "timings": {}}
+
+
+def _result_values(result: dict[str, Any]) -> tuple[Any, ...]:
+    unknown = result.keys() - _RESULT_FIELDS
+    if unknown:
+        raise ValueError(f"unknown result field(s): {', '.join(sorted(unknown))}")
+    return tuple(result.get(f, _RESULT_DEFAULTS.get(f)) for f in _RESULT_FIELDS)
+
+
+def _seconds_since(dialect: str, start: Any, now: Any) -> Any:
+    """SQL for the seconds from column ``start`` to the bound UTC datetime ``now``."""
+    if dialect == "sqlite":  # the bound value is SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff"
+        return (func.julianday(now) - func.julianday(start)) * 86400.0
+    return func.extract("epoch", now - start)
+
+
+def _seconds_between(dialect: str, start: Any, end: datetime) -> Any:
+    naive_end = end.astimezone(UTC).replace(tzinfo=None)
+    if dialect == "sqlite":
+        return (func.julianday(naive_end.isoformat(sep=" ")) - func.julianday(start)) * 86400.0
+    return func.extract("epoch", naive_end - start)
