@@ -318,6 +318,19 @@ async def test_two_monitors_at_once_without_blocking_the_loop(wb: Workbench, run
     assert ticks > elapsed / 0.01 * 0.3, "the monitors starved the event loop"
 
 
+async def test_monitor_draws_the_end_as_soon_as_wait_sees_it(wb: Workbench, run_worker) -> None:
+    """A notebook's ``await batch.wait()`` may see the end first: the monitor must not lag a
+    whole interval behind (the next cell may close the Workbench)."""
+    batch = await wb.submit(_urls("lag", ok=3, bad_a=0, bad_b=0), pipeline="widget-test")
+    monitor = BatchMonitor(batch, interval=30)
+    task = monitor.start()
+    await eventually(lambda: monitor.snapshot is not None)
+    await run_worker()
+    await batch.wait(timeout=10)
+    await asyncio.wait_for(task, 2)
+    assert monitor.snapshot.counts["done"] == 3 and monitor.snapshot.settled
+
+
 async def test_cancel_asks_for_a_second_click(wb: Workbench) -> None:
     batch = await wb.submit(_urls("cancel"), pipeline="widget-test")  # no worker: stays queued
     monitor = BatchMonitor(batch, interval=0.1)
@@ -334,15 +347,24 @@ async def test_cancel_asks_for_a_second_click(wb: Workbench) -> None:
     assert any("cancelled 10 item(s)" in m for _, m in monitor.messages)
 
 
-async def test_monitor_stops_when_the_workbench_closes(make_wb) -> None:
+async def test_monitor_stops_when_the_workbench_closes(make_wb, run_worker) -> None:
     wb = make_wb()
-    batch = await wb.submit(_urls("closing"), pipeline="widget-test")
+    batch = await wb.submit(_urls("closing", ok=2, bad_a=2, bad_b=0), pipeline="widget-test")
     monitor = BatchMonitor(batch, interval=0.05)
     task = monitor.start()
-    await eventually(lambda: monitor.snapshot is not None)
+    await eventually(lambda: monitor.snapshot is not None and monitor.snapshot.groups == ())
+    monitor.interval = 30  # from now on it only wakes for counts read elsewhere
+    await run_worker()
+    # a notebook's last cells: wait, then close before the monitor's next read
+    final = await batch.wait(timeout=10)
     await wb.close()
     await asyncio.wait_for(task, 10)
     assert "the Workbench was closed" in monitor.messages[-1][1]
+    # the counts wait() read are final: they become the monitor's final picture; which items
+    # failed was never read, so no failure table rather than a wrong one
+    assert monitor.snapshot.counts == final and monitor.snapshot.settled
+    assert monitor.snapshot.groups == () and final["failed"] == 2
+    assert "4</b> of <b>4</b> finished" in monitor._status.value
 
 
 class _Shell:
@@ -393,7 +415,8 @@ async def test_batch_as_last_expression_shows_the_monitor_and_keeps_its_final_pi
     assert "done=2 failed=1" in final["text/plain"]
     # headless runners only see the next cell's messages: the picture is sent again after it
     shell.events.trigger("post_run_cell", None)
-    assert len(handles[0].updates) == 2 and handles[0].updates[-1]["text/html"] == final["text/html"]
+    assert len(handles[0].updates) == 2
+    assert handles[0].updates[-1]["text/html"] == final["text/html"]
     shell.events.trigger("post_run_cell", None)
     assert len(handles[0].updates) == 2  # once only
     assert "done <b>2</b>" in batch._repr_html_()  # the monitor's reads refresh the reprs

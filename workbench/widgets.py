@@ -86,14 +86,16 @@ class BatchMonitor:
         self._groups_key: tuple[Any, ...] | None = None
         self._failed_seen, self._failures_at, self._stale = -1, float("-inf"), True
         self._run_start: datetime | None = None  # None: since the batch was created
-        self._saw_running, self._final_elapsed = False, None
+        self._saw_running = False
+        self._final_elapsed: float | None = None  # frozen once the batch settles
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._actions: set[Any] = set()  # running button actions (strong refs)
         self._busy, self._cancel_armed_until = 0, 0.0
         self._handles: list[Any] = []  # display handles of this monitor's outputs
         self._shown_in: int | None = None
-        self._flush_pending = False
+        self._version = self._sent = 0  # pictures drawn / sent from a cell end
+        self._hooked = False
 
         self._status = w.HTML(status_html(self._placeholder()))
         self._fail_title = w.HTML()
@@ -157,6 +159,8 @@ class BatchMonitor:
             except Exception as exc:  # noqa: BLE001 - shown in the widget, never lost in the loop
                 if getattr(self.batch.workbench, "_closed", False):
                     self._note("info", "monitor stopped: the Workbench was closed")
+                    if self._adopt_final_counts():
+                        self._update_displays()
                     return
                 failed_refreshes += 1
                 self._note("error", f"refresh failed: {type(exc).__name__}: {exc}")
@@ -168,7 +172,17 @@ class BatchMonitor:
             if snap.settled:
                 self._update_displays()
                 return
-            await asyncio.sleep(self.interval)
+            await self._pause(snap.counts)
+
+    async def _pause(self, seen: Mapping[str, int]) -> None:
+        """Sleep ``interval``, or less when other code read newer counts of the batch: when
+        ``await batch.wait()`` sees the end first, the monitor draws its final picture at once,
+        not after the notebook has moved on (and perhaps closed the Workbench)."""
+        deadline = time.monotonic() + self.interval
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(0.1, self.interval))
+            if self.batch._last_counts not in (None, seen):  # Batch keeps what counts() read
+                return
 
     # -------------------------------------------------------------- reading the ledger
     async def refresh(self) -> Snapshot:
@@ -221,9 +235,22 @@ class BatchMonitor:
         b = self.batch
         self.snapshot = Snapshot(b.id, b.name, b.pipeline, b.pipeline_version, dict(counts),
                                  self._groups, elapsed, self._meter.rate(),
-                                 self._meter.idle_for(now), "the retry" if self._run_start else "")
+                                 self._meter.idle_for(now),
+                                 "the retry" if self._run_start else "submission")
+        self._version += 1
         self._render()
         return self.snapshot
+
+    def _adopt_final_counts(self) -> bool:
+        """Take final counts that other code read (``await batch.wait()`` sees the end before
+        the next poll; the Workbench may close before it) as the final picture. No I/O."""
+        counts, snap = self.batch._last_counts, self.snapshot
+        if not counts or counts["queued"] + counts["running"] or (snap and snap.counts == counts):
+            return False
+        if counts["failed"] != sum(g.count for g in self._groups):
+            self._groups = ()  # which items failed is unknown: better no table than a wrong one
+        self._apply(counts, None, None)
+        return True
 
     def _placeholder(self) -> Snapshot:
         b = self.batch
@@ -301,6 +328,7 @@ class BatchMonitor:
     def _note(self, level: str, text: str) -> None:
         self.messages.append((level, f"{datetime.now():%H:%M:%S} {text}"))
         self._notes.value = messages_html(self.messages)
+        self._version += 1
 
     # -------------------------------------------------------------- drawing
     def _render(self) -> None:
@@ -359,6 +387,7 @@ class BatchMonitor:
 
         self._loop = self._loop or _running_loop()
         self._handles.append(display(self._bundle(), raw=True, display_id=True))
+        self._hook()
 
     def _display_static(self) -> None:
         snap = self.snapshot or self._placeholder()
@@ -371,23 +400,29 @@ class BatchMonitor:
                 raw=True)
 
     def _update_displays(self) -> None:
-        """Put the current picture into every output of this monitor, so a saved notebook keeps
-        the final state. Headless runners (nbclient, nbval) record only messages of the cell they
-        run, so the update goes out again after the next cell has run."""
+        """Put the current picture into every output of this monitor (a saved notebook keeps
+        the last one); ``_after_cell`` sends it again where headless runners record it."""
         for handle in self._handles:
             handle.update(self._bundle(), raw=True)
-        ip = _ipython()
-        if ip is None or not self._handles or self._flush_pending:
-            return
-        self._flush_pending = True
+        self._hook()
 
-        def flush(*_: Any) -> None:
-            ip.events.unregister("post_run_cell", flush)
-            self._flush_pending = False
+    def _hook(self) -> None:
+        ip = _ipython()
+        if ip is not None and self._handles and not self._hooked:
+            ip.events.register("post_run_cell", self._after_cell)
+            self._hooked = True
+
+    def _after_cell(self, *_: Any) -> None:
+        """After each cell: headless runners (nbclient, nbval) record only messages of the cell
+        they run, never this monitor's own later updates, so changes are re-sent from here."""
+        self._adopt_final_counts()
+        if self._version != self._sent:
+            self._sent = self._version
             for handle in self._handles:
                 handle.update(self._bundle(), raw=True)
-
-        ip.events.register("post_run_cell", flush)
+        if not self.running and self.snapshot is not None and self.snapshot.settled:
+            _ipython().events.unregister("post_run_cell", self._after_cell)
+            self._hooked = False
 
     def _ipython_display_(self) -> None:
         if self._shown_in is not None and self._shown_in == getattr(_ipython(), "execution_count",
