@@ -1,0 +1,103 @@
+"""Run every benchmark and write ``benchmarks/RESULTS.md``.
+
+    .venv/bin/python -m benchmarks --corpus ../shared/corpus/article-extraction-benchmark
+    .venv/bin/python -m benchmarks --corpus ... --quick          # smaller sizes, a smoke run
+    .venv/bin/python -m benchmarks --corpus ... --only queue     # queue | article | cache
+
+Each figure is a ratio measured side by side in the same run, or an absolute time where the
+target is one. Exit status 0 when every target is met, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+from . import bench_article, bench_cache, bench_queue
+from .common import Figure, bench_env, log, machine
+
+HERE = Path(__file__).resolve().parent
+
+SIZES = {
+    # name: (submit/counts/results/memory batch, round size, rounds, corpus copies, resubmit)
+    "full": (100_000, 20_000, 3, 5, 10_000),
+    "quick": (10_000, 3_000, 2, 1, 1_000),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", required=True, type=Path,
+                   help="the article-extraction-benchmark directory (html/ + ground-truth.json)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run")
+    p.add_argument("--only", choices=["queue", "article", "cache"], action="append",
+                   help="run only these benchmarks (repeatable)")
+    p.add_argument("--output", type=Path, default=HERE / "RESULTS.md",
+                   help="where to write the results (default benchmarks/RESULTS.md)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary data dirs")
+    args = p.parse_args(argv)
+    corpus = args.corpus.expanduser().resolve()
+    if not (corpus / "ground-truth.json").is_file() or not (corpus / "html").is_dir():
+        p.error(f"{corpus} has no ground-truth.json and html/ (the corpus directory)")
+    mode = "quick" if args.quick else "full"
+    n, round_n, rounds, copies, resubmit = SIZES[mode]
+    wanted = args.only or ["queue", "article", "cache"]
+
+    from workbench.logs import configure_logging
+
+    configure_logging("console", "warning")  # the client's own info lines would drown the output
+    started = time.monotonic()
+    figures: list[Figure] = []
+    if "queue" in wanted:
+        with bench_env(keep=args.keep) as env:
+            figures += bench_queue.run(env, n, round_n, rounds)
+    if "article" in wanted:
+        with bench_env(keep=args.keep) as env:
+            figures += bench_article.run(env, corpus, copies)
+    if "cache" in wanted:
+        with bench_env(keep=args.keep) as env:
+            figures += bench_cache.run(env, corpus, resubmit)
+    elapsed = time.monotonic() - started
+
+    command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.output.write_text(render(figures, mode, command, elapsed))
+    print()
+    for f in figures:
+        print(f.line())
+    print(f"\n{len([f for f in figures if f.passed])}/{len(figures)} targets met in "
+          f"{elapsed / 60:.1f} min; wrote {args.output}")
+    log("done")
+    return 0 if all(f.passed for f in figures) else 1
+
+
+def render(figures: list[Figure], mode: str, command: str, elapsed_s: float) -> str:
+    m = machine()
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `{command}` ({mode} sizes) on "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; the run took {elapsed_s / 60:.1f} min.",
+        "Every comparison ran side by side in the same run, on the same machine and Redis.",
+        "",
+        "| benchmark | compared with | target | figure | met |",
+        "|---|---|---|---|---|",
+    ]
+    for f in figures:
+        lines.append(f"| {f.benchmark} | {f.compared_with} | {f.target} | {f.figure} | "
+                     f"{'yes' if f.passed else '**no**'} |")
+    lines += ["", "## What was measured", ""]
+    lines += [f"- **{f.benchmark}**: {f.detail}" for f in figures]
+    lines += ["", "## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in m.items()]
+    notes = HERE / "NOTES.md"
+    if notes.exists():
+        lines += ["", notes.read_text().strip()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

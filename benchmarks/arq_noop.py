@@ -1,0 +1,54 @@
+"""The baseline: a plain ARQ worker running a no-op job, as a user of raw ARQ would write it.
+
+``python -m benchmarks.arq_noop REDIS_URL QUEUE [--max-jobs N] [--poll-delay S]`` runs one worker
+process in burst mode. ARQ's defaults are kept (pickle serializer, results kept for an hour)
+except ``max_jobs`` and ``poll_delay``, which are set to the same values as Workbench's worker so
+the two differ only in what each does per job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from arq import Worker
+from arq.connections import RedisSettings
+
+
+async def noop(ctx: dict[str, Any], url: str) -> dict[str, Any]:
+    return {"url": url}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("redis_url")
+    p.add_argument("queue")
+    p.add_argument("--max-jobs", type=int, default=32)
+    p.add_argument("--poll-delay", type=float, default=0.2)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(_run(args))
+
+
+async def _run(args: argparse.Namespace) -> None:
+    # built inside the running loop: ARQ binds its worker to the loop current at construction
+    worker = Worker(
+        functions=[noop],
+        redis_settings=RedisSettings.from_dsn(args.redis_url),
+        queue_name=args.queue,
+        burst=True,
+        max_jobs=args.max_jobs,
+        poll_delay=args.poll_delay,
+        handle_signals=True,
+        log_results=False,
+    )
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+
+
+if __name__ == "__main__":
+    main()
