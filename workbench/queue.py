@@ -125,10 +125,12 @@ async def enqueue(
     jobs: Sequence[tuple[int, int]],
     *,
     defer_s: float | dict[int, float] = 0.0,
+    front: bool = False,
 ) -> int:
     """Enqueue ``(item_id, attempt)`` jobs in chunks of one script call each. A job whose key
     already exists is left alone (SET NX), so reconcile and a racing submitter cannot duplicate
-    it."""
+    it. ``front`` puts the jobs ahead of every waiting job (score 0: due since ever), for items
+    a dead worker held, which must not wait behind the whole backlog."""
     if not jobs:
         return 0
     now_ms = int(time.time() * 1000)
@@ -144,7 +146,7 @@ async def enqueue(
             args = [
                 b"\n".join(b"%d:%d" % (i, a) for i, a in chunk),
                 b"\n".join(_PAYLOAD % (i, a, now_ms) for i, a in chunk),
-                b"\n".join(b"%d" % (now_ms + d) for d in defers),
+                b"\n".join(b"0" if front else b"%d" % (now_ms + d) for d in defers),
                 b"\n".join(b"%d" % (JOB_EXPIRES_MS + d) for d in defers),
                 job_key_prefix,
             ]

@@ -38,7 +38,8 @@ async def reconcile(
     the ledger has queued items (cheap enough to run every few seconds on 100k-item queues)."""
     lost, failed = await ledger.requeue_lost(settings.heartbeat_timeout_s, settings.max_tries)
     if lost:
-        await queue.enqueue(redis, settings.queue_name, lost)
+        # ahead of the backlog: "re-run within 60 s" must not mean "after every waiting item"
+        await queue.enqueue(redis, settings.queue_name, lost, front=True)
     missing_count = 0
     queued_total = await ledger.count_queued()
     if queued_total and (
