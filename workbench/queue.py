@@ -16,6 +16,9 @@ import structlog
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import job_key_prefix, retry_key_prefix
 from arq.jobs import Job
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .codec import job_dumps, job_loads
@@ -53,6 +56,10 @@ def redis_settings(url: str) -> RedisSettings:
     rs = RedisSettings.from_dsn(url)
     rs.conn_timeout = 5
     rs.conn_retries = 3
+    # After a Redis restart every pooled connection is dead: reconnect and retry the command
+    # instead of failing once per pooled connection.
+    rs.retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+    rs.retry_on_error = [RedisConnectionError]
     return rs
 
 

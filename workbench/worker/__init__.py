@@ -11,10 +11,13 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
 from arq import Worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import func
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..cleanup import cleanup_cron_job
 from ..codec import job_dumps, job_loads
@@ -23,6 +26,8 @@ from ..settings import Settings
 from .runtime import WorkerRuntime, run_item
 
 __all__ = ["WorkerRuntime", "build_worker", "run_worker"]
+
+log = structlog.get_logger("workbench.worker")
 
 _REFILL_COALESCE_S = 0.005
 # KEYS[1] = queue; ARGV = now ms, in-progress ttl ms, in-progress key prefix, most to start, ids.
@@ -60,6 +65,7 @@ class _Worker(Worker):
         self._slot_freed = asyncio.Event()
         self._read_again = False
         self._start_script: Any = None
+        self._redis_failures = 0
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -74,6 +80,7 @@ class _Worker(Worker):
         the same checks atomically, in queue order, for up to the number of free slots.
         """
         # a job stays in the queue while it runs: ours are never candidates
+        self._redis_failures = 0  # this read worked
         running = {jid for jid, task in self.tasks.items() if not task.done()}
         candidates = [jid for jid in job_ids if jid.decode() not in running]
         free = self.max_jobs - self.job_counter
@@ -98,6 +105,19 @@ class _Worker(Worker):
         self._read_again = bool(started) or self.job_counter >= self.max_jobs
 
     async def _poll_iteration(self) -> None:
+        """One read of the queue (and refills while jobs wait). A Redis outage (restart, failover,
+        a full network blip) is waited out here: ARQ would end the worker on the first
+        connection error, dropping the jobs it runs; they finish into the ledger meanwhile."""
+        try:
+            await self._read_and_refill()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self._redis_failures += 1
+            if self._redis_failures == 1:
+                log.warning("Redis unreachable; waiting for it", error=str(exc)[:200])
+            await asyncio.sleep(min(5.0, self.poll_delay_s * 2 ** (self._redis_failures - 1)))
+            return
+
+    async def _read_and_refill(self) -> None:
         await super()._poll_iteration()
         while self._read_again and self.allow_pick_jobs:
             self._read_again = False
