@@ -137,7 +137,9 @@ def test_counts_and_progress_bar_html() -> None:
 def test_status_html_running_and_settled() -> None:
     running = status_html(_snap())
     assert "15</b> of <b>20</b> finished (75%)" in running
-    assert "2.5 items/s" in running and "ETA <b>2.0 s</b>" in running
+    assert "<b>2.5 items/s</b> over the last 10 s" in running and "ETA <b>2.0 s</b>" in running
+    assert "since" not in running
+    assert "throughput <b>—</b> · ETA <b>—</b>" in status_html(_snap(rate=None))
     assert "crawl &lt;1&gt;" in running and "<1>" not in running  # names are escaped
     settled = status_html(_snap(counts={"done": 5, "failed": 1}, elapsed_s=75, since="the retry"))
     assert "took <b>1 min 15 s</b> since the retry" in settled and "ETA" not in settled
@@ -214,7 +216,10 @@ async def eventually(check: Callable[[], bool], timeout: float = 30.0, what: str
 async def _settled_monitor(wb: Workbench, tag: str, **kw: Any) -> BatchMonitor:
     batch = await wb.submit(_urls(tag, **kw), pipeline="widget-test", name=tag)
     monitor = BatchMonitor(batch, interval=0.1)
-    await asyncio.wait_for(monitor.start(), 60)  # the refresh task ends once the batch settles
+    try:  # the refresh task ends once the batch settles
+        await asyncio.wait_for(monitor.start(), 60)
+    except TimeoutError:
+        raise AssertionError(f"not settled: {await batch.counts()}; {monitor.messages}") from None
     return monitor
 
 
@@ -237,11 +242,18 @@ async def test_monitor_reaches_final_counts_and_stops(wb: Workbench, run_worker)
     assert "completed" in bundle["text/html"] and "bad_a" in bundle["text/html"]
 
 
-async def test_retry_button_requeues_its_group(wb: Workbench, run_worker) -> None:
+@pytest.fixture(autouse=True)
+def _forget_fixes() -> Any:
+    yield
+    FIXED.clear()
+
+
+async def test_retry_button_requeues_its_group(wb: Workbench, run_worker, backend: str) -> None:
     await run_worker(burst=False)
-    monitor = await _settled_monitor(wb, "retry")
+    tag = f"retry-{backend}"
+    monitor = await _settled_monitor(wb, tag)
     batch = monitor.batch
-    bad_a = {u for u in _urls("retry") if "/bad_a/" in u}
+    bad_a = {u for u in _urls(tag) if "/bad_a/" in u}
     FIXED.update(bad_a)
     monitor.retry_buttons["bad_a"].click()  # the real on_click callback, synchronous
     assert monitor.running or monitor._actions, "the click scheduled nothing"
@@ -308,7 +320,10 @@ async def test_two_monitors_at_once_without_blocking_the_loop(wb: Workbench, run
     assert all(m.running for m in monitors)  # nothing runs yet: all wait for a worker
     started = time.monotonic()
     await run_worker(burst=False)
-    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    except TimeoutError:
+        raise AssertionError(f"not settled: {[m.snapshot for m in monitors]}") from None
     elapsed = time.monotonic() - started
     tick_task.cancel()
     assert [m.snapshot.counts["done"] for m in monitors] == [6, 2, 6]

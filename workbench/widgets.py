@@ -363,7 +363,8 @@ class BatchMonitor:
     def _render_buttons(self) -> None:
         snap, busy = self.snapshot, self._busy > 0
         failed = snap.counts.get("failed", 0) if snap else 0
-        self.retry_all_button.description = f"Retry all failed ({failed})"
+        self.retry_all_button.description = f"Retry all failed ({failed})" if failed else \
+            "Retry all failed"
         self.retry_all_button.disabled = busy or not failed
         for button in self.retry_buttons.values():
             button.disabled = busy

@@ -183,10 +183,12 @@ def status_html(snap: Snapshot) -> str:
     """Title, progress bar, counts and the timing line."""
     pct = 100 * snap.finished / snap.total if snap.total else 100.0
     badge = COLORS["done" if snap.settled else "running"]
+    since = snap.since and (snap.settled or snap.since != "submission")
     timing = [f"{'took' if snap.settled else 'elapsed'} <b>{format_duration(snap.elapsed_s)}</b>"
-              + (f" since {_esc(snap.since)}" if snap.since else "")]
+              + (f" since {_esc(snap.since)}" if since else "")]
     if not snap.settled:
-        timing += [f"{format_rate(snap.rate)} over the last 10 s",
+        rate = f"throughput <b>{format_rate(snap.rate)}</b>"
+        timing += [rate + (" over the last 10 s" if snap.rate is not None else ""),
                    f"ETA <b>{format_duration(snap.eta_s)}</b>"]
         if not snap.counts.get("running") and snap.idle_s >= 30:
             timing.append("<span style='color:#ef6c00'>nothing finished for a while: items wait "

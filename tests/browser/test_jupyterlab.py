@@ -116,6 +116,7 @@ def _chip(status: str, n: int) -> str:
 
 
 def test_quickstart_runs_and_retry_from_the_monitor(lab: str) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -144,6 +145,9 @@ def test_quickstart_runs_and_retry_from_the_monitor(lab: str) -> None:
             # The live monitor reaches the final counts.
             monitor = page.locator(".widget-vbox:has(.widget-html-content:has-text('finished'))")
             expect(monitor.first).to_be_visible(timeout=60_000)
+            with contextlib.suppress(PlaywrightTimeout):  # a picture mid-run, if we catch one
+                page.locator(".widget-html-content:has-text('items/s')").first.wait_for(timeout=15_000)
+                monitor.first.screenshot(path=str(ARTIFACTS / "jupyterlab-monitor-running.png"))
             done = page.locator(".widget-html-content:has-text('44 of 44 finished')")
             expect(done.first).to_be_visible(timeout=90_000)
             for status, n in FINAL.items():
