@@ -1,0 +1,309 @@
+"""Fault tests: real worker processes, real Redis, real SQLite/PostgreSQL, faults injected for real.
+
+Every test reports items lost (must be 0), duplicate results (0) and recovery time through
+``report()``: printed, collected into the terminal summary, and asserted. Timeouts are shortened
+through ``WORKBENCH_*`` environment variables so the suite runs in minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+
+from workbench import Workbench
+from workbench.local_redis import EmbeddedRedis
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Short timeouts: a dead worker's items are re-run ~4 s after its last heartbeat.
+FAST_SETTINGS: dict[str, str] = {
+    "HEARTBEAT_S": "0.5",
+    "HEARTBEAT_TIMEOUT_S": "3",
+    "RECONCILE_INTERVAL_S": "1",
+    "RETRY_BACKOFF_S": "0.05",
+    "RETRY_BACKOFF_MAX_S": "0.3",
+    "SHUTDOWN_GRACE_S": "1",
+    "LOG_FORMAT": "json",
+    "LOG_LEVEL": "info",
+}
+
+# Pipelines the worker subprocesses import (--pipelines relpipes) and the client submits to.
+PIPELINES = '''
+import asyncio
+import os
+
+from workbench import pipeline
+
+
+@pipeline("rel-sleep", version="1")
+async def rel_sleep(url, ctx):
+    """Sleeps a little (WORKBENCH_TEST_SLEEP_S) and records its attempt and process."""
+    log = os.environ.get("WORKBENCH_TEST_RUNLOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{ctx.item_id} {ctx.attempt} {os.getpid()}\\n")
+    await asyncio.sleep(float(os.environ.get("WORKBENCH_TEST_SLEEP_S", "0.02")))
+    return {"n": int(url.rsplit("/", 1)[1]), "attempt": ctx.attempt, "pid": os.getpid()}
+
+
+@pipeline("rel-fetch", version="1")
+async def rel_fetch(url, ctx):
+    """Fetch only: what the fetcher makes of a hostile page."""
+    page = await ctx.fetch()
+    return {"status": page.status, "bytes": len(page.body), "chars": len(page.text)}
+'''
+
+_REPORTS: list[dict[str, Any]] = []
+
+
+def report(test: str, **figures: Any) -> dict[str, Any]:
+    """Print and collect one test's figures (shown again in the terminal summary)."""
+    line = {"test": test, **figures}
+    _REPORTS.append(line)
+    print("RELIABILITY " + json.dumps(line, default=str))
+    out = os.environ.get("WORKBENCH_TEST_RELIABILITY_REPORT")
+    if out:
+        with open(out, "a") as fh:
+            fh.write(json.dumps(line, default=str) + "\n")
+    return line
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _REPORTS:
+        return
+    terminalreporter.section("reliability: items lost, duplicate results, recovery")
+    for r in _REPORTS:
+        rest = {k: v for k, v in r.items() if k != "test"}
+        terminalreporter.write_line(f"{r['test']}: " + ", ".join(f"{k}={v}" for k, v in rest.items()))
+
+
+@pytest.fixture(scope="session")
+def pipelines_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    d = tmp_path_factory.mktemp("relpipes")
+    (d / "relpipes.py").write_text(PIPELINES)
+    sys.path.insert(0, str(d))
+    yield d
+    with contextlib.suppress(ValueError):
+        sys.path.remove(str(d))
+
+
+class Worker:
+    """``python -m workbench.worker`` in its own process group, output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "workbench.worker", *args], env=env, cwd=REPO,
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill9(self) -> None:
+        """SIGKILL the whole group (a supervisor and its children die together)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait(30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.alive():
+            os.kill(self.pid, signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            raise
+
+    def rss_mb(self) -> float:
+        try:
+            procs = [psutil.Process(self.pid)]
+            procs += procs[0].children(recursive=True)
+            return sum(p.memory_info().rss for p in procs) / 2**20
+        except psutil.Error:
+            return 0.0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.alive():
+            self.kill9()
+        self._log.close()
+
+
+@dataclass
+class Cluster:
+    """One isolated deployment: data dir, ledger, Redis, queue, and the workers started on it."""
+
+    root: Path
+    pipelines_dir: Path
+    settings: dict[str, Any]
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: list[Worker] = field(default_factory=list)
+    clients: list[Workbench] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.settings["data_dir"])
+
+    def env(self, **over: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
+        env.update({f"WORKBENCH_{k}": v for k, v in FAST_SETTINGS.items()})
+        for key, value in self.settings.items():
+            if key not in ("log_format",) and value is not None:
+                env[f"WORKBENCH_{key.upper()}"] = str(value)
+        env["PYTHONPATH"] = os.pathsep.join([str(self.pipelines_dir), str(REPO)])
+        env.update(self.extra_env)
+        env.update(over)
+        return env
+
+    def start_worker(self, *args: str, **env: str) -> Worker:
+        n = len(self.workers)
+        w = Worker(["--pipelines", "relpipes", *args], self.env(**env),
+                   self.root / f"worker-{n}.log")
+        self.workers.append(w)
+        return w
+
+    def client(self, **over: Any) -> Workbench:
+        wb = Workbench(**{**self.settings, "pipelines": "relpipes", **over})
+        self.clients.append(wb)
+        return wb
+
+    @property
+    def embedded(self) -> EmbeddedRedis | None:
+        if self.settings.get("redis_url"):
+            return None
+        return EmbeddedRedis(self.data_dir / "redis")
+
+
+@pytest_asyncio.fixture
+async def make_cluster(
+    tmp_path: Path, pipelines_dir: Path
+) -> AsyncIterator[Callable[..., Cluster]]:
+    """``make_cluster()``: SQLite + an embedded Redis of its own; ``await make_cluster.postgres()``:
+    a fresh PostgreSQL database + the machine's Redis (skipped unless configured)."""
+    made: list[Cluster] = []
+    drops: list[Any] = []
+
+    async def _pg() -> tuple[str, str]:
+        from tests.conftest import PG_URL, REDIS_URL, _create_pg_database
+
+        if not (PG_URL and REDIS_URL):
+            pytest.skip("WORKBENCH_TEST_DATABASE_URL / WORKBENCH_TEST_REDIS_URL not set")
+        url, drop = await _create_pg_database()
+        drops.append(drop)
+        return url, REDIS_URL
+
+    def make() -> Cluster:
+        root = tmp_path / f"cluster{len(made)}"
+        root.mkdir()
+        settings: dict[str, Any] = {
+            "data_dir": str(root / "data"),
+            "queue_name": f"wbrel:{uuid.uuid4().hex[:10]}",
+            **{k.lower(): v for k, v in FAST_SETTINGS.items()},
+        }
+        settings["log_format"] = "console"
+        cluster = Cluster(root, pipelines_dir, settings)
+        made.append(cluster)
+        return cluster
+
+    async def make_pg() -> Cluster:
+        cluster = make()
+        db, redis_url = await _pg()
+        cluster.settings.update(database_url=db, redis_url=redis_url)
+        return cluster
+
+    make.postgres = make_pg  # type: ignore[attr-defined]
+    yield make
+    for cluster in made:
+        for w in cluster.workers:
+            w.close()
+        for wb in cluster.clients:
+            with contextlib.suppress(Exception):
+                await wb.close()
+        if cluster.embedded is not None:
+            cluster.embedded.stop()
+    for drop in drops:
+        await drop()
+
+
+# ---------------------------------------------------------------- ledger checks
+@dataclass
+class Tally:
+    counts: dict[str, int]
+    lost: int  # items not done (or not settled as expected) at the end
+    duplicates: int  # extra result rows for an item, plus results written by a stale attempt
+    results: int
+
+
+async def tally(wb: Workbench, batch_id: str, expected_done: int) -> Tally:
+    """Count outcomes straight from the ledger tables."""
+    ledger = wb.ledger
+    async with ledger.read_engine.connect() as conn:
+        counts = dict(
+            (await conn.execute(
+                text("SELECT status, count(*) FROM items WHERE batch_id = :b GROUP BY status"),
+                {"b": batch_id},
+            )).all()
+        )
+        extra = (await conn.execute(text(
+            "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM results "
+            "WHERE batch_id = :b GROUP BY item_id) AS per_item"), {"b": batch_id})).scalar_one()
+        results = (await conn.execute(
+            text("SELECT count(*) FROM results WHERE batch_id = :b"), {"b": batch_id}
+        )).scalar_one()
+        rows = (await conn.execute(text(
+            "SELECT i.attempts, r.data FROM items i JOIN results r ON r.item_id = i.id "
+            "WHERE i.batch_id = :b"), {"b": batch_id})).all()
+    stale = sum(
+        1 for attempts, data in rows
+        if "attempt" in (d := json.loads(data)) and d["attempt"] != attempts
+    )
+    full = {s: counts.get(s, 0) for s in ("queued", "running", "done", "failed", "cancelled")}
+    return Tally(full, expected_done - full["done"], int(extra) + stale, int(results))
+
+
+async def wait_settled(wb: Workbench, batch_id: str, timeout_s: float,
+                       alive: Callable[[], bool] | None = None) -> dict[str, int]:
+    batch = await wb.get_batch(batch_id)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = await batch.counts()
+        if counts["queued"] + counts["running"] == 0:
+            return counts
+        if time.monotonic() > deadline:
+            raise AssertionError(f"batch not settled after {timeout_s}s: {counts}")
+        await asyncio.sleep(0.2)
+
+
+async def wait_for(pred: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(poll_s)
