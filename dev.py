@@ -61,7 +61,10 @@ def main(argv: list[str]) -> int:
         # one pytest run, so one closing line counts everything: tests and nbval'd notebooks
         paths = args or ["tests", "notebooks"]
         return subprocess.call(
-            [str(PY), "-m", "pytest", "--nbval-lax", *paths], cwd=ROOT, env=env
+            # --nbval-current-env: notebook kernels run on this venv's interpreter, whatever
+            # kernelspecs the machine has
+            [str(PY), "-m", "pytest", "--nbval-lax", "--nbval-current-env", *paths],
+            cwd=ROOT, env=env,
         )
     if cmd == "bench":
         install()

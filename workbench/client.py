@@ -184,11 +184,18 @@ class Workbench:
 
     # ------------------------------------------------------------------ in-kernel worker
     async def start_worker(self, *, concurrency: int | None = None,
-                           cpu_processes: int | None = None) -> WorkerRuntime:
+                           cpu_processes: int | None = None,
+                           log_level: str | None = "warning") -> WorkerRuntime:
         """Run a worker inside this event loop (a notebook's kernel), e.g. for pipelines defined
         in the notebook. It shares the ledger and queue semantics of ``python -m workbench.worker``
-        and stops with ``close()`` (or ``stop_workers()``)."""
+        and stops with ``close()`` (or ``stop_workers()``). ``log_level`` configures logging for
+        the kernel (warnings only by default, so cell output stays readable); ``None`` leaves
+        logging as it is."""
+        from .logs import configure_logging
         from .worker import build_worker
+
+        if log_level is not None:
+            configure_logging("console", log_level)
 
         await self.open_ledger()
         worker, runtime = await build_worker(
