@@ -204,6 +204,7 @@ class Ledger(SubmitMixin, WorkMixin):
         await self.get_batch(batch_id)
         t = ItemRow.__table__
         conds = [t.c.batch_id == batch_id]
+        ids: list[int] = []
         if item_ids is None:
             conds.append(t.c.status == "failed")
         else:
@@ -249,7 +250,7 @@ class Ledger(SubmitMixin, WorkMixin):
                     )
                     out.extend((r.id, r.attempts) for r in res)
                 else:
-                    for chunk in chunks(_check_ids(item_ids)):
+                    for chunk in chunks(ids):
                         res = await conn.execute(
                             update(t)
                             .where(*conds, t.c.id.in_(chunk))
@@ -276,27 +277,29 @@ class Ledger(SubmitMixin, WorkMixin):
 
     # ------------------------------------------------------------------ settling and notifying
     async def active_count(self, batch_id: str) -> int:
-        async with self.read_engine.connect() as conn:
-            return (
-                await conn.execute(
-                    select(func.count()).where(
-                        ItemRow.batch_id == batch_id, ItemRow.status.in_(ACTIVE_STATUSES)
+        with translate_errors("counting active items"):
+            async with self.read_engine.connect() as conn:
+                return (
+                    await conn.execute(
+                        select(func.count()).where(
+                            ItemRow.batch_id == batch_id, ItemRow.status.in_(ACTIVE_STATUSES)
+                        )
                     )
-                )
-            ).scalar_one()
+                ).scalar_one()
 
     async def claim_notification(self, batch_id: str) -> bool:
         """True for exactly one caller once the batch has settled: that caller sends the email."""
         if await self.active_count(batch_id):
             return False
         now = utcnow()
-        async with self.engine.begin() as conn:
-            res = await conn.execute(
-                update(BatchRow)
-                .where(BatchRow.id == batch_id, BatchRow.notified_at.is_(None))
-                .values(notified_at=now, settled_at=now)
-            )
-            return res.rowcount == 1
+        with translate_errors("claiming a notification"):
+            async with self.engine.begin() as conn:
+                res = await conn.execute(
+                    update(BatchRow)
+                    .where(BatchRow.id == batch_id, BatchRow.notified_at.is_(None))
+                    .values(notified_at=now, settled_at=now)
+                )
+                return res.rowcount == 1
 
 
 def _check_ids(item_ids: Sequence[int]) -> list[int]:

@@ -21,9 +21,9 @@ from .sql import CHUNK, row_dict, utcnow
 
 
 def new_batch_id(now: datetime | None = None) -> str:
-    """Sortable and readable: ``b-20261129-205530-3f9a1c``."""
+    """Sortable and readable: ``b-20261129-205530-3f9a1c07``."""
     now = now or utcnow()
-    return f"b-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"b-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)

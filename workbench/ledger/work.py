@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .bulk import BulkInserter
@@ -142,7 +142,8 @@ class WorkMixin:
                     status="failed",
                     finished_at=now,
                     duration_s=func.coalesce(
-                        _seconds_between(self.dialect, t.c.started_at, now), 0.0
+                        _seconds_since(self.dialect, t.c.started_at, literal(now, UTCDateTime())),
+                        0.0,
                     ),
                     **error,
                 )
@@ -216,13 +217,14 @@ class WorkMixin:
                 )
 
     async def workers(self) -> list[dict[str, Any]]:
-        async with self.read_engine.connect() as conn:
-            return [
-                row_dict(r)
-                for r in await conn.execute(
-                    select(WorkerRow.__table__).order_by(WorkerRow.started_at)
-                )
-            ]
+        with translate_errors("listing workers"):
+            async with self.read_engine.connect() as conn:
+                return [
+                    row_dict(r)
+                    for r in await conn.execute(
+                        select(WorkerRow.__table__).order_by(WorkerRow.started_at)
+                    )
+                ]
 
     async def requeue_lost(
         self, heartbeat_timeout_s: float, max_tries: int
@@ -266,19 +268,21 @@ class WorkMixin:
 
     async def queued_jobs(self) -> list[tuple[int, int, datetime | None]]:
         t = ItemRow.__table__
-        async with self.read_engine.connect() as conn:
-            return [
-                (r.id, r.attempts, r.next_try_at)
-                for r in await conn.execute(
-                    select(t.c.id, t.c.attempts, t.c.next_try_at).where(t.c.status == "queued")
-                )
-            ]
+        with translate_errors("listing queued items"):
+            async with self.read_engine.connect() as conn:
+                return [
+                    (r.id, r.attempts, r.next_try_at)
+                    for r in await conn.execute(
+                        select(t.c.id, t.c.attempts, t.c.next_try_at).where(t.c.status == "queued")
+                    )
+                ]
 
     async def count_queued(self) -> int:
-        async with self.read_engine.connect() as conn:
-            return (
-                await conn.execute(select(func.count()).where(ItemRow.status == "queued"))
-            ).scalar_one()
+        with translate_errors("counting queued items"):
+            async with self.read_engine.connect() as conn:
+                return (
+                    await conn.execute(select(func.count()).where(ItemRow.status == "queued"))
+                ).scalar_one()
 
 
 _RESULT_FIELDS = (
@@ -301,10 +305,3 @@ def _seconds_since(dialect: str, start: Any, now: Any) -> Any:
     if dialect == "sqlite":  # the bound value is SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff"
         return (func.julianday(now) - func.julianday(start)) * 86400.0
     return func.extract("epoch", now - start)
-
-
-def _seconds_between(dialect: str, start: Any, end: datetime) -> Any:
-    naive_end = end.astimezone(UTC).replace(tzinfo=None)
-    if dialect == "sqlite":
-        return (func.julianday(naive_end.isoformat(sep=" ")) - func.julianday(start)) * 86400.0
-    return func.extract("epoch", naive_end - start)
