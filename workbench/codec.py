@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -110,6 +111,15 @@ def dumps(value: Any) -> str:
 
 def loads(text: str | bytes) -> Any:
     return json.loads(text, object_hook=_hook)
+
+
+def loads_many(texts: Sequence[str | None]) -> list[Any]:
+    """``loads`` of each text (empty or None: ``{}``), in one parse: for 100k small results a
+    ``json.loads`` call each cost more than the parsing itself."""
+    if not texts:
+        return []
+    joined = "[" + ",".join(t or "{}" for t in texts) + "]"
+    return json.loads(joined, object_hook=_hook if NDARRAY_KEY in joined else None)
 
 
 def check_json_object(params: Any, *, what: str = "params") -> dict[str, Any]:

@@ -57,25 +57,27 @@ def failures_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per done item: ``item_id``, ``url``, the pipeline's fields as columns, then
-    provenance. A pipeline field named like a provenance column wins; provenance gets a ``_``."""
-    records = []
-    data_keys: dict[str, None] = {}
-    for r in rows:
-        data = codec.loads(r["data"]) if r["data"] else {}
-        if not isinstance(data, dict):
-            data = {"value": data}
-        data_keys.update(dict.fromkeys(data))
-        records.append((r, data))
-    prov = [c if c not in data_keys else f"_{c}" for c in PROVENANCE_COLUMNS]
-    out = []
-    for r, data in records:
-        row = {"item_id": r["item_id"], "url": r["url"]}
-        row.update(data)
-        for name, col in zip(PROVENANCE_COLUMNS, prov, strict=True):
-            row[col] = r.get(name)
-        out.append(row)
-    columns = ["item_id", "url", *[k for k in data_keys if k not in ("item_id", "url")], *prov]
-    df = pd.DataFrame(out, columns=columns)
+    provenance. A pipeline field named like a provenance column wins; provenance gets a ``_``.
+    Built column by column: a dict per row cost more than a second per 100k results."""
+    datas = [d if isinstance(d, dict) else {"value": d}
+             for d in codec.loads_many([r["data"] for r in rows])]
+    fields = pd.DataFrame(datas) if datas else pd.DataFrame()
+    prov = [c if c not in fields.columns else f"_{c}" for c in PROVENANCE_COLUMNS]
+    columns: dict[str, Any] = {
+        "item_id": [r["item_id"] for r in rows],
+        "url": [r["url"] for r in rows],
+    }
+    for key in ("item_id", "url"):  # a pipeline field of that name wins where the item has one
+        if key in fields.columns:
+            has = [key in d for d in datas]
+            columns[key] = [d[key] if h else v for d, h, v in zip(datas, has, columns[key],
+                                                                    strict=True)]
+    df = pd.DataFrame(columns)
+    for key in fields.columns:
+        if key not in ("item_id", "url"):
+            df[key] = fields[key].to_numpy()
+    for name, col in zip(PROVENANCE_COLUMNS, prov, strict=True):
+        df[col] = [r.get(name) for r in rows]
     df = _times(df)
     df["item_id"] = df["item_id"].astype("int64")
     if "http_status" in df.columns:

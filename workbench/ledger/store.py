@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Text, func, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .. import codec
 from ..errors import BatchNotFoundError, InvalidInputError
 from .bulk import BulkInserter
 from .committer import GroupCommitter
@@ -186,7 +187,8 @@ class Ledger(SubmitMixin, WorkMixin):
                 r.c.fetched_at,
                 r.c.cached,
                 r.c.from_stored_page,
-                r.c.timings,
+                # raw JSON, decoded below in one parse (per-row decoding was a third of the time)
+                type_coerce(r.c.timings, Text).label("timings"),
             )
             .join(r, r.c.item_id == i.c.id)
             .where(i.c.batch_id == batch_id, i.c.status == "done")
@@ -194,7 +196,13 @@ class Ledger(SubmitMixin, WorkMixin):
         )
         with translate_errors("reading results"):
             async with self.read_engine.connect() as conn:
-                return [row_dict(row) for row in await conn.execute(q)]
+                result = await conn.execute(q)
+                keys = list(result.keys())  # zip, not row._mapping: 100k rows, a second saved
+                rows = [dict(zip(keys, row, strict=True)) for row in result]
+        raw = [i for i, row in enumerate(rows) if isinstance(row["timings"], str)]
+        for i, timings in zip(raw, codec.loads_many([rows[i]["timings"] for i in raw]), strict=True):
+            rows[i]["timings"] = timings
+        return rows
 
     # ------------------------------------------------------------------ retry / cancel
     async def retry(
