@@ -79,8 +79,8 @@ def render(figures: list[Figure], mode: str, command: str, elapsed_s: float) -> 
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `{command}` ({mode} sizes) on "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; the run took {elapsed_s / 60:.1f} min.",
+        (f"Written by `{command}` ({mode} sizes) on "
+         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; the run took {elapsed_s / 60:.1f} min."),
         "Every comparison ran side by side in the same run, on the same machine and Redis.",
         "",
         "| benchmark | compared with | target | figure | met |",

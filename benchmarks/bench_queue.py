@@ -14,6 +14,7 @@ costs of either worker do not count.
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -225,7 +226,7 @@ async def _run(env: BenchEnv, n: int, round_n: int, rounds: int) -> list[Figure]
 
 def _memory_figure(prog: Progress, n: int) -> Figure:
     # drop NaN (process gone) and the first samples of a process still starting up
-    rss = [(done, mb) for done, mb in prog.rss if mb == mb and done > 0]
+    rss = [(done, mb) for done, mb in prog.rss if not math.isnan(mb) and done > 0]
     warm_at = min(1000, n // 10)
     base = next((mb for done, mb in rss if done >= warm_at), rss[0][1])
     peak = max(mb for _, mb in rss)

@@ -73,9 +73,9 @@ class BenchEnv:
 
     def settings(self, **over: Any) -> dict[str, Any]:
         """Keyword settings for ``Workbench(...)``."""
-        kw: dict[str, Any] = dict(
-            data_dir=str(self.data_dir), queue_name=self.queue_name, log_level="warning"
-        )
+        kw: dict[str, Any] = {
+            "data_dir": str(self.data_dir), "queue_name": self.queue_name, "log_level": "warning"
+        }
         kw.update({k.lower(): v for k, v in self.extra.items()})
         kw.update(over)
         return kw
@@ -206,7 +206,7 @@ def machine() -> dict[str, str]:
     redis_version = ""
     with contextlib.suppress(Exception):
         out = subprocess.run([str(redis_server_binary()), "--version"], capture_output=True,
-                             text=True, timeout=10).stdout
+                             text=True, timeout=10, check=False).stdout
         redis_version = out.split("v=", 1)[1].split()[0] if "v=" in out else out.strip()
     import sqlite3
 

@@ -37,7 +37,7 @@ def _evil_payload(marker: Path) -> bytes:
 def test_the_planted_payload_is_live(tmp_path: Path) -> None:
     """Control: with pickle, the payload really runs code."""
     control = tmp_path / "control"
-    pickle.loads(_evil_payload(control))  # noqa: S301 - the point of the test
+    pickle.loads(_evil_payload(control))  # the point of the test
     assert control.exists()
 
 

@@ -3,6 +3,7 @@ ledger still has every item and reconcile puts the queue back."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -34,7 +35,7 @@ async def test_embedded_redis_killed_and_restarted(make_cluster) -> None:
     os.kill(server.pid, signal.SIGKILL)  # no SHUTDOWN: the AOF keeps what was fsynced
     killed_at = time.monotonic()
     await wait_for(lambda: server.pid is None, 10, "redis-server to die")
-    time.sleep(1.0)  # the worker runs a second without its transport
+    await asyncio.sleep(1.0)  # the worker runs a second without its transport
     server.ensure_running()  # reloads the AOF
     await wait_for(lambda: _at_least(batch, before + 50), 60, "progress after the restart")
     recovery = round(time.monotonic() - killed_at, 1)

@@ -43,8 +43,8 @@ async def test_kill_9_three_times_nothing_lost(make_cluster) -> None:
     for fraction in (0.15, 0.40, 0.65):
         await wait_for(lambda f=fraction: _at(wb, batch, f), 120, f"{fraction:.0%} progress")
         # kill while it holds items (its jobs start and end in bursts: catch it mid-burst)
-        await wait_for(lambda: _held_by(wb, worker.pid), 30, "items running")
         dead = worker.pid
+        await wait_for(lambda dead=dead: _held_by(wb, dead), 30, "items running")
         worker.kill9()
         killed_at = time.monotonic()
         held = await _held_by(wb, dead)  # what the dead worker really took down with it
