@@ -17,6 +17,11 @@ MAX_URL_LENGTH = 8192
 # whitespace (\s is str.isspace's set) or control characters; a regex, not a loop per character
 _BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN = re.compile(
+    rf"(?P<scheme>[Hh][Tt][Tt][Pp][Ss]?)://(?P<host>{_LABEL}(?:\.{_LABEL})*\.?)"
+    r"(?::(?P<port>[0-9]{1,5}))?(?P<path>/[A-Za-z0-9\-._~/]*)?(?:\?(?P<query>[A-Za-z0-9\-._~=&/]*))?"
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,30 @@ def normalize_url(url: str) -> str:
         raise ValueError(f"longer than {MAX_URL_LENGTH} characters")
     if _BAD_CHARS.search(raw):
         raise ValueError("contains whitespace or control characters")
+    return _normalize_plain(raw) or _normalize_with_yarl(raw)
+
+
+def _normalize_plain(raw: str) -> str | None:
+    """The normal form of a plain URL (http(s), a DNS name or IPv4 host, an optional port, a path
+    and query of characters yarl leaves as they are), or None for anything else. Same result as
+    ``_normalize_with_yarl`` (tests/reliability checks it), at a third of the cost: parsing with
+    yarl was a third of a 100k-URL submit."""
+    m = _PLAIN.fullmatch(raw)
+    if m is None or "/." in (m["path"] or ""):  # dot segments: yarl resolves them
+        return None
+    scheme, host, port = m["scheme"].lower(), m["host"].lower().rstrip("."), m["port"]
+    netloc = host
+    if port is not None:
+        number = int(port)
+        if not 0 < number < 65536:
+            return None  # yarl's path words the error
+        if number != _DEFAULT_PORTS[scheme]:
+            netloc = f"{host}:{number}"
+    query = m["query"]
+    return f"{scheme}://{netloc}{m['path'] or '/'}{'?' + query if query else ''}"
+
+
+def _normalize_with_yarl(raw: str) -> str:
     try:
         parsed = URL(raw)
     except (ValueError, TypeError) as exc:
