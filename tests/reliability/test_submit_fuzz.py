@@ -107,3 +107,24 @@ def test_fuzzed_submit(sync_wb: Any, entries: list[tuple[str, Any]]) -> None:
 def test_fuzz_report() -> None:
     """Runs after the fuzz test (file order): its figures for the summary."""
     report("fuzzed submit input (hypothesis)", lost=0, duplicates=0, recovery_s="n/a", **_stats)
+
+
+_url_chars = string.ascii_letters + string.digits + "-._~/?=&%:@!$'()*+,;#[]"
+_url_like = st.one_of(
+    _good,
+    st.builds(lambda s, h, p: f"{s}://{h}{p}", st.sampled_from(["http", "HTTPS", "ftp"]),
+              st.text(string.ascii_letters + string.digits + "-.:@_[]", min_size=1, max_size=20),
+              st.text(_url_chars, max_size=30)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(url=_url_like)
+def test_plain_url_fast_path_agrees_with_yarl(url: str) -> None:
+    """The regex fast path of normalize_url gives exactly what parsing with yarl gives."""
+    from workbench.urls import _normalize_plain, _normalize_with_yarl
+
+    fast = _normalize_plain(url)
+    if fast is None:
+        return
+    assert fast == _normalize_with_yarl(url)
