@@ -224,8 +224,12 @@ class Workbench:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
 
-    async def close(self) -> None:
-        """Stop in-kernel workers and close connections. Idempotent."""
+    async def close(self, *, stop_redis: bool = False) -> None:
+        """Stop in-kernel workers and close connections. Idempotent.
+
+        The embedded redis-server outlives a Workbench on purpose (workers and other kernels
+        share it); ``stop_redis=True`` stops it too, for a notebook or script that owns its data
+        dir. Nothing is lost either way: the queue is in its AOF and the ledger is the truth."""
         await self.stop_workers()
         if self._redis is not None:
             await self._redis.aclose(close_connection_pool=True)
@@ -233,6 +237,10 @@ class Workbench:
         if self._ledger is not None:
             await self._ledger.close()
             self._ledger = None
+        if stop_redis and self.settings.uses_embedded_redis:
+            from .local_redis import EmbeddedRedis
+
+            await asyncio.to_thread(EmbeddedRedis(self.settings.embedded_redis_dir).stop)
         self._closed = True
 
     async def __aenter__(self) -> Workbench:

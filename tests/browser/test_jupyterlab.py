@@ -58,7 +58,7 @@ def lab(tmp_path: Path) -> Iterator[str]:
     # drop the quickstart's final clean-up cell (wb.close(), site.close()) from the copy.
     nb = json.loads((root / NOTEBOOK).read_text())
     last = nb["cells"][-1]
-    assert "await wb.close()" in "".join(last["source"]), "the quickstart should end by closing"
+    assert "await wb.close(" in "".join(last["source"]), "the quickstart should end by closing"
     nb["cells"] = nb["cells"][:-1]
     (root / NOTEBOOK).write_text(json.dumps(nb))
 
@@ -67,7 +67,10 @@ def lab(tmp_path: Path) -> Iterator[str]:
     _write_settings(settings, "apputils-extension/notification", {"fetchNews": "false"})
     _write_settings(settings, "notebook-extension/tracker", {"windowingMode": "none"})
     port = _free_port()
+    kernel_tmp = tmp_path / "kernel-tmp"  # the notebook's temporary data dir lands here
+    kernel_tmp.mkdir()
     env = {**os.environ,
+           "TMPDIR": str(kernel_tmp),
            "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
            "IPYTHONDIR": str(tmp_path / "ipython")}
@@ -102,6 +105,11 @@ def lab(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        # the notebook's last cell (which stops its embedded redis-server) was dropped above
+        from workbench.local_redis import EmbeddedRedis
+
+        for redis_dir in kernel_tmp.glob("*/redis"):
+            EmbeddedRedis(redis_dir).stop()
 
 
 def _write_settings(root: Path, plugin: str, values: dict[str, object]) -> None:

@@ -55,7 +55,7 @@ def test_checked_cells_and_clean_up(path: Path) -> None:
     assert "tempfile.mkdtemp(" in text, "each run needs a fresh data directory"
     assert "await wb.start_worker()" in text and "serve_sample_site()" in text
     last = _source(cells[-1])
-    assert "await wb.close()" in last and "await site.close()" in last
+    assert "await wb.close(stop_redis=True)" in last and "await site.close()" in last
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

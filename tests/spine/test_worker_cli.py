@@ -59,6 +59,9 @@ async def test_zero_setup_worker_processes(data_dir: Path, tmp_path: Path) -> No
         assert len(workers) == 2 and all(w["stopped_at"] for w in workers.values())
         assert '"event": "worker started"' in proc.stderr  # structured JSON logs off a terminal
         await wb.close()
+        assert server.is_running()  # the server outlives a Workbench: others may share it
+        await Workbench(data_dir=str(data_dir)).close(stop_redis=True)
+        assert not server.is_running()
     finally:
         sys.path.remove(str(tmp_path))
 
