@@ -40,6 +40,7 @@ from urllib.parse import unquote, urlsplit
 import structlog
 from sqlalchemy import func, select, update
 
+from .cli_format import clip
 from .ledger.models import ITEM_STATUSES, BatchRow, ItemRow
 from .ledger.store import BatchInfo, Ledger
 
@@ -104,7 +105,7 @@ class BatchSummary:
 
     @property
     def label(self) -> str:
-        return f"{_clip(self.name, 120)!r} ({self.batch_id})" if self.name else self.batch_id
+        return f"{clip(self.name, 120)!r} ({self.batch_id})" if self.name else self.batch_id
 
 
 async def summarize_batch(ledger: Ledger, batch_id: str, *, top: int = 5) -> BatchSummary:
@@ -195,11 +196,6 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
-def _clip(text: str, n: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 # ---------------------------------------------------------------------------- the email
 def compose_email(summary: BatchSummary, *, sender: str, recipients: Sequence[str]) -> EmailMessage:
     """The summary email: counts, duration, top error types with a sample, how to retry."""
@@ -208,7 +204,7 @@ def compose_email(summary: BatchSummary, *, sender: str, recipients: Sequence[st
     if c["cancelled"]:
         outcome += f", {c['cancelled']} cancelled"
     msg = EmailMessage()
-    label = _clip(summary.name, 80) if summary.name else summary.batch_id  # one line, always
+    label = clip(summary.name, 80) if summary.name else summary.batch_id  # one line, always
     msg["Subject"] = f"[Workbench] batch {label} finished: {outcome}"
     msg["From"] = sender
     msg["To"] = ", ".join(recipients)
@@ -237,7 +233,7 @@ def compose_email(summary: BatchSummary, *, sender: str, recipients: Sequence[st
             lines.append(f"  {g.error_type}: {g.count} item(s){retry}")
             lines.append(f"      e.g. {g.sample_url}")
             if g.sample_message:
-                lines.append(f"      {_clip(g.sample_message, 200)}")
+                lines.append(f"      {clip(g.sample_message, 200)}")
         shown = sum(g.count for g in summary.top_errors)
         if shown < c["failed"]:
             lines.append(f"  … and {c['failed'] - shown} more in other error types")
