@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     n, round_n, rounds, copies, resubmit = SIZES[mode]
     wanted = args.only or ["queue", "article", "cache"]
 
-    from workbench.logs import configure_logging
+    from workbench.core.logs import configure_logging
 
     configure_logging("console", "warning")  # the client's own info lines would drown the output
     started = time.monotonic()

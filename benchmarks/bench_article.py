@@ -2,7 +2,7 @@
 
 - the CPU limit: ``cores ÷ single-core trafilatura time per page``, with trafilatura measured in
   this run on the same pages, called as the pipeline calls it (``bare_extraction`` with
-  ``workbench.pipeline.extract.EXTRACT_OPTIONS`` on the decoded text). Our figure is the
+  ``workbench.pipeline.text.extract.EXTRACT_OPTIONS`` on the decoded text). Our figure is the
   steady-state pages/s (10 % → 90 % of the batch), so start-up does not count against it.
 - trafilatura's own CLI in batch mode on the same URLs (``--input-file``, ``--parallel 16``
   download threads, ``SLEEP_TIME = 0`` and ``SSRF_PROTECTION = off`` in a config file so it
@@ -28,9 +28,9 @@ from typing import Any
 import trafilatura
 
 from workbench import Workbench
-from workbench.pipeline.analyse import extract_and_analyse
-from workbench.pipeline.charset import choose_encoding
-from workbench.pipeline.extract import EXTRACT_OPTIONS
+from workbench.pipeline.text.analyse import extract_and_analyse
+from workbench.pipeline.fetch.charset import choose_encoding
+from workbench.pipeline.text.extract import EXTRACT_OPTIONS
 
 from .common import PYTHON, BenchEnv, Figure, Proc, fmt_x, log, wait_until, worker_proc
 from .corpus_site import CorpusPage, load_corpus

@@ -24,7 +24,7 @@ import redis as sync_redis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from workbench import Workbench
-from workbench.queue import redis_url_for
+from workbench.queue.jobs import redis_url_for
 
 from .common import PYTHON, BenchEnv, Figure, Proc, fmt_x, log, ratio, worker_proc
 

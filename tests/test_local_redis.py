@@ -20,8 +20,8 @@ import redis
 import redis.asyncio as aredis
 from arq.connections import RedisSettings, create_pool
 
-from workbench.errors import EmbeddedRedisError
-from workbench.local_redis import EmbeddedRedis, redis_server_binary
+from workbench.core.errors import EmbeddedRedisError
+from workbench.queue.embedded import EmbeddedRedis, redis_server_binary
 
 MakeServer = Callable[..., EmbeddedRedis]
 

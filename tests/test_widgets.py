@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from workbench import Workbench, pipeline
-from workbench.errors import PermanentError
-from workbench.widgets import BatchMonitor, display_batch
-from workbench.widgets_format import (
+from workbench.core.errors import PermanentError
+from workbench.notebook.monitor import BatchMonitor, display_batch
+from workbench.notebook.render import (
     FailureGroup,
     Snapshot,
     Throughput,
@@ -407,7 +407,7 @@ async def test_batch_as_last_expression_shows_the_monitor_and_keeps_its_final_pi
 ) -> None:
     import IPython.display
 
-    import workbench.widgets as widgets
+    import workbench.notebook.monitor as widgets
 
     shell, shown, handles = _Shell(), [], []
 

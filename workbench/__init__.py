@@ -8,10 +8,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .client import Batch, Workbench
-from .errors import (
+from workbench.client.workbench import Batch, Workbench
+from workbench.core.version import __version__
+from workbench.core.errors import (
     BatchNotFoundError,
     EmptyBatchError,
     InvalidInputError,
@@ -25,11 +24,11 @@ from .errors import (
     WaitTimeout,
     WorkbenchError,
 )
-from .pipeline.context import Context
-from .pipeline.page import Document, Page
-from .pipeline.registry import pipeline
-from .settings import Settings
-from .sync import SyncWorkbench
+from workbench.pipeline.context import Context
+from workbench.core.page import Document, Page
+from workbench.pipeline.registry import pipeline
+from workbench.core.settings import Settings
+from workbench.client.sync import SyncWorkbench
 
 __all__ = [
     "Batch",

@@ -1,8 +1,8 @@
-"""``python -m workbench ...``: the command line (see ``workbench.cli``)."""
+"""``python -m workbench ...``: the command line (see ``workbench.cli.main``)."""
 
 from __future__ import annotations
 
-from .cli import main
+from workbench.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -16,7 +16,7 @@ One pass (``run_cleanup``) does, each step independent of the others:
 4. **Owed emails** (when SMTP is configured): batches with ``notify`` that settled without their
    email going out are sent now - the claim was given back after failed sends, or (batches of
    the last 7 days) no item finished on a worker to trigger it: all cached, the rest cancelled,
-   the last ones failed by reconcile. See ``workbench.notify``.
+   the last ones failed by reconcile. See ``workbench.notify.summary``.
 
 Results and ledger rows (batches, items) are research data: never deleted here.
 """
@@ -34,10 +34,10 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from sqlalchemy import and_, delete, select, update
 
-from .ledger.models import TERMINAL_STATUSES, BatchRow, ItemRow, WorkerRow
-from .ledger.pages import PageStore
-from .ledger.store import Ledger
-from .settings import Settings
+from workbench.ledger.models import TERMINAL_STATUSES, BatchRow, ItemRow, WorkerRow
+from workbench.ledger.pages import PageStore
+from workbench.ledger.store import Ledger
+from workbench.core.settings import Settings
 
 log = structlog.get_logger("workbench.cleanup")
 
@@ -104,7 +104,7 @@ async def run_cleanup(
     forget_worker_after_s: float = FORGET_WORKER_AFTER_S,
 ) -> CleanupReport:
     """One cleanup pass. Opens (and closes) its own ledger and Redis connection unless given."""
-    from . import queue
+    from workbench.queue import jobs as queue
 
     now = now or datetime.now(UTC)
     report = CleanupReport(
@@ -253,7 +253,7 @@ async def _sweep_workers(
 async def _send_owed_notifications(
     settings: Settings, ledger: Ledger, report: CleanupReport, now: datetime
 ) -> None:
-    from .notify import deliver_notification
+    from workbench.notify.summary import deliver_notification
 
     b = BatchRow.__table__
     recent = now - timedelta(days=OWED_EMAIL_WINDOW_DAYS)

@@ -106,7 +106,7 @@ def lab(tmp_path: Path) -> Iterator[str]:
             proc.kill()
         log.close()
         # the notebook's last cell (which stops its embedded redis-server) was dropped above
-        from workbench.local_redis import EmbeddedRedis
+        from workbench.queue.embedded import EmbeddedRedis
 
         for redis_dir in kernel_tmp.glob("*/redis"):
             EmbeddedRedis(redis_dir).stop()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from workbench.pipeline.analyse import (
+from workbench.pipeline.text.analyse import (
     READING_WPM,
     analyse_document,
     analyse_text,

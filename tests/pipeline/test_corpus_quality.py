@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from workbench.pipeline.cpu import CpuPool
-from workbench.pipeline.extract import extract_document
+from workbench.pipeline.text.extract import extract_document
 
 MIN_MEAN_F1 = 0.90
 _TOKEN_RE = re.compile(r"\w+", re.UNICODE)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.errors import PermanentError
+from workbench.core.errors import PermanentError
 from workbench.pipeline.cpu import CpuPool
 from workbench.pipeline.embed import (
     Embedder,

@@ -12,11 +12,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from workbench.errors import ExtractionFailed, NoMainContent
-from workbench.pipeline.analyse import extract_and_analyse, extract_and_analyse_page
+from workbench.core.errors import ExtractionFailed, NoMainContent
+from workbench.pipeline.text.analyse import extract_and_analyse, extract_and_analyse_page
 from workbench.pipeline.cpu import CpuPool
-from workbench.pipeline.extract import MIN_TEXT_CHARS, extract, extract_document
-from workbench.pipeline.page import Document, Page
+from workbench.pipeline.text.extract import MIN_TEXT_CHARS, extract, extract_document
+from workbench.core.page import Document, Page
 
 PARAGRAPHS = [
     "The city council voted on Tuesday to turn the old railway depot into a public library, "

@@ -15,7 +15,7 @@ from email.utils import format_datetime
 import pytest
 from aiohttp import web
 
-from workbench.errors import (
+from workbench.core.errors import (
     EmptyResponse,
     FetchConnectionError,
     FetchTimeout,
@@ -27,7 +27,7 @@ from workbench.errors import (
     TransientHTTPError,
     UnsupportedContent,
 )
-from workbench.pipeline.fetch import parse_retry_after
+from workbench.pipeline.fetch.fetcher import parse_retry_after
 
 from .fetch_fixtures import closed_port, html, make_fetcher, raw_server, serve  # noqa: F401
 

@@ -11,9 +11,9 @@ import time
 import pytest
 from aiohttp import web
 
-from workbench.errors import BlockedAddress, RobotsDisallowed, TransientHTTPError
-from workbench.pipeline.netguard import is_public_address
-from workbench.pipeline.politeness import robots_agent
+from workbench.core.errors import BlockedAddress, RobotsDisallowed, TransientHTTPError
+from workbench.pipeline.fetch.netguard import is_public_address
+from workbench.pipeline.fetch.politeness import robots_agent
 
 from .fetch_fixtures import html, make_fetcher, serve  # noqa: F401
 

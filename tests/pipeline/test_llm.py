@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from workbench.errors import LLMError, LLMTransientError, PermanentError
+from workbench.core.errors import LLMError, LLMTransientError, PermanentError
 from workbench.pipeline.llm import LLMClient, LLMReply, RateLimiter, prompt_fields, render_prompt
-from workbench.settings import load_settings
+from workbench.core.settings import load_settings
 
 
 @dataclass

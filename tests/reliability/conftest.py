@@ -27,7 +27,7 @@ import pytest_asyncio
 from sqlalchemy import text
 
 from workbench import Workbench
-from workbench.local_redis import EmbeddedRedis
+from workbench.queue.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[2]
 

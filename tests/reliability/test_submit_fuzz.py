@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workbench import SyncWorkbench
-from workbench.errors import EmptyBatchError, InvalidURLError
-from workbench.urls import normalize_url
+from workbench.core.errors import EmptyBatchError, InvalidURLError
+from workbench.core.urls import normalize_url
 
 from .conftest import report
 
@@ -122,7 +122,7 @@ _url_like = st.one_of(
 @given(url=_url_like)
 def test_plain_url_fast_path_agrees_with_yarl(url: str) -> None:
     """The regex fast path of normalize_url gives exactly what parsing with yarl gives."""
-    from workbench.urls import _normalize_plain, _normalize_with_yarl
+    from workbench.core.urls import _normalize_plain, _normalize_with_yarl
 
     fast = _normalize_plain(url)
     if fast is None:

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from workbench import Workbench, pipeline
-from workbench.errors import PermanentError, TransientError
+from workbench.core.errors import PermanentError, TransientError
 
 
 @pipeline("test-echo", version="1")

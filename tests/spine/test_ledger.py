@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from workbench import Workbench
-from workbench.errors import LedgerError
+from workbench.core.errors import LedgerError
 from workbench.ledger.engine import make_engine, migrate
 from workbench.ledger.store import Ledger
 

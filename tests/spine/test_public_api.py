@@ -23,7 +23,7 @@ def test_all_is_complete_and_sorted() -> None:
 def test_error_tree_has_one_root() -> None:
     import inspect
 
-    from workbench import errors
+    from workbench.core import errors
 
     classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
                if c.__module__ == errors.__name__]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from workbench import Workbench
-from workbench.errors import SettingsError
-from workbench.settings import load_settings
+from workbench.core.errors import SettingsError
+from workbench.core.settings import load_settings
 
 
 def test_defaults_and_derived(tmp_path, monkeypatch) -> None:

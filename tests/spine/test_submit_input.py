@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workbench import Workbench
-from workbench.errors import (
+from workbench.core.errors import (
     BatchNotFoundError,
     EmptyBatchError,
     InvalidInputError,
@@ -13,7 +13,7 @@ from workbench.errors import (
     InvalidURLError,
     UnknownPipelineError,
 )
-from workbench.urls import check_urls, normalize_url
+from workbench.core.urls import check_urls, normalize_url
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from workbench import Workbench
-from workbench.local_redis import EmbeddedRedis
+from workbench.queue.embedded import EmbeddedRedis
 
 PIPELINE_MODULE = '''
 from workbench import pipeline

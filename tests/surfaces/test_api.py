@@ -15,7 +15,7 @@ import pytest_asyncio
 import uvicorn
 
 from workbench import Workbench
-from workbench.api import create_app
+from workbench.api.app import create_app
 
 from .conftest import PIPELINES, cli_env, free_port
 

@@ -15,9 +15,9 @@ from workbench import Workbench
 from workbench.cleanup import CRON_NAME, cleanup_cron, run_cleanup
 from workbench.ledger.models import ItemRow, ResultRow, WorkerRow
 from workbench.ledger.pages import PageStore
-from workbench.pipeline.page import Page
-from workbench.queue import enqueue
-from workbench.settings import load_settings
+from workbench.core.page import Page
+from workbench.queue.jobs import enqueue
+from workbench.core.settings import load_settings
 from workbench.worker import build_worker
 
 from .conftest import PIPELINES, cli_env, run_cli
@@ -119,7 +119,7 @@ async def test_stale_queue_entries_swept_live_ones_kept(
 
         # on a shared Redis (an explicit URL), keys outside this queue are left to expire
         await enqueue(redis, "another:queue", orphans)
-        from workbench.local_redis import EmbeddedRedis
+        from workbench.queue.embedded import EmbeddedRedis
 
         url = EmbeddedRedis(wb.settings.embedded_redis_dir).url
         shared = await run_cleanup(load_settings(**{**backend_settings, "redis_url": url}))
@@ -127,7 +127,7 @@ async def test_stale_queue_entries_swept_live_ones_kept(
         assert await redis.exists(job_key_prefix + "888888:1")
         assert (await live.counts())["queued"] == 4  # nothing in the ledger moved
     finally:
-        from workbench.local_redis import EmbeddedRedis
+        from workbench.queue.embedded import EmbeddedRedis
 
         await wb.close()
         await asyncio.to_thread(EmbeddedRedis(wb.settings.embedded_redis_dir).stop)

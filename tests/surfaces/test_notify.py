@@ -13,7 +13,7 @@ from sqlalchemy import select
 from workbench import Workbench
 from workbench.cleanup import run_cleanup
 from workbench.ledger.models import BatchRow
-from workbench.notify import (
+from workbench.notify.summary import (
     PermanentSmtpError,
     compose_email,
     parse_smtp_url,
@@ -66,7 +66,7 @@ async def test_exactly_one_email_with_two_workers(
     assert f'batch = await wb.get_batch("{batch.id}")' in body and "await batch.retry()" in body
 
     # racing notifiers of two workers on a settled batch: still exactly one claim
-    from workbench.notify import Notifier
+    from workbench.notify.summary import Notifier
 
     second = await wb.submit(OK[:2], pipeline="surf", notify="bo@example.org")
     await run_worker(**{**mail, "smtp_url": None})  # a worker without SMTP: no email, no claim

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..errors import LedgerError
-from .engine import is_lock_error, translate_errors
+from workbench.core.errors import LedgerError
+from workbench.ledger.engine import is_lock_error, translate_errors
 
 T = TypeVar("T")
 Op = Callable[[AsyncConnection], Awaitable[Any]]

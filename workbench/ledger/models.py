@@ -119,7 +119,7 @@ class ResultRow(Base):
     pipeline_version: Mapped[str] = mapped_column(String(64))
     params_hash: Mapped[str] = mapped_column(String(32))
     workbench_version: Mapped[str] = mapped_column(String(32))
-    # the pipeline's dict, encoded by workbench.codec (JSON, numpy arrays compact)
+    # the pipeline's dict, encoded by workbench.core.codec (JSON, numpy arrays compact)
     data: Mapped[str] = mapped_column(Text)
     final_url: Mapped[str | None] = mapped_column(Text)
     http_status: Mapped[int | None] = mapped_column(Integer)

@@ -14,10 +14,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..pipeline.page import Page
-from .engine import translate_errors
-from .models import PageBlobRow, SnapshotRow
-from .store import Ledger, utcnow
+from workbench.core.page import Page
+from workbench.ledger.engine import translate_errors
+from workbench.ledger.models import PageBlobRow, SnapshotRow
+from workbench.ledger.store import Ledger, utcnow
 
 
 class PageStore:

@@ -17,15 +17,15 @@ from typing import Any
 from sqlalchemy import Text, func, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .. import codec
-from ..errors import BatchNotFoundError, InvalidInputError
-from .bulk import BulkInserter
-from .committer import GroupCommitter
-from .engine import is_sqlite, make_engine, migrate, translate_errors
-from .models import ACTIVE_STATUSES, ITEM_STATUSES, BatchRow, ItemRow, ResultRow
-from .sql import chunks, row_dict, utcnow
-from .submit import NewBatch, SubmitMixin, SubmitOutcome, new_batch_id
-from .work import ClaimedItem, WorkMixin, work_statements
+from workbench.core import codec
+from workbench.core.errors import BatchNotFoundError, InvalidInputError
+from workbench.ledger.bulk import BulkInserter
+from workbench.ledger.committer import GroupCommitter
+from workbench.ledger.engine import is_sqlite, make_engine, migrate, translate_errors
+from workbench.ledger.models import ACTIVE_STATUSES, ITEM_STATUSES, BatchRow, ItemRow, ResultRow
+from workbench.ledger.sql import chunks, row_dict, utcnow
+from workbench.ledger.submit import NewBatch, SubmitMixin, SubmitOutcome, new_batch_id
+from workbench.ledger.work import ClaimedItem, WorkMixin, work_statements
 
 __all__ = [
     "BatchInfo",

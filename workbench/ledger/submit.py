@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .bulk import BulkInserter
-from .engine import translate_errors
-from .models import BatchRow, ItemRow, ResultRow
-from .sql import CHUNK, row_dict, utcnow
+from workbench.ledger.bulk import BulkInserter
+from workbench.ledger.engine import translate_errors
+from workbench.ledger.models import BatchRow, ItemRow, ResultRow
+from workbench.ledger.sql import CHUNK, row_dict, utcnow
 
 
 def new_batch_id(now: datetime | None = None) -> str:

@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .bulk import BulkInserter
-from .committer import GroupCommitter
-from .engine import translate_errors
-from .models import ItemRow, ResultRow, UTCDateTime, WorkerRow
-from .sql import TUPLE_CHUNK, chunks, row_dict, utcnow
+from workbench.ledger.bulk import BulkInserter
+from workbench.ledger.committer import GroupCommitter
+from workbench.ledger.engine import translate_errors
+from workbench.ledger.models import ItemRow, ResultRow, UTCDateTime, WorkerRow
+from workbench.ledger.sql import TUPLE_CHUNK, chunks, row_dict, utcnow
 
 
 @dataclass(frozen=True)

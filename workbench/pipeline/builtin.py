@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from ..errors import PermanentError
-from .analyse import extract_and_analyse_page
-from .context import Context
-from .llm import render_prompt
-from .registry import pipeline
+from workbench.core.errors import PermanentError
+from workbench.pipeline.text.analyse import extract_and_analyse_page
+from workbench.pipeline.context import Context
+from workbench.pipeline.llm import render_prompt
+from workbench.pipeline.registry import pipeline
 
 _DOC_FIELDS = ("title", "author", "date", "sitename", "description", "language", "categories",
                "tags", "hostname", "image")

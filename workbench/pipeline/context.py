@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import structlog
 
-from ..errors import PageNotStored, PermanentError
-from ..urls import normalize_url
-from .page import Document, Page
+from workbench.core.errors import PageNotStored, PermanentError
+from workbench.core.urls import normalize_url
+from workbench.core.page import Document, Page
 
 if TYPE_CHECKING:
-    from ..settings import Settings
-    from .llm import LLMReply
-    from .tools import Tools
+    from workbench.core.settings import Settings
+    from workbench.pipeline.llm import LLMReply
+    from workbench.pipeline.tools import Tools
 
 T = TypeVar("T")
 
@@ -94,7 +94,7 @@ class Context:
 
     async def extract(self, page: Page) -> Document:
         """Main text and metadata with trafilatura, in the worker's process pool."""
-        from .extract import extract
+        from workbench.pipeline.text.extract import extract
 
         with self.step("extract"):
             return await extract(self.tools.cpu, page)

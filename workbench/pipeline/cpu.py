@@ -24,7 +24,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from ..errors import ExtractionFailed
+from workbench.core.errors import ExtractionFailed
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def warm_up_child() -> None:
     process-wide fork server was started by someone else without our preload.
     """
     try:
-        from .analyse import extract_and_analyse
+        from workbench.pipeline.text.analyse import extract_and_analyse
 
         extract_and_analyse(
             "<html><body><article><p>Warm-up paragraph with enough words to extract. "

@@ -6,6 +6,6 @@ child forked from the server starts warm (milliseconds) instead of spending ~1 s
 
 from __future__ import annotations
 
-from .cpu import warm_up_child
+from workbench.pipeline.cpu import warm_up_child
 
 warm_up_child()

@@ -18,9 +18,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-# Arrays in results are encoded by workbench.codec; re-exported here for pipeline authors.
-from ..codec import NDARRAY_KEY, decode_array, encode_array, is_encoded_array  # noqa: F401
-from ..errors import PermanentError
+# Arrays in results are encoded by workbench.core.codec; re-exported here for pipeline authors.
+from workbench.core.codec import NDARRAY_KEY, decode_array, encode_array, is_encoded_array  # noqa: F401
+from workbench.core.errors import PermanentError
 
 
 @runtime_checkable

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import LLMError, LLMTransientError, PermanentError
+from workbench.core.errors import LLMError, LLMTransientError, PermanentError
 
 _RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 

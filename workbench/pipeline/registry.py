@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SettingsError, UnknownPipelineError
+from workbench.core.errors import SettingsError, UnknownPipelineError
 
 if TYPE_CHECKING:
-    from .context import Context
+    from workbench.pipeline.context import Context
 
 PipelineFn = Callable[[str, "Context"], Awaitable[dict[str, Any]]]
 

@@ -7,12 +7,12 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..ledger.pages import PageStore
-    from ..settings import Settings
-    from .cpu import CpuPool
-    from .embed import Embedder
-    from .fetch import Fetcher
-    from .llm import LLMClient
+    from workbench.ledger.pages import PageStore
+    from workbench.core.settings import Settings
+    from workbench.pipeline.cpu import CpuPool
+    from workbench.pipeline.embed import Embedder
+    from workbench.pipeline.fetch.fetcher import Fetcher
+    from workbench.pipeline.llm import LLMClient
 
 
 class Tools:
@@ -31,7 +31,7 @@ class Tools:
     @property
     def fetcher(self) -> Fetcher:
         if self._fetcher is None:
-            from .fetch import Fetcher
+            from workbench.pipeline.fetch.fetcher import Fetcher
 
             self._fetcher = Fetcher(self.settings)
         return self._fetcher
@@ -39,7 +39,7 @@ class Tools:
     @property
     def cpu(self) -> CpuPool:
         if self._cpu is None:
-            from .cpu import CpuPool
+            from workbench.pipeline.cpu import CpuPool
 
             self._cpu = CpuPool(self.cpu_processes)
         return self._cpu
@@ -47,7 +47,7 @@ class Tools:
     @property
     def llm(self) -> LLMClient:
         if self._llm is None:
-            from .llm import LLMClient
+            from workbench.pipeline.llm import LLMClient
 
             self._llm = LLMClient(self.settings)
         return self._llm
@@ -55,7 +55,7 @@ class Tools:
     async def embedder(self, spec: str) -> Embedder:
         async with self._embed_lock:
             if spec not in self._embedders:
-                from .embed import load_embedder
+                from workbench.pipeline.embed import load_embedder
 
                 # loading a model reads files: keep it off the event loop
                 self._embedders[spec] = await asyncio.to_thread(load_embedder, spec)

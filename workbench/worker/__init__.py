@@ -19,11 +19,11 @@ from arq.worker import func
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..cleanup import cleanup_cron_job
-from ..codec import job_dumps, job_loads
-from ..queue import JOB_FUNCTION, connect
-from ..settings import Settings
-from .runtime import WorkerRuntime, run_item
+from workbench.cleanup import cleanup_cron_job
+from workbench.core.codec import job_dumps, job_loads
+from workbench.queue.jobs import JOB_FUNCTION, connect
+from workbench.core.settings import Settings
+from workbench.worker.runtime import WorkerRuntime, run_item
 
 __all__ = ["WorkerRuntime", "build_worker", "run_worker"]
 

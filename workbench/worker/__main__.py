@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from ..errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,10 +40,10 @@ def _positive(value: str) -> int:
 
 def run_in_this_process(options: dict[str, Any], overrides: dict[str, Any]) -> int:
     """Run one worker in this process until it stops; returns an exit code."""
-    from ..logs import configure_logging
-    from ..pipeline.registry import load_pipeline_modules
-    from ..settings import load_settings
-    from . import run_worker
+    from workbench.core.logs import configure_logging
+    from workbench.pipeline.registry import load_pipeline_modules
+    from workbench.core.settings import load_settings
+    from workbench.worker import run_worker
 
     settings = load_settings(**overrides)
     configure_logging(settings.log_format, settings.log_level)
@@ -66,14 +66,14 @@ def run_in_this_process(options: dict[str, Any], overrides: dict[str, Any]) -> i
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ..settings import load_settings
+    from workbench.core.settings import load_settings
 
     overrides: dict[str, Any] = {}
     if args.pipelines is not None:
         overrides["pipelines"] = args.pipelines
     try:
         settings = load_settings(**overrides)  # fail fast, before forking anything
-        from ..pipeline.registry import load_pipeline_modules
+        from workbench.pipeline.registry import load_pipeline_modules
 
         load_pipeline_modules(settings.pipeline_modules)
     except WorkbenchError as exc:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if processes == 1:
             return run_in_this_process(options, overrides)
-        from .supervisor import supervise
+        from workbench.worker.supervisor import supervise
 
         return supervise(processes, options, overrides)
     except WorkbenchError as exc:

@@ -21,8 +21,10 @@ from typing import Any
 import structlog
 from arq.connections import ArqRedis
 
-from .. import __version__, codec, queue
-from ..errors import (
+from workbench.core.version import __version__
+from workbench.core import codec
+from workbench.queue import jobs as queue
+from workbench.core.errors import (
     PermanentError,
     PipelineError,
     PipelineNotAvailable,
@@ -30,13 +32,13 @@ from ..errors import (
     error_type_of,
     is_retryable,
 )
-from ..ledger.pages import PageStore
-from ..ledger.store import BatchInfo, ClaimedItem, Ledger
-from ..pipeline.context import Context
-from ..pipeline.registry import get_pipeline
-from ..pipeline.tools import Tools
-from ..reconcile import reconcile
-from ..settings import Settings
+from workbench.ledger.pages import PageStore
+from workbench.ledger.store import BatchInfo, ClaimedItem, Ledger
+from workbench.pipeline.context import Context
+from workbench.pipeline.registry import get_pipeline
+from workbench.pipeline.tools import Tools
+from workbench.queue.reconcile import reconcile
+from workbench.core.settings import Settings
 
 log = structlog.get_logger("workbench.worker")
 
@@ -96,7 +98,7 @@ class WorkerRuntime:
         ]
         self.log.info("worker started", concurrency=self.concurrency,
                       database=self.ledger.dialect, queue=self.settings.queue_name)
-        from ..notify import install_notify_hook
+        from workbench.notify.summary import install_notify_hook
 
         install_notify_hook(self)  # email on completion when WORKBENCH_SMTP_URL is set
 
@@ -281,7 +283,7 @@ class WorkerRuntime:
 
 
 def _registered_names() -> list[str]:
-    from ..pipeline.registry import registry
+    from workbench.pipeline.registry import registry
 
     return registry.names()
 

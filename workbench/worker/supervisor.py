@@ -16,7 +16,7 @@ _RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 
 
 def _child(options: dict[str, Any], overrides: dict[str, Any]) -> None:
-    from .__main__ import run_in_this_process
+    from workbench.worker.__main__ import run_in_this_process
 
     raise SystemExit(run_in_this_process(options, overrides))
 

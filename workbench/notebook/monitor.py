@@ -1,7 +1,7 @@
 """The live batch monitor for notebooks: ``batch.widget()``, or a ``Batch`` as a cell's last line.
 
 ``BatchMonitor`` is ipywidgets plumbing: it polls the ledger from an asyncio task on the kernel's
-own loop (no threads) and draws with the pure functions of ``workbench.widgets_format``.
+own loop (no threads) and draws with the pure functions of ``workbench.notebook.render``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .widgets_format import (
+from workbench.notebook.render import (
     _MUTED,
     COLORS,
     FINISHED,
@@ -33,7 +33,7 @@ from .widgets_format import (
 )
 
 if TYPE_CHECKING:
-    from .client import Batch
+    from workbench.client.workbench import Batch
 
 __all__ = ["BatchMonitor", "display_batch"]
 

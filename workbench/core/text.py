@@ -1,5 +1,5 @@
 """Pure text formatting for the command line: aligned tables, clipped one-line text, yes/no
-cells and timestamps. No I/O; ``workbench.cli`` and ``workbench.demo`` print with it.
+cells and timestamps. No I/O; ``workbench.cli.main`` and ``workbench.cli.demo`` print with it.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Routes (DESIGN.md §8)::
     GET    /jobs/{job_id}                DELETE /jobs/{job_id}
 
 The analyses and jobs routes, and how they map to ARQ's job words, are described in
-``workbench.api_seed``; the request and response models are in ``workbench.api_models``.
+``workbench.api.seed``; the request and response models are in ``workbench.api.models``.
 
 With ``WORKBENCH_API_TOKEN`` set, every request (docs and schema included) needs
 ``Authorization: Bearer <token>``; otherwise 401. The comparison is constant-time.
@@ -34,8 +34,8 @@ from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 
-from . import __version__
-from .api_models import (
+from workbench.core.version import __version__
+from workbench.api.models import (
     NOT_FOUND,
     BatchCreated,
     BatchDetail,
@@ -49,11 +49,11 @@ from .api_models import (
     input_error,
     unprocessable,
 )
-from .api_seed import add_seed_routes
-from .client import Workbench
-from .errors import BatchNotFoundError, InvalidInputError, ServiceError
-from .export import iter_csv, iter_jsonl, jsonable
-from .ledger.models import ITEM_STATUSES
+from workbench.api.seed import add_seed_routes
+from workbench.client.workbench import Workbench
+from workbench.core.errors import BatchNotFoundError, InvalidInputError, ServiceError
+from workbench.client.export import iter_csv, iter_jsonl, jsonable
+from workbench.ledger.models import ITEM_STATUSES
 
 
 # ============================================================================ the app's Workbench
@@ -202,7 +202,7 @@ def create_app(wb_factory: Callable[[], Workbench] | None = None) -> FastAPI:
              tags=["batches"])
     async def get_batch(batch_id: str = BatchId(), wb: Workbench = Depends(get_wb)) -> dict[str, Any]:
         """One batch: counts, state, timings and its most frequent error types."""
-        from .notify import summarize_batch
+        from workbench.notify.summary import summarize_batch
 
         batch = await wb.get_batch(batch_id)
         s = await summarize_batch(wb.ledger, batch_id)

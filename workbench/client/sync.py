@@ -49,7 +49,7 @@ class SyncProxy:
         object.__setattr__(self, "_runner", runner)
 
     def _wrap(self, value: Any) -> Any:
-        from .client import Batch, Workbench
+        from workbench.client.workbench import Batch, Workbench
 
         if isinstance(value, (Batch, Workbench)):
             return SyncProxy(value, self._runner)
@@ -82,7 +82,7 @@ class SyncProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from .client import Workbench
+        from workbench.client.workbench import Workbench
 
         if isinstance(self._target, Workbench):
             self._runner.run(self._target.close())
@@ -91,6 +91,6 @@ class SyncProxy:
 
 def SyncWorkbench(**settings: Any) -> SyncProxy:  # noqa: N802 - reads like a class to users
     """``with SyncWorkbench() as wb: batch = wb.submit(urls); batch.wait()`` for plain scripts."""
-    from .client import Workbench
+    from workbench.client.workbench import Workbench
 
     return SyncProxy(Workbench(**settings), SyncRunner())

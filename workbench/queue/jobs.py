@@ -21,16 +21,16 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from .codec import job_dumps, job_loads
-from .errors import QueueError
-from .settings import Settings
+from workbench.core.codec import job_dumps, job_loads
+from workbench.core.errors import QueueError
+from workbench.core.settings import Settings
 
 JOB_FUNCTION = "run_item"
 # Jobs outlive a long queue; the ledger re-enqueues anything that expires anyway.
 JOB_EXPIRES_MS = 7 * 24 * 3600 * 1000
 _PIPELINE_CHUNK = 5000
 
-log = structlog.get_logger("workbench.queue")
+log = structlog.get_logger("workbench.queue.jobs")
 
 
 def job_id(item_id: int, attempt: int) -> str:
@@ -46,7 +46,7 @@ async def redis_url_for(settings: Settings) -> str:
     """The Redis URL to use, starting the embedded server when none is configured."""
     if settings.redis_url:
         return settings.redis_url
-    from .local_redis import EmbeddedRedis
+    from workbench.queue.embedded import EmbeddedRedis
 
     server = EmbeddedRedis(settings.embedded_redis_dir)
     return await asyncio.to_thread(server.ensure_running)

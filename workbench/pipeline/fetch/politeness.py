@@ -17,7 +17,7 @@ from urllib.robotparser import RobotFileParser
 
 from yarl import URL
 
-from ..errors import PipelineError
+from workbench.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The seed's routes: ``/analyses`` and ``/jobs``, added to the app by ``workbench.api``.
+"""The seed's routes: ``/analyses`` and ``/jobs``, added to the app by ``workbench.api.app``.
 
 An *analysis* is a batch of one URL: ``analysis_id`` is its batch id and ``job_id`` the ARQ job id
 of its item, ``"<item>:<attempt>"``.
@@ -31,8 +31,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy import select
 
-from . import codec
-from .api_models import (
+from workbench.core import codec
+from workbench.api.models import (
     NOT_FOUND,
     AnalysisCreated,
     AnalysisIn,
@@ -46,10 +46,10 @@ from .api_models import (
     input_error,
     parse_job_id,
 )
-from .client import Batch, Workbench
-from .errors import InvalidInputError
-from .export import jsonable
-from .ledger.models import ItemRow, ResultRow
+from workbench.client.workbench import Batch, Workbench
+from workbench.core.errors import InvalidInputError
+from workbench.client.export import jsonable
+from workbench.ledger.models import ItemRow, ResultRow
 
 
 def add_seed_routes(app: FastAPI, get_wb: Callable[[], Workbench]) -> None:

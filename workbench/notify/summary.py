@@ -40,15 +40,15 @@ from urllib.parse import unquote, urlsplit
 import structlog
 from sqlalchemy import func, select, update
 
-from .cli_format import clip
-from .ledger.models import ITEM_STATUSES, BatchRow, ItemRow
-from .ledger.store import BatchInfo, Ledger
+from workbench.core.text import clip
+from workbench.ledger.models import ITEM_STATUSES, BatchRow, ItemRow
+from workbench.ledger.store import BatchInfo, Ledger
 
 if TYPE_CHECKING:
-    from .settings import Settings
-    from .worker.runtime import WorkerRuntime
+    from workbench.core.settings import Settings
+    from workbench.worker.runtime import WorkerRuntime
 
-log = structlog.get_logger("workbench.notify")
+log = structlog.get_logger("workbench.notify.summary")
 
 __all__ = [
     "BatchSummary",

@@ -1,7 +1,7 @@
 """What goes in and out of the HTTP API: the request and response models (pydantic; FastAPI
 draws the OpenAPI schema from them), path parameters, job ids (``"<item>:<attempt>"``) and the
-422 body for our input errors, in FastAPI's validation-error shape. Shared by ``workbench.api``
-(app, batches) and ``workbench.api_seed`` (analyses, jobs).
+422 body for our input errors, in FastAPI's validation-error shape. Shared by ``workbench.api.app``
+(app, batches) and ``workbench.api.seed`` (analyses, jobs).
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from typing import Any, Literal
 from fastapi import HTTPException, Path
 from pydantic import BaseModel, Field, field_validator
 
-from .errors import (
+from workbench.core.errors import (
     EmptyBatchError,
     InvalidInputError,
     InvalidParamsError,
     InvalidURLError,
     UnknownPipelineError,
 )
-from .export import jsonable
+from workbench.client.export import jsonable
 
 JOB_ID_PATTERN = r"^[0-9]{1,18}:[0-9]{1,9}$"
 BATCH_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,40}$"

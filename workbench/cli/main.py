@@ -19,8 +19,8 @@ unknown pipeline, bad JSON params, an unknown batch id, a malformed setting), 1 
 Errors are one line on stderr, never a traceback. Every command goes through the ``Workbench``
 client; none reimplements submit, retry or cancel.
 
-The ``demo`` command lives in ``workbench.demo``, the export formats in ``workbench.export`` and
-the text formatting in ``workbench.cli_format``; the parser, exit codes and errors are here.
+The ``demo`` command lives in ``workbench.cli.demo``, the export formats in ``workbench.client.export`` and
+the text formatting in ``workbench.core.text``; the parser, exit codes and errors are here.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .cli_format import clip, table, when, yes_no
-from .export import frame_records, iter_csv, iter_jsonl, jsonable, parquet_bytes
+from workbench.core.text import clip, table, when, yes_no
+from workbench.client.export import frame_records, iter_csv, iter_jsonl, jsonable, parquet_bytes
 
 if TYPE_CHECKING:
-    from .client import Workbench
+    from workbench.client.workbench import Workbench
 
 PROG = "python -m workbench"
 RESULT_FORMATS = ("csv", "parquet", "jsonl")
@@ -68,7 +68,7 @@ def _run(coro: Any) -> int:
 
 
 def _open_wb(**kw: Any) -> Workbench:
-    from .client import Workbench
+    from workbench.client.workbench import Workbench
 
     return Workbench(**kw)
 
@@ -86,7 +86,7 @@ async def _live_workers(wb: Workbench) -> int:
 
 
 def _summary_lines(summary: Any, *, retry_hint: bool = True) -> list[str]:
-    from .notify import format_duration
+    from workbench.notify.summary import format_duration
 
     c = summary.counts
     head = (
@@ -142,7 +142,7 @@ def read_url_lines(source: str) -> tuple[list[tuple[int, str]], str]:
 
 
 async def _submit(args: argparse.Namespace) -> int:
-    from .errors import InvalidURLError, WaitTimeout
+    from workbench.core.errors import InvalidURLError, WaitTimeout
 
     entries, label = read_url_lines(args.file)
     if not entries:
@@ -180,7 +180,7 @@ async def _submit(args: argparse.Namespace) -> int:
         try:
             await batch.wait(timeout=args.timeout, progress=not args.no_progress)
         except WaitTimeout:
-            from .notify import summarize_batch
+            from workbench.notify.summary import summarize_batch
 
             for line in _summary_lines(await summarize_batch(wb.ledger, batch.id), retry_hint=False):
                 _err(line)
@@ -188,7 +188,7 @@ async def _submit(args: argparse.Namespace) -> int:
                 f"batch {batch.id} still running after {args.timeout:g}s; it goes on: "
                 f"{PROG} status {batch.id}", 1
             ) from None
-        from .notify import summarize_batch
+        from workbench.notify.summary import summarize_batch
 
         for line in _summary_lines(await summarize_batch(wb.ledger, batch.id)):
             _err(line)
@@ -210,7 +210,7 @@ def _invalid_lines(invalid: Sequence[tuple[int, object, str]],
 
 # ============================================================================ status
 async def _status(args: argparse.Namespace) -> int:
-    from .notify import format_duration, summarize_batch
+    from workbench.notify.summary import format_duration, summarize_batch
 
     async with _open_wb() as wb:
         if args.batch:
@@ -365,8 +365,8 @@ async def _cancel(args: argparse.Namespace) -> int:
 
 # ============================================================================ cleanup
 async def _cleanup(args: argparse.Namespace) -> int:
-    from .cleanup import run_cleanup
-    from .settings import load_settings
+    from workbench.cleanup import run_cleanup
+    from workbench.core.settings import load_settings
 
     report = await run_cleanup(load_settings())
     if args.json:
@@ -389,10 +389,10 @@ def is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .settings import load_settings
+    from workbench.core.settings import load_settings
 
     settings = load_settings()
-    from .pipeline.registry import load_pipeline_modules
+    from workbench.pipeline.registry import load_pipeline_modules
 
     load_pipeline_modules(settings.pipeline_modules)  # fail here (exit 2), not in the lifespan
     if not is_loopback(args.host) and not settings.api_token:
@@ -403,7 +403,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from .api import create_app
+        from workbench.api.app import create_app
     except ImportError as exc:
         raise CliError(
             f"the HTTP API needs the 'api' extra ({exc.name} is missing): "
@@ -419,7 +419,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 # ============================================================================ demo
 async def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo  # on use: the sample site and an in-process worker
+    from workbench.cli.demo import run_demo  # on use: the sample site and an in-process worker
 
     return await run_demo(args)
 
@@ -531,7 +531,7 @@ def _port(value: str) -> int:
 
 
 def _configure(verbose: bool) -> None:
-    from .logs import configure_logging
+    from workbench.core.logs import configure_logging
 
     level = "info" if verbose else os.environ.get("WORKBENCH_LOG_LEVEL", "warning")
     fmt = os.environ.get("WORKBENCH_LOG_FORMAT", "console")
@@ -550,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2
-    from .errors import (
+    from workbench.core.errors import (
         BatchNotFoundError,
         InvalidInputError,
         SettingsError,

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import SettingsError
+from workbench.core.errors import SettingsError
 
 ENV_PREFIX = "WORKBENCH_"
 # Variables under this prefix belong to the test suite and .ci/run, not to the product.

@@ -1,6 +1,6 @@
 """Pure formatting for the batch monitor: throughput and ETA math, failure grouping, and the
 HTML and text pictures of a batch. No I/O and no widgets, so it is unit tested without a kernel;
-``workbench.widgets`` draws with it.
+``workbench.notebook.monitor`` draws with it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .client import Batch
+    from workbench.client.workbench import Batch
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")

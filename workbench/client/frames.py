@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from . import codec
-from .ledger.models import ITEM_STATUSES
+from workbench.core import codec
+from workbench.ledger.models import ITEM_STATUSES
 
 ITEM_COLUMNS = [
     "item_id", "position", "url", "normalized_url", "status", "attempts", "tries",

@@ -2,7 +2,7 @@
 
 One ``Fetcher`` per worker process, shared by all its jobs: one aiohttp session (connection pool
 and DNS cache), one set of per-host limits, one robots.txt cache. ``fetch`` raises only
-``workbench.errors.PipelineError`` subclasses; aiohttp's exceptions never escape.
+``workbench.core.errors.PipelineError`` subclasses; aiohttp's exceptions never escape.
 
 Decisions worth knowing:
 
@@ -36,7 +36,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from ..errors import (
+from workbench.core.errors import (
     BlockedAddress,
     EmptyResponse,
     FetchConnectionError,
@@ -50,17 +50,17 @@ from ..errors import (
     TransientHTTPError,
     UnsupportedContent,
 )
-from ..settings import Settings
-from .charset import ACCEPTED_TYPES, choose_encoding, media_type, sniffs_as_html
-from .netguard import (
+from workbench.core.settings import Settings
+from workbench.pipeline.fetch.charset import ACCEPTED_TYPES, choose_encoding, media_type, sniffs_as_html
+from workbench.pipeline.fetch.netguard import (
     AddressBlockedError,
     AddressCheck,
     GuardedResolver,
     ip_literal,
     is_public_address,
 )
-from .page import Page
-from .politeness import HostLimiter, RobotsCache
+from workbench.core.page import Page
+from workbench.pipeline.fetch.politeness import HostLimiter, RobotsCache
 
 __all__ = ["TRANSIENT_STATUSES", "Fetcher", "parse_retry_after"]
 

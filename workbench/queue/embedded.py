@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from .errors import EmbeddedRedisError
+from workbench.core.errors import EmbeddedRedisError
 
 # sun_path is 108 bytes on Linux and 104 on macOS, NUL included. redis-server silently truncates
 # a longer path, so we must never hand it one.
@@ -204,7 +204,7 @@ class EmbeddedRedis:
     def _spawn(self, deadline: float) -> None:
         binary, conf = redis_server_binary(), self._dir / "redis.conf"
         settings = [
-            "# Written by workbench.local_redis before every start; edits are overwritten.",
+            "# Written by workbench.queue.embedded before every start; edits are overwritten.",
             "port 0",  # no TCP listener at all: the 0700 socket dir is the access control
             f"unixsocket {_quote(self.socket_path)}",
             "unixsocketperm 700",

@@ -3,7 +3,7 @@
 Serves the bundled sample site on loopback, starts a worker in this process (embedded Redis if no
 ``WORKBENCH_REDIS_URL``), submits every page of the site plus its deliberately broken and flaky
 URLs, waits, and prints a summary: what was found, which failures were expected, where the data is
-and how to look at it. The parser, exit codes and one-line errors are ``workbench.cli``'s.
+and how to look at it. The parser, exit codes and one-line errors are ``workbench.cli.main``'s.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from .cli import PROG, CliError, _err, _open_wb
-from .cli_format import clip
+from workbench.cli.main import PROG, CliError, _err, _open_wb
+from workbench.core.text import clip
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    """The ``demo`` command: 0 once the summary is printed; errors as ``workbench.cli``'s."""
-    from .local_redis import EmbeddedRedis
-    from .notify import format_duration, summarize_batch
-    from .samplesite import FLAKY_PATH, sample_site_dir, serve_sample_site
-    from .settings import load_settings
+    """The ``demo`` command: 0 once the summary is printed; errors as ``workbench.cli.main``'s."""
+    from workbench.queue.embedded import EmbeddedRedis
+    from workbench.notify.summary import format_duration, summarize_batch
+    from workbench.samplesite import FLAKY_PATH, sample_site_dir, serve_sample_site
+    from workbench.core.settings import load_settings
 
     settings = load_settings()
     try:

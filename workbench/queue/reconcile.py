@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import structlog
 from arq.connections import ArqRedis
 
-from . import queue
-from .ledger.store import Ledger
-from .settings import Settings
+from workbench.queue import jobs as queue
+from workbench.ledger.store import Ledger
+from workbench.core.settings import Settings
 
-log = structlog.get_logger("workbench.reconcile")
+log = structlog.get_logger("workbench.queue.reconcile")
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExtractionFailed, NoMainContent, PipelineError
-from .page import Document, Page
+from workbench.core.errors import ExtractionFailed, NoMainContent, PipelineError
+from workbench.core.page import Document, Page
 
 if TYPE_CHECKING:
-    from .cpu import CpuPool
+    from workbench.pipeline.cpu import CpuPool
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def extract_document(html: str, url: str | None, *, detect_language: bool = True
     for key in _LIST_FIELDS:
         doc[key] = _str_list(raw.get(key))
     if detect_language and not doc["language"] and doc["text"]:
-        from .analyse import detect_language as _detect
+        from workbench.pipeline.text.analyse import detect_language as _detect
 
         doc["language"] = _detect(doc["text"])[0]
     return doc

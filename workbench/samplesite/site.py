@@ -495,7 +495,7 @@ async def _serve_forever(host: str, port: int) -> None:  # pragma: no cover - ma
         await asyncio.Event().wait()
 
 
-if __name__ == "__main__":  # pragma: no cover - manual use: python -m workbench.samplesite [PORT]
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m workbench.samplesite.site [PORT]
     import sys
 
     try:

@@ -18,8 +18,10 @@ import pandas as pd
 import structlog
 from arq.connections import ArqRedis
 
-from . import codec, frames, queue
-from .errors import (
+from workbench.core import codec
+from workbench.client import frames
+from workbench.queue import jobs as queue
+from workbench.core.errors import (
     EmptyBatchError,
     InvalidInputError,
     InvalidParamsError,
@@ -27,17 +29,17 @@ from .errors import (
     QueueError,
     WaitTimeout,
 )
-from .ledger.store import Ledger, NewBatch
-from .pipeline.registry import get_pipeline, load_pipeline_modules
-from .reconcile import ReconcileReport, reconcile
-from .settings import Settings, load_settings
-from .urls import check_urls
+from workbench.ledger.store import Ledger, NewBatch
+from workbench.pipeline.registry import get_pipeline, load_pipeline_modules
+from workbench.queue.reconcile import ReconcileReport, reconcile
+from workbench.core.settings import Settings, load_settings
+from workbench.core.urls import check_urls
 
 if TYPE_CHECKING:
-    from .sync import SyncProxy
-    from .worker.runtime import WorkerRuntime
+    from workbench.client.sync import SyncProxy
+    from workbench.worker.runtime import WorkerRuntime
 
-log = structlog.get_logger("workbench.client")
+log = structlog.get_logger("workbench.client.workbench")
 
 
 class Workbench:
@@ -191,8 +193,8 @@ class Workbench:
         and stops with ``close()`` (or ``stop_workers()``). ``log_level`` configures logging for
         the kernel (warnings only by default, so cell output stays readable); ``None`` leaves
         logging as it is."""
-        from .logs import configure_logging
-        from .worker import build_worker
+        from workbench.core.logs import configure_logging
+        from workbench.worker import build_worker
 
         if log_level is not None:
             configure_logging("console", log_level)
@@ -238,7 +240,7 @@ class Workbench:
             await self._ledger.close()
             self._ledger = None
         if stop_redis and self.settings.uses_embedded_redis:
-            from .local_redis import EmbeddedRedis
+            from workbench.queue.embedded import EmbeddedRedis
 
             await asyncio.to_thread(EmbeddedRedis(self.settings.embedded_redis_dir).stop)
         self._closed = True
@@ -253,7 +255,7 @@ class Workbench:
     def sync(self) -> SyncProxy:
         """A synchronous facade for scripts and widget callbacks: ``wb.sync.submit(urls)``."""
         if self._sync is None:
-            from .sync import SyncProxy, SyncRunner
+            from workbench.client.sync import SyncProxy, SyncRunner
 
             self._sync = SyncProxy(self, SyncRunner())
         return self._sync
@@ -277,7 +279,7 @@ class Workbench:
             ("in-kernel workers", "closed" if self._closed else str(len(self._workers))),
         ]
         try:
-            from .pipeline.registry import registry
+            from workbench.pipeline.registry import registry
 
             rows.append(("pipelines", ", ".join(registry.names())))
         except Exception:  # noqa: BLE001 - a repr must not raise
@@ -446,7 +448,7 @@ class Batch:
 
     def widget(self) -> Any:
         """A live ipywidgets monitor of this batch."""
-        from .widgets import BatchMonitor
+        from workbench.notebook.monitor import BatchMonitor
 
         return BatchMonitor(self).show()
 
@@ -459,13 +461,13 @@ class Batch:
         return f"<Batch {self.id}{name} pipeline={self.pipeline} v{self.pipeline_version} items={self.total}{tail}>"
 
     def _repr_html_(self) -> str:
-        from .widgets_format import batch_html
+        from workbench.notebook.render import batch_html
 
         return batch_html(self)
 
     def _ipython_display_(self) -> None:
         """As a cell's last expression: the live monitor (static summary without a loop)."""
-        from .widgets import display_batch
+        from workbench.notebook.monitor import display_batch
 
         display_batch(self)
 
