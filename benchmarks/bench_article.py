@@ -28,8 +28,8 @@ from typing import Any
 import trafilatura
 
 from workbench import Workbench
-from workbench.pipeline.text.analyse import extract_and_analyse
 from workbench.pipeline.fetch.charset import choose_encoding
+from workbench.pipeline.text.analyse import extract_and_analyse
 from workbench.pipeline.text.extract import EXTRACT_OPTIONS
 
 from .common import PYTHON, BenchEnv, Figure, Proc, fmt_x, log, wait_until, worker_proc
@@ -46,7 +46,7 @@ class Site:
              "--repeat", str(repeat), "--ready-file", str(ready)],
             env=env.env(), log_path=env.root / "site.log",
         )
-        wait_until(lambda: ready.exists() and ready.stat().st_size > 0 or not self.proc.alive(),
+        wait_until(lambda: (ready.exists() and ready.stat().st_size > 0) or not self.proc.alive(),
                    60, "the corpus site")
         if not self.proc.alive():
             raise RuntimeError(f"corpus site failed:\n{self.proc.tail()}")

@@ -107,9 +107,9 @@ async def test_broken_routes_fail_as_documented(site: SampleSite, http: aiohttp.
 async def test_project_fetcher_reports_the_expected_error_types(site: SampleSite) -> None:
     """End to end through the pipeline's own fetch and extract: the error types line up."""
     from workbench.core.errors import PipelineError
-    from workbench.pipeline.text.extract import check_main_content, extract_document
-    from workbench.pipeline.fetch.fetcher import Fetcher
     from workbench.core.settings import Settings
+    from workbench.pipeline.fetch.fetcher import Fetcher
+    from workbench.pipeline.text.extract import check_main_content, extract_document
 
     fetcher = Fetcher(Settings())
     try:

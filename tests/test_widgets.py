@@ -462,7 +462,7 @@ def test_show_without_a_running_loop_prints_one_snapshot(
             monitor = batch.widget()
             assert monitor.snapshot.counts["queued"] == 2 and not monitor.running
             wb.sync.close()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+        except BaseException as exc:
             failure.append(exc)
 
     # run in a thread so that no event loop is running there (the test's own may be)

@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
+from workbench.client.sync import SyncWorkbench
 from workbench.client.workbench import Batch, Workbench
-from workbench.core.version import __version__
 from workbench.core.errors import (
     BatchNotFoundError,
     EmptyBatchError,
@@ -24,11 +24,11 @@ from workbench.core.errors import (
     WaitTimeout,
     WorkbenchError,
 )
-from workbench.pipeline.context import Context
 from workbench.core.page import Document, Page
-from workbench.pipeline.registry import pipeline
 from workbench.core.settings import Settings
-from workbench.client.sync import SyncWorkbench
+from workbench.core.version import __version__
+from workbench.pipeline.context import Context
+from workbench.pipeline.registry import pipeline
 
 __all__ = [
     "Batch",

@@ -34,10 +34,10 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from sqlalchemy import and_, delete, select, update
 
+from workbench.core.settings import Settings
 from workbench.ledger.models import TERMINAL_STATUSES, BatchRow, ItemRow, WorkerRow
 from workbench.ledger.pages import PageStore
 from workbench.ledger.store import Ledger
-from workbench.core.settings import Settings
 
 log = structlog.get_logger("workbench.cleanup")
 
@@ -120,22 +120,22 @@ async def run_cleanup(
             report.snapshots_deleted, report.blobs_deleted = await PageStore(
                 ledger
             ).delete_older_than(report.cutoff)
-        except Exception as exc:  # noqa: BLE001 - report, carry on with the other steps
+        except Exception as exc:
             report.errors.append(f"deleting old pages failed: {exc}")
         try:
             if redis is None:
                 redis = await queue.connect(settings)
             await _sweep_queue(settings, ledger, redis, report)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             report.errors.append(f"sweeping the queue failed: {exc}")
         try:
             await _sweep_workers(ledger, now, dead_worker_after_s, forget_worker_after_s, report)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             report.errors.append(f"sweeping worker records failed: {exc}")
         if settings.smtp_url:
             try:
                 await _send_owed_notifications(settings, ledger, report, now)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 report.errors.append(f"sending owed emails failed: {exc}")
     finally:
         if own_redis and redis is not None:

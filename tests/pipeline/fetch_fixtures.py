@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from workbench.pipeline.fetch.fetcher import Fetcher
 from workbench.core.settings import Settings
+from workbench.pipeline.fetch.fetcher import Fetcher
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Serve = Callable[..., Awaitable[TestServer]]

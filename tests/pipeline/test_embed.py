@@ -21,7 +21,7 @@ from workbench.pipeline.embed import (
     sentence_transformers_available,
 )
 
-WORDS = "the a cat dog sat ran on under mat rug library book read quiet loud".split()
+WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "rug", "library", "book", "read", "quiet", "loud"]
 DIM = 16
 
 

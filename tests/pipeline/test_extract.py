@@ -8,15 +8,15 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from workbench.core.errors import ExtractionFailed, NoMainContent
-from workbench.pipeline.text.analyse import extract_and_analyse, extract_and_analyse_page
-from workbench.pipeline.cpu import CpuPool
-from workbench.pipeline.text.extract import MIN_TEXT_CHARS, extract, extract_document
 from workbench.core.page import Document, Page
+from workbench.pipeline.cpu import CpuPool
+from workbench.pipeline.text.analyse import extract_and_analyse, extract_and_analyse_page
+from workbench.pipeline.text.extract import MIN_TEXT_CHARS, extract, extract_document
 
 PARAGRAPHS = [
     "The city council voted on Tuesday to turn the old railway depot into a public library, "
@@ -68,7 +68,7 @@ def make_page(html: str, url: str = URL, encoding: str = "utf-8") -> Page:
         content_type="text/html",
         body=html.encode(encoding),
         encoding=encoding,
-        fetched_at=datetime.now(timezone.utc),
+        fetched_at=datetime.now(UTC),
     )
 
 

@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001 (French typography on purpose: curly quotes and dashes)
+
 """Fetcher: pages, redirects, HTTP errors, network failures, size caps, content types, charsets.
 
 Every test talks to a real server on loopback; nothing is mocked.

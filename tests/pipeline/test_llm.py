@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 
 from workbench.core.errors import LLMError, LLMTransientError, PermanentError
-from workbench.pipeline.llm import LLMClient, LLMReply, RateLimiter, prompt_fields, render_prompt
 from workbench.core.settings import load_settings
+from workbench.pipeline.llm import LLMClient, LLMReply, RateLimiter, prompt_fields, render_prompt
 
 
 @dataclass

@@ -13,8 +13,8 @@ import redis
 from arq.constants import job_key_prefix
 from arq.jobs import serialize_job
 
-from workbench.queue import jobs as queue
 from workbench.core.codec import job_dumps
+from workbench.queue import jobs as queue
 
 from .conftest import report, tally, wait_settled
 

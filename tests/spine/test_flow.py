@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 
 from workbench import Workbench, pipeline
 from workbench.core.errors import PermanentError, TransientError

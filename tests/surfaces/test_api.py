@@ -53,7 +53,7 @@ async def api(make_wb: Callable[..., Workbench]) -> AsyncIterator[Api]:
     await a.client.aclose()
     server.should_exit = True
     await task
-    assert made and all(wb._closed for wb in made)  # noqa: SLF001 - closed on shutdown
+    assert made and all(wb._closed for wb in made)
 
 
 async def test_bearer_token_on_every_request(api: Api) -> None:

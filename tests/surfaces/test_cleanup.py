@@ -13,11 +13,11 @@ from sqlalchemy import func, select, update
 
 from workbench import Workbench
 from workbench.cleanup import CRON_NAME, cleanup_cron, run_cleanup
+from workbench.core.page import Page
+from workbench.core.settings import load_settings
 from workbench.ledger.models import ItemRow, ResultRow, WorkerRow
 from workbench.ledger.pages import PageStore
-from workbench.core.page import Page
 from workbench.queue.jobs import enqueue
-from workbench.core.settings import load_settings
 from workbench.worker import build_worker
 
 from .conftest import PIPELINES, cli_env, run_cli
@@ -94,7 +94,7 @@ async def test_stale_queue_entries_swept_live_ones_kept(
         done_jobs = [(int(i), int(a)) for i, a in zip(st["item_id"], st["attempts"], strict=True)]
         cancelled_id = int((await cancelled.status())["item_id"][0])
         live_ids = [int(i) for i in (await live.status())["item_id"]]
-        redis = await wb._redis_ready()  # noqa: SLF001
+        redis = await wb._redis_ready()
         queue_name = wb.settings.queue_name
 
         stale = [*done_jobs, (cancelled_id, 1), (live_ids[0], 0), (999_999, 1)]

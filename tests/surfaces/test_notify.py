@@ -135,7 +135,7 @@ async def test_smtp_permanently_down_batch_completes_email_sent_by_cleanup_later
 
 async def test_permanent_refusal_is_not_retried(make_wb: Callable[..., Workbench]) -> None:
     class Refuse:
-        async def handle_RCPT(self, server: Any, session: Any, envelope: Any,  # noqa: N802
+        async def handle_RCPT(self, server: Any, session: Any, envelope: Any,
                               address: str, rcpt_options: Any) -> str:
             return "550 5.1.1 no such user here"
 

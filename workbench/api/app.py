@@ -34,7 +34,6 @@ from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 
-from workbench.core.version import __version__
 from workbench.api.models import (
     NOT_FOUND,
     BatchCreated,
@@ -50,9 +49,10 @@ from workbench.api.models import (
     unprocessable,
 )
 from workbench.api.seed import add_seed_routes
+from workbench.client.export import iter_csv, iter_jsonl, jsonable
 from workbench.client.workbench import Workbench
 from workbench.core.errors import BatchNotFoundError, InvalidInputError, ServiceError
-from workbench.client.export import iter_csv, iter_jsonl, jsonable
+from workbench.core.version import __version__
 from workbench.ledger.models import ITEM_STATUSES
 
 
@@ -247,7 +247,7 @@ def create_app(wb_factory: Callable[[], Workbench] | None = None) -> FastAPI:
     )
     async def results(
         batch_id: str = BatchId(),
-        format: Literal["jsonl", "csv"] = "jsonl",  # noqa: A002 - the contract's name
+        format: Literal["jsonl", "csv"] = "jsonl",
         wb: Workbench = Depends(get_wb),
     ) -> StreamingResponse:
         """The done items' results, streamed: the pipeline's fields, then provenance."""

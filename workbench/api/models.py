@@ -12,6 +12,7 @@ from typing import Any, Literal
 from fastapi import HTTPException, Path
 from pydantic import BaseModel, Field, field_validator
 
+from workbench.client.export import jsonable
 from workbench.core.errors import (
     EmptyBatchError,
     InvalidInputError,
@@ -19,7 +20,6 @@ from workbench.core.errors import (
     InvalidURLError,
     UnknownPipelineError,
 )
-from workbench.client.export import jsonable
 
 JOB_ID_PATTERN = r"^[0-9]{1,18}:[0-9]{1,9}$"
 BATCH_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,40}$"

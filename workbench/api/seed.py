@@ -31,7 +31,6 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy import select
 
-from workbench.core import codec
 from workbench.api.models import (
     NOT_FOUND,
     AnalysisCreated,
@@ -46,9 +45,10 @@ from workbench.api.models import (
     input_error,
     parse_job_id,
 )
-from workbench.client.workbench import Batch, Workbench
-from workbench.core.errors import InvalidInputError
 from workbench.client.export import jsonable
+from workbench.client.workbench import Batch, Workbench
+from workbench.core import codec
+from workbench.core.errors import InvalidInputError
 from workbench.ledger.models import ItemRow, ResultRow
 
 

@@ -22,10 +22,10 @@ from workbench.core.text import clip
 
 async def run_demo(args: argparse.Namespace) -> int:
     """The ``demo`` command: 0 once the summary is printed; errors as ``workbench.cli.main``'s."""
-    from workbench.queue.embedded import EmbeddedRedis
-    from workbench.notify.summary import format_duration, summarize_batch
-    from workbench.samplesite import FLAKY_PATH, sample_site_dir, serve_sample_site
     from workbench.core.settings import load_settings
+    from workbench.notify.summary import format_duration, summarize_batch
+    from workbench.queue.embedded import EmbeddedRedis
+    from workbench.samplesite import FLAKY_PATH, sample_site_dir, serve_sample_site
 
     settings = load_settings()
     try:

@@ -40,8 +40,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from workbench.core.text import clip, table, when, yes_no
 from workbench.client.export import frame_records, iter_csv, iter_jsonl, jsonable, parquet_bytes
+from workbench.core.text import clip, table, when, yes_no
 
 if TYPE_CHECKING:
     from workbench.client.workbench import Workbench
@@ -580,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+    except Exception as exc:
         _err(f"workbench: error: unexpected {type(exc).__name__}: {clip(exc, 500)} "
              "(run with -v, or WORKBENCH_LOG_LEVEL=debug, for details)")
         if args.verbose:

@@ -18,9 +18,8 @@ import pandas as pd
 import structlog
 from arq.connections import ArqRedis
 
-from workbench.core import codec
 from workbench.client import frames
-from workbench.queue import jobs as queue
+from workbench.core import codec
 from workbench.core.errors import (
     EmptyBatchError,
     InvalidInputError,
@@ -29,11 +28,12 @@ from workbench.core.errors import (
     QueueError,
     WaitTimeout,
 )
-from workbench.ledger.store import Ledger, NewBatch
-from workbench.pipeline.registry import get_pipeline, load_pipeline_modules
-from workbench.queue.reconcile import ReconcileReport, reconcile
 from workbench.core.settings import Settings, load_settings
 from workbench.core.urls import check_urls
+from workbench.ledger.store import Ledger, NewBatch
+from workbench.pipeline.registry import get_pipeline, load_pipeline_modules
+from workbench.queue import jobs as queue
+from workbench.queue.reconcile import ReconcileReport, reconcile
 
 if TYPE_CHECKING:
     from workbench.client.sync import SyncProxy
@@ -223,7 +223,7 @@ class Workbench:
             task.cancel()
             try:
                 await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            except (asyncio.CancelledError, Exception):
                 pass
 
     async def close(self, *, stop_redis: bool = False) -> None:
@@ -282,7 +282,7 @@ class Workbench:
             from workbench.pipeline.registry import registry
 
             rows.append(("pipelines", ", ".join(registry.names())))
-        except Exception:  # noqa: BLE001 - a repr must not raise
+        except Exception:
             pass
         body = "".join(
             f"<tr><td style='text-align:left;padding-right:12px;opacity:.7'>{html.escape(k)}</td>"

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-
 NDARRAY_KEY = "__ndarray__"
 # Only plain numeric dtypes travel through results: never object arrays (that would need pickle).
 _ALLOWED_DTYPES = {

@@ -1,5 +1,6 @@
-"""Pure text formatting for the command line: aligned tables, clipped one-line text, yes/no
-cells and timestamps. No I/O; ``workbench.cli.main`` and ``workbench.cli.demo`` print with it.
+"""Pure text formatting shared by every surface: aligned tables, clipped one-line text, yes/no
+cells, timestamps and durations. No I/O; the CLI, the monitor, the API and the email print with it,
+so a user sees one duration format everywhere.
 """
 
 from __future__ import annotations
@@ -40,3 +41,19 @@ def when(ts: Any) -> str:
     if ts is None or (not isinstance(ts, str) and pd.isna(ts)):
         return "-"
     return pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_duration(seconds: float | None, missing: str = "-") -> str:
+    """``7.5s``, ``42s``, ``3m 05s``, ``2h 04m``, ``3d 01h``; ``missing`` when None or NaN."""
+    if seconds is None or seconds != seconds:
+        return missing
+    s = max(0.0, float(seconds))
+    if s < 9.95:
+        return f"{s:.1f}s"
+    if s < 59.5:
+        return f"{s:.0f}s"
+    m, sec = divmod(round(s), 60)
+    if m < 60:
+        return f"{m}m {sec:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h < 24 else f"{h // 24}d {h % 24:02d}h"

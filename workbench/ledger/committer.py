@@ -107,7 +107,7 @@ class GroupCommitter:
     async def _execute(self, ops: list[tuple[Op | _Batched, asyncio.Future[Any]]]) -> None:
         try:
             results = await self._transaction([op for op, _ in ops])
-        except Exception as exc:  # noqa: BLE001 - isolate the failing op below
+        except Exception as exc:
             if len(ops) == 1:
                 self._settle(ops[0][1], exc=exc)
                 return
@@ -115,7 +115,7 @@ class GroupCommitter:
             for op, fut in ops:
                 try:
                     (result,) = await self._transaction([op])
-                except Exception as one_exc:  # noqa: BLE001
+                except Exception as one_exc:
                     self._settle(fut, exc=one_exc)
                 else:
                     self._settle(fut, result=result)

@@ -156,7 +156,7 @@ class BatchMonitor:
             try:
                 snap = await self.refresh()
                 failed_refreshes = 0
-            except Exception as exc:  # noqa: BLE001 - shown in the widget, never lost in the loop
+            except Exception as exc:
                 if getattr(self.batch.workbench, "_closed", False):
                     self._note("info", "monitor stopped: the Workbench was closed")
                     if self._adopt_final_counts():
@@ -299,7 +299,7 @@ class BatchMonitor:
         def on_click(_button: Any) -> None:
             try:
                 fn()
-            except Exception as exc:  # noqa: BLE001 - a callback must never lose its error
+            except Exception as exc:
                 self._note("error", f"{type(exc).__name__}: {exc}")
         return on_click
 
@@ -309,7 +309,7 @@ class BatchMonitor:
             self._render_buttons()
             try:
                 await make()
-            except Exception as exc:  # noqa: BLE001 - reported in the widget
+            except Exception as exc:
                 self._note("error", f"{what} failed: {type(exc).__name__}: {exc}")
             finally:
                 self._busy -= 1

@@ -353,7 +353,7 @@ async def send_email(
             return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             if on_failure is not None:
                 on_failure(exc)
             if not _is_transient(exc):
@@ -415,7 +415,7 @@ async def deliver_notification(
         with contextlib.suppress(Exception):
             await asyncio.shield(unclaim_notification(ledger, batch_id, claimed_at))
         raise
-    except Exception as exc:  # noqa: BLE001 - transient failures used up; never fail the batch
+    except Exception as exc:
         with contextlib.suppress(Exception):
             await unclaim_notification(ledger, batch_id, claimed_at)
         log.warning("notification email not sent; will retry at the next cleanup",

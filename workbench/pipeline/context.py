@@ -16,8 +16,8 @@ import numpy as np
 import structlog
 
 from workbench.core.errors import PageNotStored, PermanentError
-from workbench.core.urls import normalize_url
 from workbench.core.page import Document, Page
+from workbench.core.urls import normalize_url
 
 if TYPE_CHECKING:
     from workbench.core.settings import Settings

@@ -201,7 +201,7 @@ class CpuPool:
         started = time.monotonic()
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             elapsed = time.monotonic() - started
             if executor is self._quarantine:
                 self._quarantine = None

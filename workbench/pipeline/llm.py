@@ -204,7 +204,7 @@ class LLMClient:
                 body = await resp.read()
                 status = resp.status
                 retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise LLMTransientError(f"LLM endpoint timed out after {self.timeout_s:g} s") from exc
         except aiohttp.ClientError as exc:
             raise LLMTransientError(

@@ -116,7 +116,7 @@ def load_pipeline_modules(modules: list[str]) -> None:
     for mod in modules:
         try:
             importlib.import_module(mod)
-        except Exception as exc:  # noqa: BLE001 - any import failure is a settings problem
+        except Exception as exc:
             raise SettingsError(
                 f"cannot import pipeline module {mod!r} (WORKBENCH_PIPELINES / --pipelines): "
                 f"{type(exc).__name__}: {exc}"

@@ -7,8 +7,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workbench.ledger.pages import PageStore
     from workbench.core.settings import Settings
+    from workbench.ledger.pages import PageStore
     from workbench.pipeline.cpu import CpuPool
     from workbench.pipeline.embed import Embedder
     from workbench.pipeline.fetch.fetcher import Fetcher

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import structlog
 from arq.connections import ArqRedis
 
-from workbench.queue import jobs as queue
-from workbench.ledger.store import Ledger
 from workbench.core.settings import Settings
+from workbench.ledger.store import Ledger
+from workbench.queue import jobs as queue
 
 log = structlog.get_logger("workbench.queue.reconcile")
 

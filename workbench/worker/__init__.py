@@ -21,8 +21,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workbench.cleanup import cleanup_cron_job
 from workbench.core.codec import job_dumps, job_loads
-from workbench.queue.jobs import JOB_FUNCTION, connect
 from workbench.core.settings import Settings
+from workbench.queue.jobs import JOB_FUNCTION, connect
 from workbench.worker.runtime import WorkerRuntime, run_item
 
 __all__ = ["WorkerRuntime", "build_worker", "run_worker"]

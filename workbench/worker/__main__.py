@@ -41,8 +41,8 @@ def _positive(value: str) -> int:
 def run_in_this_process(options: dict[str, Any], overrides: dict[str, Any]) -> int:
     """Run one worker in this process until it stops; returns an exit code."""
     from workbench.core.logs import configure_logging
-    from workbench.pipeline.registry import load_pipeline_modules
     from workbench.core.settings import load_settings
+    from workbench.pipeline.registry import load_pipeline_modules
     from workbench.worker import run_worker
 
     settings = load_settings(**overrides)

@@ -21,9 +21,7 @@ from typing import Any
 import structlog
 from arq.connections import ArqRedis
 
-from workbench.core.version import __version__
 from workbench.core import codec
-from workbench.queue import jobs as queue
 from workbench.core.errors import (
     PermanentError,
     PipelineError,
@@ -32,13 +30,15 @@ from workbench.core.errors import (
     error_type_of,
     is_retryable,
 )
+from workbench.core.settings import Settings
+from workbench.core.version import __version__
 from workbench.ledger.pages import PageStore
 from workbench.ledger.store import BatchInfo, ClaimedItem, Ledger
 from workbench.pipeline.context import Context
 from workbench.pipeline.registry import get_pipeline
 from workbench.pipeline.tools import Tools
+from workbench.queue import jobs as queue
 from workbench.queue.reconcile import reconcile
-from workbench.core.settings import Settings
 
 log = structlog.get_logger("workbench.worker")
 
@@ -124,7 +124,7 @@ class WorkerRuntime:
                 await fn()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a blip must not end the loop
+            except Exception as exc:
                 self.log.warning("background task failed", task=fn.__name__, error=str(exc)[:300])
 
     async def _heartbeat(self) -> None:
@@ -213,7 +213,7 @@ class WorkerRuntime:
                 ) from exc
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded, the worker lives on
+        except Exception as exc:
             return await self._record_failure(claim, exc)
         ctx.timings["total"] = time.perf_counter() - t0
         page = ctx.page
@@ -256,7 +256,7 @@ class WorkerRuntime:
                     self.redis, self.settings.queue_name, [(claim.item_id, new_attempt)],
                     defer_s=delay,
                 )
-            except Exception as qexc:  # noqa: BLE001 - reconcile re-enqueues it later
+            except Exception as qexc:
                 self.log.warning("enqueue of a retry failed", item=claim.item_id, error=str(qexc))
             self.log.info("retrying later", item=claim.item_id, error_type=error["error_type"],
                           delay_s=round(delay, 2), tries=claim.tries)
@@ -278,7 +278,7 @@ class WorkerRuntime:
         for hook in self.settled_hooks:
             try:
                 await hook(self, batch)
-            except Exception as exc:  # noqa: BLE001 - a notification never fails an item
+            except Exception as exc:
                 self.log.warning("settled hook failed", batch=batch.id, error=str(exc)[:300])
 
 

@@ -50,8 +50,14 @@ from workbench.core.errors import (
     TransientHTTPError,
     UnsupportedContent,
 )
+from workbench.core.page import Page
 from workbench.core.settings import Settings
-from workbench.pipeline.fetch.charset import ACCEPTED_TYPES, choose_encoding, media_type, sniffs_as_html
+from workbench.pipeline.fetch.charset import (
+    ACCEPTED_TYPES,
+    choose_encoding,
+    media_type,
+    sniffs_as_html,
+)
 from workbench.pipeline.fetch.netguard import (
     AddressBlockedError,
     AddressCheck,
@@ -59,7 +65,6 @@ from workbench.pipeline.fetch.netguard import (
     ip_literal,
     is_public_address,
 )
-from workbench.core.page import Page
 from workbench.pipeline.fetch.politeness import HostLimiter, RobotsCache
 
 __all__ = ["TRANSIENT_STATUSES", "Fetcher", "parse_retry_after"]

@@ -11,12 +11,12 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from workbench.pipeline.text.extract import check_main_content, extract_document, run_in_pool
 from workbench.core.page import Document
+from workbench.pipeline.text.extract import check_main_content, extract_document, run_in_pool
 
 if TYPE_CHECKING:
-    from workbench.pipeline.cpu import CpuPool
     from workbench.core.page import Page
+    from workbench.pipeline.cpu import CpuPool
 
 #: Average adult silent reading speed for non-fiction (Brysbaert 2019).
 READING_WPM = 238
