@@ -2,7 +2,8 @@
 """Developer entry point that needs nothing but Python 3.11+.
 
     python3 dev.py demo          # install into .venv, then run `python -m workbench demo`
-    python3 dev.py test [ARGS]   # install into .venv (with dev extras), then run the test suite
+    python3 dev.py test [ARGS]   # install into .venv (with dev extras), lint, then run the test suite
+    python3 dev.py lint          # just ruff and mypy
     python3 dev.py bench [ARGS]  # install, then run the benchmarks
     python3 dev.py install       # just (re)install
 
@@ -47,6 +48,19 @@ def install(extras: str = "dev") -> None:
     STAMP.write_text(want)
 
 
+def lint(env: dict[str, str]) -> int:
+    """ruff over the code, tests and benchmarks, then mypy over the package (pyproject.toml)."""
+    for cmd in (
+        [str(PY), "-m", "ruff", "check", "workbench", "tests", "benchmarks", "dev.py"],
+        [str(PY), "-m", "mypy"],
+    ):
+        print("+", " ".join(cmd[1:]), file=sys.stderr, flush=True)
+        code = subprocess.call(cmd, cwd=ROOT, env=env)
+        if code:
+            return code
+    return 0
+
+
 def main(argv: list[str]) -> int:
     cmd, args = (argv[0], argv[1:]) if argv else ("help", [])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -56,8 +70,15 @@ def main(argv: list[str]) -> int:
     if cmd == "demo":
         install()
         return subprocess.call([str(PY), "-m", "workbench", "demo", *args], cwd=ROOT, env=env)
+    if cmd == "lint":
+        install()
+        return lint(env)
     if cmd == "test":
         install()
+        if not args:  # the whole suite starts with the static checks (CI runs this command)
+            failed = lint(env)
+            if failed:
+                return failed
         # one pytest run, so one closing line counts everything: tests and nbval'd notebooks
         paths = args or ["tests", "notebooks"]
         return subprocess.call(
