@@ -2,7 +2,7 @@
 """Developer entry point that needs nothing but Python 3.11+.
 
     python3 dev.py demo          # install into .venv, then run `python -m workbench demo`
-    python3 dev.py test [ARGS]   # install into .venv (with dev extras), lint, then run the test suite
+    python3 dev.py test [ARGS]   # install (with dev extras), lint, then run the test suite
     python3 dev.py lint          # just ruff and mypy
     python3 dev.py bench [ARGS]  # install, then run the benchmarks
     python3 dev.py install       # just (re)install
@@ -31,7 +31,7 @@ def _run(*cmd: str | Path, **kw: object) -> None:
 
 
 def install(extras: str = "dev") -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py itself runs on whatever python3 is
         sys.exit(f"Workbench needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not PY.exists():
         print(f"creating {VENV}", file=sys.stderr)
