@@ -35,7 +35,8 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from sqlalchemy import and_, delete, select, update
 
 from workbench.core.settings import Settings
-from workbench.ledger.models import TERMINAL_STATUSES, BatchRow, ItemRow, WorkerRow
+from workbench.core.status import TERMINAL_STATUSES
+from workbench.ledger.models import BatchRow, ItemRow, WorkerRow
 from workbench.ledger.pages import PageStore
 from workbench.ledger.store import Ledger
 

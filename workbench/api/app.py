@@ -52,8 +52,8 @@ from workbench.api.seed import add_seed_routes
 from workbench.client.export import iter_csv, iter_jsonl, jsonable
 from workbench.client.workbench import Workbench
 from workbench.core.errors import BatchNotFoundError, InvalidInputError, ServiceError
+from workbench.core.status import ITEM_STATUSES
 from workbench.core.version import __version__
-from workbench.ledger.models import ITEM_STATUSES
 
 
 # ============================================================================ the app's Workbench

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.core import codec
-from workbench.ledger.models import ITEM_STATUSES
+from workbench.core.status import ITEM_STATUSES
 
 ITEM_COLUMNS = [
     "item_id", "position", "url", "normalized_url", "status", "attempts", "tries",

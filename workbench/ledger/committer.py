@@ -156,7 +156,9 @@ class GroupCommitter:
         return results
 
     @staticmethod
-    def _settle(fut: asyncio.Future[Any], *, result: Any = None, exc: BaseException | None = None):
+    def _settle(
+        fut: asyncio.Future[Any], *, result: Any = None, exc: BaseException | None = None
+    ) -> None:
         if fut.done():
             return
         if exc is not None:

@@ -7,7 +7,7 @@ translates database errors into ``LedgerError`` at the boundary.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +110,3 @@ def translate_errors(doing: str) -> Iterator[None]:
     except (SQLAlchemyError, OSError) as exc:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
         raise LedgerError(f"ledger error while {doing}: {detail}") from exc
-
-
-@contextlib.asynccontextmanager
-async def disposing(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    try:
-        yield engine
-    finally:
-        await engine.dispose()

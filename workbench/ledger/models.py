@@ -1,6 +1,7 @@
 """SQLAlchemy 2 models of the ledger: batches, items, results, stored pages, workers.
 
 Times are stored as naive UTC (SQLite has no time zones) and handed back as aware UTC.
+``ItemRow.status`` holds one of ``workbench.core.status.ITEM_STATUSES``.
 """
 
 from __future__ import annotations
@@ -172,9 +173,3 @@ class WorkerRow(Base):
     concurrency: Mapped[int] = mapped_column(Integer)
     pipelines: Mapped[list[str]] = mapped_column(JSON, default=list)
     items_done: Mapped[int] = mapped_column(Integer, default=0)
-
-
-ITEM_STATUSES = ("queued", "running", "done", "failed", "cancelled")
-ACTIVE_STATUSES = ("queued", "running")
-TERMINAL_STATUSES = ("done", "failed", "cancelled")
-UNSUCCESSFUL_TERMINAL_STATUSES = ("failed", "cancelled")

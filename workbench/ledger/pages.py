@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from workbench.core.page import Page
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import PageBlobRow, SnapshotRow
-from workbench.ledger.store import Ledger, utcnow
+from workbench.ledger.sql import table_of, utcnow
+from workbench.ledger.store import Ledger
 
 
 class PageStore:
@@ -38,7 +39,7 @@ class PageStore:
         async def op(conn: AsyncConnection) -> None:
             await conn.execute(blob_insert)
             await conn.execute(
-                SnapshotRow.__table__.insert().values(
+                table_of(SnapshotRow).insert().values(
                     normalized_url=normalized_url,
                     url=page.url,
                     final_url=page.final_url,
@@ -55,7 +56,7 @@ class PageStore:
 
     async def load(self, normalized_url: str) -> Page | None:
         """The newest stored page for a URL, or None."""
-        s, b = SnapshotRow.__table__, PageBlobRow.__table__
+        s, b = table_of(SnapshotRow), table_of(PageBlobRow)
         q = (
             select(s, b.c.body)
             .join(b, b.c.sha256 == s.c.sha256)
@@ -83,7 +84,7 @@ class PageStore:
 
     async def delete_older_than(self, cutoff: datetime) -> tuple[int, int]:
         """Delete snapshots fetched before ``cutoff`` and orphaned blobs: (snapshots, blobs)."""
-        s, b = SnapshotRow.__table__, PageBlobRow.__table__
+        s, b = table_of(SnapshotRow), table_of(PageBlobRow)
         with translate_errors("deleting old pages"):
             async with self._ledger.engine.begin() as conn:
                 snaps = await conn.execute(delete(s).where(s.c.fetched_at < cutoff))
@@ -91,20 +92,3 @@ class PageStore:
                     delete(b).where(~b.c.sha256.in_(select(s.c.sha256).distinct()))
                 )
         return snaps.rowcount, blobs.rowcount
-
-    async def stats(self) -> dict[str, int]:
-        from sqlalchemy import func
-
-        s, b = SnapshotRow.__table__, PageBlobRow.__table__
-        async with self._ledger.read_engine.connect() as conn:
-            n_snap = (await conn.execute(select(func.count()).select_from(s))).scalar_one()
-            n_blob, raw, stored = (
-                await conn.execute(
-                    select(
-                        func.count(),
-                        func.coalesce(func.sum(b.c.size), 0),
-                        func.coalesce(func.sum(func.length(b.c.body)), 0),
-                    )
-                )
-            ).one()
-        return {"snapshots": n_snap, "blobs": n_blob, "raw_bytes": raw, "stored_bytes": stored}

@@ -19,11 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workbench.core import codec
 from workbench.core.errors import BatchNotFoundError, InvalidInputError
+from workbench.core.status import ACTIVE_STATUSES, Counts
 from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.committer import GroupCommitter
 from workbench.ledger.engine import is_sqlite, make_engine, migrate, translate_errors
-from workbench.ledger.models import ACTIVE_STATUSES, ITEM_STATUSES, BatchRow, ItemRow, ResultRow
-from workbench.ledger.sql import chunks, row_dict, utcnow
+from workbench.ledger.models import BatchRow, ItemRow, ResultRow
+from workbench.ledger.sql import chunks, row_dict, table_of, utcnow
 from workbench.ledger.submit import NewBatch, SubmitMixin, SubmitOutcome, new_batch_id
 from workbench.ledger.work import ClaimedItem, WorkMixin, work_statements
 
@@ -85,7 +86,7 @@ class Ledger(SubmitMixin, WorkMixin):
         with translate_errors("reading a batch"):
             async with self.read_engine.connect() as conn:
                 row = (
-                    await conn.execute(select(BatchRow.__table__).where(BatchRow.id == batch_id))
+                    await conn.execute(select(table_of(BatchRow)).where(BatchRow.id == batch_id))
                 ).first()
         if row is None:
             raise BatchNotFoundError(f"no batch with id {batch_id!r}")
@@ -103,7 +104,7 @@ class Ledger(SubmitMixin, WorkMixin):
             notify=row["notify"],
         )
 
-    async def counts(self, batch_id: str) -> dict[str, int]:
+    async def counts(self, batch_id: str) -> Counts:
         with translate_errors("counting items"):
             async with self.read_engine.connect() as conn:
                 rows = await conn.execute(
@@ -111,9 +112,7 @@ class Ledger(SubmitMixin, WorkMixin):
                     .where(ItemRow.batch_id == batch_id)
                     .group_by(ItemRow.status)
                 )
-                counts = {s: 0 for s in ITEM_STATUSES}
-                counts.update({status: n for status, n in rows})
-        return counts
+                return Counts({status: n for status, n in rows})
 
     async def list_batches(self) -> list[dict[str, Any]]:
         with translate_errors("listing batches"):
@@ -121,7 +120,7 @@ class Ledger(SubmitMixin, WorkMixin):
                 batches = [
                     row_dict(r)
                     for r in await conn.execute(
-                        select(BatchRow.__table__).order_by(BatchRow.created_at)
+                        select(table_of(BatchRow)).order_by(BatchRow.created_at)
                     )
                 ]
                 per: dict[str, dict[str, int]] = {}
@@ -135,13 +134,14 @@ class Ledger(SubmitMixin, WorkMixin):
                     bid: (start, end)
                     for bid, start, end in await conn.execute(
                         select(
-                            ItemRow.batch_id, func.min(ItemRow.started_at), func.max(ItemRow.finished_at)
+                            ItemRow.batch_id,
+                            func.min(ItemRow.started_at),
+                            func.max(ItemRow.finished_at),
                         ).group_by(ItemRow.batch_id)
                     )
                 }
         for b in batches:
-            counts = {s: per.get(b["id"], {}).get(s, 0) for s in ITEM_STATUSES}
-            b["counts"] = counts
+            b["counts"] = Counts(per.get(b["id"], {}))
             b["first_started_at"], b["last_finished_at"] = times.get(b["id"], (None, None))
         return batches
 
@@ -153,7 +153,7 @@ class Ledger(SubmitMixin, WorkMixin):
         limit: int | None = None,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
-        t = ItemRow.__table__
+        t = table_of(ItemRow)
         q = select(t).where(t.c.batch_id == batch_id).order_by(t.c.id)
         if statuses:
             q = q.where(t.c.status.in_(list(statuses)))
@@ -166,7 +166,7 @@ class Ledger(SubmitMixin, WorkMixin):
                 return [row_dict(r) for r in await conn.execute(q)]
 
     async def result_rows(self, batch_id: str) -> list[dict[str, Any]]:
-        i, r = ItemRow.__table__, ResultRow.__table__
+        i, r = table_of(ItemRow), table_of(ResultRow)
         q = (
             select(
                 i.c.id.label("item_id"),
@@ -199,9 +199,10 @@ class Ledger(SubmitMixin, WorkMixin):
                 result = await conn.execute(q)
                 keys = list(result.keys())  # zip, not row._mapping: 100k rows, a second saved
                 rows = [dict(zip(keys, row, strict=True)) for row in result]
-        raw = [i for i, row in enumerate(rows) if isinstance(row["timings"], str)]
-        for i, timings in zip(raw, codec.loads_many([rows[i]["timings"] for i in raw]), strict=True):
-            rows[i]["timings"] = timings
+        raw = [n for n, row in enumerate(rows) if isinstance(row["timings"], str)]
+        decoded = codec.loads_many([rows[n]["timings"] for n in raw])
+        for n, timings in zip(raw, decoded, strict=True):
+            rows[n]["timings"] = timings
         return rows
 
     # ------------------------------------------------------------------ retry / cancel
@@ -210,21 +211,24 @@ class Ledger(SubmitMixin, WorkMixin):
     ) -> list[tuple[int, int]]:
         """failed (or the given failed/cancelled items) -> queued with a new attempt number."""
         await self.get_batch(batch_id)
-        t = ItemRow.__table__
+        t = table_of(ItemRow)
         conds = [t.c.batch_id == batch_id]
         ids: list[int] = []
         if item_ids is None:
             conds.append(t.c.status == "failed")
         else:
             ids = _check_ids(item_ids)
-            async with self.read_engine.connect() as conn:
-                known = {
-                    row.id: row.status
-                    for chunk in chunks(ids)
-                    for row in await conn.execute(
-                        select(t.c.id, t.c.status).where(t.c.batch_id == batch_id, t.c.id.in_(chunk))
-                    )
-                }
+            with translate_errors("reading items to retry"):
+                async with self.read_engine.connect() as conn:
+                    known = {
+                        row.id: row.status
+                        for chunk in chunks(ids)
+                        for row in await conn.execute(
+                            select(t.c.id, t.c.status).where(
+                                t.c.batch_id == batch_id, t.c.id.in_(chunk)
+                            )
+                        )
+                    }
             missing = [i for i in ids if i not in known]
             if missing:
                 raise InvalidInputError(
@@ -271,7 +275,7 @@ class Ledger(SubmitMixin, WorkMixin):
     async def cancel(self, batch_id: str) -> list[tuple[int, int]]:
         """queued|running -> cancelled. Returns (item_id, attempt) whose jobs can be dropped."""
         await self.get_batch(batch_id)
-        t = ItemRow.__table__
+        t = table_of(ItemRow)
         now = utcnow()
         with translate_errors("cancelling items"):
             async with self.engine.begin() as conn:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import BatchRow, ItemRow, ResultRow
-from workbench.ledger.sql import CHUNK, row_dict, utcnow
+from workbench.ledger.sql import CHUNK, row_dict, table_of, utcnow
 
 
 def new_batch_id(now: datetime | None = None) -> str:
@@ -112,9 +112,9 @@ class SubmitMixin:
                         queued_rows.append((item_id, pos, url, norm))
                         queued.append((item_id, 1))
                 common = dict(batch_id=batch_id, attempts=1, tries=0, submitted_at=now)
-                await self._bulk.insert(conn, ItemRow.__table__, _ITEM_ROW, queued_rows,
+                await self._bulk.insert(conn, table_of(ItemRow), _ITEM_ROW, queued_rows,
                                         dict(common, status="queued", cached=False))
-                await self._bulk.insert(conn, ItemRow.__table__, _ITEM_ROW, cached_rows,
+                await self._bulk.insert(conn, table_of(ItemRow), _ITEM_ROW, cached_rows,
                                         dict(common, status="done", cached=True,
                                              finished_at=now, duration_s=0.0))
                 for i in range(0, len(results), 2000):

@@ -21,7 +21,7 @@ from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.committer import GroupCommitter
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import ItemRow, ResultRow, UTCDateTime, WorkerRow
-from workbench.ledger.sql import TUPLE_CHUNK, chunks, row_dict, utcnow
+from workbench.ledger.sql import TUPLE_CHUNK, chunks, row_dict, table_of, utcnow
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ClaimedItem:
 def work_statements(dialect: str) -> tuple[Any, Any]:
     """The claim and complete UPDATEs, built once per ``Ledger`` and run with bound parameters
     (``ids_``, ``keys_``, ``now_``, and ``worker_`` for claims)."""
-    t = ItemRow.__table__
+    t = table_of(ItemRow)
     now = bindparam("now_", type_=UTCDateTime())
     # The rows are found by primary key (id IN ...); the attempt guard and the expected status
     # are a row value, not a "status = ?" term: on SQLite, with 150k items queued, that term made
@@ -106,7 +106,7 @@ class WorkMixin:
         return [got.pop((item_id, attempt), None) for item_id, attempt, _ in claims]
 
     def _guard(self, item_id: int, attempt: int) -> Any:
-        t = ItemRow.__table__
+        t = table_of(ItemRow)
         return and_(t.c.id == item_id, t.c.attempts == attempt, t.c.status == "running")
 
     async def complete(self, item_id: int, attempt: int, result: dict[str, Any]) -> bool:
@@ -118,7 +118,7 @@ class WorkMixin:
     ) -> list[bool]:
         """One UPDATE ... RETURNING, one DELETE and one multi-row INSERT for every completion in
         this commit; the attempt guard decides per item."""
-        r = ResultRow.__table__
+        r = table_of(ResultRow)
         now = utcnow()
         done: set[tuple[int, int]] = set()
         for chunk in chunks([(i, a) for i, a, _ in items], TUPLE_CHUNK):
@@ -144,7 +144,7 @@ class WorkMixin:
         return out
 
     async def fail(self, item_id: int, attempt: int, error: dict[str, Any]) -> bool:
-        t = ItemRow.__table__
+        t = table_of(ItemRow)
 
         async def op(conn: AsyncConnection) -> bool:
             now = utcnow()
@@ -170,7 +170,7 @@ class WorkMixin:
     ) -> int | None:
         """running -> queued with attempt + 1 (the error is kept for display). Returns the new
         attempt, or None if this attempt is stale."""
-        t = ItemRow.__table__
+        t = table_of(ItemRow)
 
         async def op(conn: AsyncConnection) -> int | None:
             res = await conn.execute(
@@ -192,7 +192,7 @@ class WorkMixin:
     async def hand_back(self, item_id: int, attempt: int) -> bool:
         """running -> queued, same attempt (the job stays in the queue): used on shutdown.
         The try is not counted against the item."""
-        t = ItemRow.__table__
+        t = table_of(ItemRow)
 
         async def op(conn: AsyncConnection) -> bool:
             res = await conn.execute(
@@ -220,7 +220,9 @@ class WorkMixin:
             values["items_done"] = items_done
         with translate_errors("recording a heartbeat"):
             async with self.engine.begin() as conn:
-                await conn.execute(update(WorkerRow).where(WorkerRow.id == worker_id).values(**values))
+                await conn.execute(
+                    update(WorkerRow).where(WorkerRow.id == worker_id).values(**values)
+                )
 
     async def stop_worker(self, worker_id: str) -> None:
         with translate_errors("recording a worker stop"):
@@ -235,7 +237,7 @@ class WorkMixin:
                 return [
                     row_dict(r)
                     for r in await conn.execute(
-                        select(WorkerRow.__table__).order_by(WorkerRow.started_at)
+                        select(table_of(WorkerRow)).order_by(WorkerRow.started_at)
                     )
                 ]
 
@@ -246,7 +248,7 @@ class WorkMixin:
         back) go back to the queue with a new attempt, or fail once out of tries.
         Returns ((item_id, attempt) to enqueue, number failed)."""
         cutoff = utcnow() - timedelta(seconds=heartbeat_timeout_s)
-        w, t = WorkerRow.__table__, ItemRow.__table__
+        w, t = table_of(WorkerRow), table_of(ItemRow)
         live = select(w.c.id).where(w.c.heartbeat_at >= cutoff, w.c.stopped_at.is_(None))
         lost = and_(
             t.c.status == "running",
@@ -280,7 +282,7 @@ class WorkMixin:
                 return [(r.id, r.attempts) for r in res], failed.rowcount
 
     async def queued_jobs(self) -> list[tuple[int, int, datetime | None]]:
-        t = ItemRow.__table__
+        t = table_of(ItemRow)
         with translate_errors("listing queued items"):
             async with self.read_engine.connect() as conn:
                 return [

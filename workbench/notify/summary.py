@@ -40,8 +40,9 @@ from urllib.parse import unquote, urlsplit
 import structlog
 from sqlalchemy import func, select, update
 
+from workbench.core.status import ITEM_STATUSES
 from workbench.core.text import clip
-from workbench.ledger.models import ITEM_STATUSES, BatchRow, ItemRow
+from workbench.ledger.models import BatchRow, ItemRow
 from workbench.ledger.store import BatchInfo, Ledger
 
 if TYPE_CHECKING:

@@ -15,6 +15,8 @@ def run_migrations_online() -> None:
         from sqlalchemy import create_engine
 
         url = context.config.get_main_option("sqlalchemy.url")
+        if not url:
+            raise RuntimeError("set sqlalchemy.url in the alembic configuration")
         with create_engine(url).connect() as conn:
             _run(conn)
         return
