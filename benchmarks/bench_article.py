@@ -29,7 +29,7 @@ import trafilatura
 
 from workbench import Workbench
 from workbench.pipeline.fetch.charset import choose_encoding
-from workbench.pipeline.text.analyse import extract_and_analyse
+from workbench.pipeline.text.article import extract_and_analyse
 from workbench.pipeline.text.extract import EXTRACT_OPTIONS
 
 from .common import PYTHON, BenchEnv, Figure, Proc, fmt_x, log, wait_until, worker_proc

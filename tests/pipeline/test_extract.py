@@ -15,7 +15,7 @@ import pytest
 from workbench.core.errors import ExtractionFailed, NoMainContent
 from workbench.core.page import Document, Page
 from workbench.pipeline.cpu import CpuPool
-from workbench.pipeline.text.analyse import extract_and_analyse, extract_and_analyse_page
+from workbench.pipeline.text.article import extract_and_analyse, extract_and_analyse_page
 from workbench.pipeline.text.extract import MIN_TEXT_CHARS, extract, extract_document
 
 PARAGRAPHS = [
@@ -139,7 +139,7 @@ async def test_extract_uses_decoded_text_not_bytes(pool: CpuPool) -> None:
 
 async def test_no_main_content_names_url(pool: CpuPool) -> None:
     url = "https://example.org/login"
-    with pytest.raises(NoMainContent, match="example.org/login") as info:
+    with pytest.raises(NoMainContent, match=r"example\.org/login") as info:
         await extract(pool, make_page(NO_CONTENT, url=url))
     assert info.value.error_type == "no_main_content" and not info.value.retryable
 

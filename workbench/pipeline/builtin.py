@@ -22,7 +22,7 @@ from workbench.core.errors import PermanentError
 from workbench.pipeline.context import Context
 from workbench.pipeline.llm import render_prompt
 from workbench.pipeline.registry import pipeline
-from workbench.pipeline.text.analyse import extract_and_analyse_page
+from workbench.pipeline.text.article import extract_and_analyse_page
 
 _DOC_FIELDS = ("title", "author", "date", "sitename", "description", "language", "categories",
                "tags", "hostname", "image")

@@ -4,7 +4,9 @@ The worker's event loop keeps fetching and heart-beating while trafilatura runs 
 
 - Children start with the ``forkserver`` method, never ``fork``: the parent runs an asyncio loop and
   threads, and forking those can deadlock a child. The fork server pre-imports the extraction stack
-  once, so a (re)started child is ready in milliseconds instead of re-importing trafilatura.
+  once, so a (re)started child is ready in milliseconds instead of re-importing trafilatura. The
+  pool names those modules (``PRELOAD_MODULES``) but never imports them itself: what warms a child
+  lives in ``cpu_preload``, beside the work it warms up for.
 - At most ``processes`` calls are in flight; further callers wait on a semaphore instead of piling
   futures into the executor. This also makes ``timeout_s`` measure running time, not queueing time.
 - A child that dies (segfault, OOM kill, ``os._exit``) breaks a ``ProcessPoolExecutor`` for every
@@ -16,7 +18,7 @@ The worker's event loop keeps fetching and heart-beating while trafilatura runs 
 from __future__ import annotations
 
 import asyncio
-import logging
+import importlib
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -24,14 +26,17 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+import structlog
+
 from workbench.core.errors import ExtractionFailed
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("workbench.pipeline.cpu")
 
 T = TypeVar("T")
 
-# Imported once in the fork server, so every child starts warm (cpu_preload runs warm_up_child).
-PRELOAD_MODULES = ["workbench.pipeline.cpu_preload"]
+#: Imported by name once in the fork server and in each child's initializer, so children start
+#: warm (importing ``cpu_preload`` runs the warm-up).
+PRELOAD_MODULES = ("workbench.pipeline.cpu_preload",)
 
 _START_METHOD = "forkserver"
 
@@ -42,26 +47,17 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     except ValueError:  # platforms without forkserver (Windows)
         return multiprocessing.get_context("spawn")
     # Only takes effect if the (process-wide) fork server has not started yet; harmless otherwise.
-    ctx.set_forkserver_preload(PRELOAD_MODULES)  # type: ignore[attr-defined]
+    ctx.set_forkserver_preload(list(PRELOAD_MODULES))
     return ctx
 
 
-def warm_up_child() -> None:
-    """Load the lazy parts (language model, XPath caches) once; cheap when already warm.
-
-    Runs in the fork server (via ``cpu_preload``) and as each child's initializer, in case the
-    process-wide fork server was started by someone else without our preload.
-    """
-    try:
-        from workbench.pipeline.text.analyse import extract_and_analyse
-
-        extract_and_analyse(
-            "<html><body><article><p>Warm-up paragraph with enough words to extract. "
-            "It exists so the first real page is not slow.</p></article></body></html>",
-            None,
-        )
-    except Exception:  # warm-up is best effort; a real call will report real errors
-        log.debug("CPU pool warm-up failed", exc_info=True)
+def _preload_child() -> None:
+    """Each child's initializer: import ``PRELOAD_MODULES`` (a no-op where the fork server did)."""
+    for name in PRELOAD_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # warm-up is best effort; a real call will report real errors
+            log.debug("cpu_preload_failed", module=name, exc_info=True)
 
 
 def _noop() -> None:
@@ -120,7 +116,7 @@ class CpuPool:
                 return await self._wait(executor, fut, fn)
             except BrokenProcessPool:
                 self._replace(executor)
-                log.warning("a CPU worker process died; re-running %s in quarantine", _name(fn))
+                log.warning("cpu_child_died", fn=_name(fn), action="rerun_in_quarantine")
             return await self._run_quarantined(fn, args)
 
     async def warm_up(self) -> None:
@@ -168,7 +164,7 @@ class CpuPool:
         return ProcessPoolExecutor(
             max_workers=workers,
             mp_context=self._ctx,
-            initializer=warm_up_child if self._warm_up else None,
+            initializer=_preload_child if self._warm_up else None,
         )
 
     def _get_executor(self) -> ProcessPoolExecutor:

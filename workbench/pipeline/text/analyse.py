@@ -1,7 +1,8 @@
 """Cheap text statistics, language and keywords for extracted documents.
 
-Everything here is pure and runs in the CPU pool's children; ``extract_and_analyse`` does
-extraction and analysis in one round trip to the pool (what the ``article`` pipeline calls).
+Everything here is pure (text in, JSON types out) and runs in the CPU pool's children; it knows
+nothing of extraction or the pool. ``text.article`` composes it with ``text.extract`` in one round
+trip to the pool (what the ``article`` pipeline calls).
 """
 
 from __future__ import annotations
@@ -9,14 +10,7 @@ from __future__ import annotations
 import math
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
-
-from workbench.core.page import Document
-from workbench.pipeline.text.extract import check_main_content, extract_document, run_in_pool
-
-if TYPE_CHECKING:
-    from workbench.core.page import Page
-    from workbench.pipeline.cpu import CpuPool
+from typing import Any
 
 #: Average adult silent reading speed for non-fiction (Brysbaert 2019).
 READING_WPM = 238
@@ -77,35 +71,6 @@ def analyse_document(doc_dict: dict[str, Any], *, max_keywords: int = 10) -> dic
     return analyse_text(
         doc_dict.get("text") or "", language=doc_dict.get("language"), max_keywords=max_keywords
     )
-
-
-def extract_and_analyse(html: str, url: str | None, max_keywords: int = 10) -> dict[str, Any]:
-    """Extraction plus analysis in one call (one pool round trip): ``{"document", "analysis"}``.
-
-    The document's language is the page's own if trafilatura found one, else the detected one.
-    """
-    document = extract_document(html, url, detect_language=False)
-    analysis = analyse_document(document, max_keywords=max_keywords)
-    if not document.get("language"):
-        document["language"] = analysis["language"]
-    return {"document": document, "analysis": analysis}
-
-
-async def extract_and_analyse_page(
-    pool: CpuPool, page: Page, *, max_keywords: int = 10, min_chars: int | None = None
-) -> tuple[Document, dict[str, Any]]:
-    """Await ``extract_and_analyse`` for ``page`` in ``pool``: ``(Document, analysis)``.
-
-    Raises ``NoMainContent`` / ``ExtractionFailed`` as ``extract.extract`` does.
-    """
-    out = await run_in_pool(
-        pool, extract_and_analyse, page.text, page.final_url, max_keywords, url=page.final_url
-    )
-    if min_chars is None:
-        check_main_content(out["document"], page.final_url)
-    else:
-        check_main_content(out["document"], page.final_url, min_chars=min_chars)
-    return Document.from_dict(out["document"]), out["analysis"]
 
 
 def count_sentences(text: str) -> int:

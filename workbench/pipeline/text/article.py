@@ -1,0 +1,56 @@
+"""Extraction and analysis in one round trip to the CPU pool: what the ``article`` pipeline runs.
+
+Both steps run in the same child, so the page travels to the pool once and its main text is not
+sent back and forth between two calls.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from workbench.core.page import Document
+from workbench.pipeline.text.analyse import analyse_document
+from workbench.pipeline.text.extract import check_main_content, extract_document, run_in_pool
+
+if TYPE_CHECKING:
+    from workbench.core.page import Page
+    from workbench.pipeline.cpu import CpuPool
+
+
+def extract_and_analyse(html: str, url: str | None, max_keywords: int = 10) -> dict[str, Any]:
+    """Extraction plus analysis in one call (one pool round trip): ``{"document", "analysis"}``.
+
+    The document's language is the page's own if trafilatura found one, else the detected one.
+    """
+    document = extract_document(html, url, detect_language=False)
+    analysis = analyse_document(document, max_keywords=max_keywords)
+    if not document.get("language"):
+        document["language"] = analysis["language"]
+    return {"document": document, "analysis": analysis}
+
+
+async def extract_and_analyse_page(
+    pool: CpuPool, page: Page, *, max_keywords: int = 10, min_chars: int | None = None
+) -> tuple[Document, dict[str, Any]]:
+    """Await ``extract_and_analyse`` for ``page`` in ``pool``: ``(Document, analysis)``.
+
+    Raises ``NoMainContent`` / ``ExtractionFailed`` as ``extract.extract`` does.
+    """
+    out = await run_in_pool(
+        pool, extract_and_analyse, page.text, page.final_url, max_keywords, url=page.final_url
+    )
+    if min_chars is None:
+        check_main_content(out["document"], page.final_url)
+    else:
+        check_main_content(out["document"], page.final_url, min_chars=min_chars)
+    return Document.from_dict(out["document"]), out["analysis"]
+
+
+def warm_up() -> None:
+    """Load the lazy parts (trafilatura's XPath caches, the language model, stopword lists) by
+    running one tiny page through ``extract_and_analyse``."""
+    extract_and_analyse(
+        "<html><body><article><p>Warm-up paragraph with enough words to extract. "
+        "It exists so the first real page is not slow.</p></article></body></html>",
+        None,
+    )
