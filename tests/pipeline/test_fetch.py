@@ -15,6 +15,7 @@ from email.utils import format_datetime
 import pytest
 from aiohttp import web
 
+from workbench.core.backoff import parse_retry_after
 from workbench.core.errors import (
     EmptyResponse,
     FetchConnectionError,
@@ -27,7 +28,6 @@ from workbench.core.errors import (
     TransientHTTPError,
     UnsupportedContent,
 )
-from workbench.pipeline.fetch.fetcher import parse_retry_after
 
 from .fetch_fixtures import closed_port, html, make_fetcher, raw_server, serve  # noqa: F401
 

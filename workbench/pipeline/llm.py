@@ -3,8 +3,9 @@ OpenAI itself...).
 
 Off unless ``WORKBENCH_LLM_URL`` is set. Requests are spaced by a per-client rate limiter
 (``llm_requests_per_minute``; use one client per worker process). 408/429/5xx, timeouts and
-connection errors are retried with exponential backoff, full jitter and ``Retry-After``; when the
-tries run out the item gets ``LLMTransientError`` so the queue retries it later. Other 4xx and
+connection errors are retried with the shared backoff (``core.backoff``: exponential, jittered,
+a ``Retry-After`` as its floor); when the tries run out the item gets ``LLMTransientError`` so the
+queue retries it later. Other 4xx and
 malformed answers are ``LLMError`` (permanent).
 """
 
@@ -12,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import string
 import time
 from dataclasses import asdict, dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
+from workbench.core.backoff import backoff_s, parse_retry_after
 from workbench.core.errors import LLMError, LLMTransientError, PermanentError
 
 _RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -203,7 +203,7 @@ class LLMClient:
             async with session.post(self.endpoint, json=payload) as resp:
                 body = await resp.read()
                 status = resp.status
-                retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except TimeoutError as exc:
             raise LLMTransientError(f"LLM endpoint timed out after {self.timeout_s:g} s") from exc
         except aiohttp.ClientError as exc:
@@ -223,11 +223,14 @@ class LLMClient:
             raise LLMError(f"LLM endpoint answered malformed JSON: {_snippet(body)}") from exc
 
     def _delay(self, retry: int, last: LLMTransientError | None) -> float:
-        if last is not None and last.retry_after_s is not None:
-            return min(last.retry_after_s, self.retry_after_max_s)
-        # Full jitter: spreads many workers' retries instead of synchronising them.
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (retry - 1))
-        return random.uniform(cap / 2, cap)
+        # Jitter spreads many workers' retries; a Retry-After is a floor (capped, see __init__).
+        return backoff_s(
+            retry,
+            self.backoff_base_s,
+            self.backoff_max_s,
+            retry_after_s=last.retry_after_s if last is not None else None,
+            retry_after_max_s=self.retry_after_max_s,
+        )
 
 
 def _parse_reply(
@@ -260,22 +263,6 @@ def _parse_reply(
         finish_reason=choice.get("finish_reason") if isinstance(choice, dict) else None,
         attempts=attempts,
     )
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _snippet(body: bytes, limit: int = 300) -> str:

@@ -22,9 +22,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,9 +30,11 @@ from http.cookies import SimpleCookie
 from typing import TypeVar
 
 import aiohttp
+import structlog
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from workbench.core.backoff import parse_retry_after
 from workbench.core.errors import (
     BlockedAddress,
     EmptyResponse,
@@ -67,9 +66,9 @@ from workbench.pipeline.fetch.netguard import (
 )
 from workbench.pipeline.fetch.politeness import HostLimiter, RobotsCache
 
-__all__ = ["TRANSIENT_STATUSES", "Fetcher", "parse_retry_after"]
+__all__ = ["TRANSIENT_STATUSES", "Fetcher"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("workbench.pipeline.fetch")
 
 T = TypeVar("T")
 
@@ -86,29 +85,6 @@ ROBOTS_MAX_BYTES = 512 * 1024
 ROBOTS_MAX_REDIRECTS = 5
 # Servers with big cookies or CSP headers exceed aiohttp's 8 KiB default and would fail to parse.
 _MAX_HEADER_BYTES = 32 * 1024
-
-
-def parse_retry_after(value: str | None, cap_s: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), capped at ``cap_s``.
-
-    None when the header is missing or unparseable; a date in the past gives 0.
-    """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are always GMT
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), cap_s)
 
 
 class _Budget:
@@ -250,7 +226,7 @@ class Fetcher:
                     f"more than {self.settings.max_redirects} redirects fetching {url} "
                     f"(last: {target} -> {nxt})"
                 )
-            log.debug("following redirect %s -> %s", target, nxt)
+            log.debug("fetch_redirect", url=str(target), to=str(nxt))
             target = nxt
 
     async def _handle(self, resp: aiohttp.ClientResponse, url: URL) -> _Redirect | _Final:

@@ -8,18 +8,18 @@ classes are easy to reason about and to reuse for anything else that calls out t
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.robotparser import RobotFileParser
 
+import structlog
 from yarl import URL
 
 from workbench.core.errors import PipelineError
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("workbench.pipeline.fetch")
 
 
 @dataclass
@@ -69,7 +69,8 @@ class HostLimiter:
                 loop = asyncio.get_running_loop()
                 # Re-check after every sleep: another task may have started (moving next_start)
                 # or a 429 may have paused the host while we slept.
-                while (wait := max(state.next_start, state.paused_until) - loop.time()) > 0:
+                # A deadline, not an event: nothing signals "the delay is over" (hence the noqa).
+                while (wait := max(state.next_start, state.paused_until) - loop.time()) > 0:  # noqa: ASYNC110
                     await asyncio.sleep(wait)
                 # No await between the check and this update, so starts are spaced exactly.
                 state.next_start = loop.time() + self.delay_s
@@ -83,13 +84,6 @@ class HostLimiter:
             return
         state = self._host(host)
         state.paused_until = max(state.paused_until, asyncio.get_running_loop().time() + seconds)
-
-    def paused_for(self, host: str) -> float:
-        """Seconds until ``host`` may be contacted again (0 when it is not paused)."""
-        state = self._hosts.get(host)
-        if state is None:
-            return 0.0
-        return max(0.0, state.paused_until - asyncio.get_running_loop().time())
 
 
 def robots_agent(user_agent: str) -> str:
@@ -153,10 +147,10 @@ class RobotsCache:
         try:
             status, body = await self._load(robots_url)
         except PipelineError as exc:
-            log.warning("robots.txt unreachable, allowing all: %s (%s)", robots_url, exc)
+            log.warning("robots_unreachable", robots_url=robots_url, error=str(exc), allow="all")
             return None
         if status >= 500:
-            log.warning("robots.txt answered HTTP %s, allowing all: %s", status, robots_url)
+            log.warning("robots_server_error", robots_url=robots_url, status=status, allow="all")
             return None
         if not 200 <= status < 300:
             return None  # 4xx (or an unfollowed redirect): no rules
