@@ -87,7 +87,7 @@ async def test_mean_f1_on_benchmark() -> None:
 
     scores = {
         pid: shingle_f1(gold["articleBody"], doc["text"])
-        for (pid, _, gold), doc in zip(pages, docs)
+        for (pid, _, gold), doc in zip(pages, docs, strict=True)
     }
     mean_f1 = sum(scores.values()) / len(scores)
     worst = sorted(scores.items(), key=lambda kv: kv[1])[:5]

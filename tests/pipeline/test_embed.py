@@ -8,20 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from workbench.core.codec import decode_array, encode_array, is_encoded_array
 from workbench.core.errors import PermanentError
 from workbench.pipeline.cpu import CpuPool
 from workbench.pipeline.embed import (
     Embedder,
     Model2VecEmbedder,
-    decode_array,
     embed_texts,
-    encode_array,
-    is_encoded_array,
     load_embedder,
     sentence_transformers_available,
 )
 
-WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "rug", "library", "book", "read", "quiet", "loud"]
+WORDS = [
+    "the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "rug", "library", "book", "read",
+    "quiet", "loud",
+]
 DIM = 16
 
 

@@ -125,7 +125,7 @@ async def test_5xx_exhausted_is_transient(fake: tuple[FakeLLM, str]) -> None:
     llm, url = fake
     llm.script = [(500, "oops", {}), (502, "bad gateway", {}), (503, "busy", {})]
     async with client_for(url, max_attempts=3) as client:
-        with pytest.raises(LLMTransientError, match="HTTP 503.*3 attempt") as info:
+        with pytest.raises(LLMTransientError, match=r"HTTP 503.*3 attempt") as info:
             await client.complete("x")
     assert info.value.retryable and info.value.error_type == "llm_unavailable"
     assert len(llm.requests) == 3
@@ -178,7 +178,7 @@ async def test_rate_limit_spaces_requests(fake: tuple[FakeLLM, str]) -> None:
     llm, url = fake
     async with client_for(url, llm_requests_per_minute=600) as client:  # one per 0.1 s
         await asyncio.gather(*(client.complete(f"q{i}") for i in range(4)))
-    gaps = [b - a for a, b in zip(llm.times, llm.times[1:])]
+    gaps = [b - a for a, b in zip(llm.times, llm.times[1:], strict=False)]
     assert len(gaps) == 3 and min(gaps) >= 0.09
 
 
@@ -203,7 +203,7 @@ def test_render_prompt() -> None:
         "Title: Depot\nWords: 1,200\nSummarise in {three} lines."
     )
     assert prompt_fields(template) == ["title", "words"]
-    with pytest.raises(PermanentError, match="needs field 'words'.*given: title"):
+    with pytest.raises(PermanentError, match=r"needs field 'words'.*given: title"):
         render_prompt(template, title="Depot")
     with pytest.raises(PermanentError, match="malformed prompt template"):
         render_prompt("Unclosed {title", title="x")

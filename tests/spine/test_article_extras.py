@@ -49,4 +49,5 @@ async def test_llm_bad_template_fails_permanently(make_wb, run_worker, site, fak
                             params={"llm_prompt": "About {nonsense}"})
     await run_worker(cpu_processes=1, llm_url=url)
     f = await batch.failures()
-    assert f.loc[0, "error_type"] == "prompt_field_missing" and "nonsense" in f.loc[0, "error_message"]
+    assert f.loc[0, "error_type"] == "prompt_field_missing"
+    assert "nonsense" in f.loc[0, "error_message"]

@@ -18,8 +18,6 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-# Arrays in results are encoded by workbench.core.codec; re-exported here for pipeline authors.
-from workbench.core.codec import NDARRAY_KEY, decode_array, encode_array, is_encoded_array  # noqa: F401
 from workbench.core.errors import PermanentError
 
 
@@ -131,9 +129,6 @@ def load_embedder(spec: str) -> Embedder:
 def embed_texts(spec: str, texts: list[str]) -> np.ndarray:
     """``load_embedder(spec).encode(texts)``: a top-level function to run in the CPU pool."""
     return load_embedder(spec).encode(texts)
-
-
-
 
 
 def _local_dir(path: str | Path, *, required: tuple[str, ...]) -> Path:

@@ -4,7 +4,7 @@ and the LLM client. Created lazily, so a pipeline that never fetches never opens
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from workbench.core.settings import Settings
@@ -68,10 +68,3 @@ class Tools:
             await self._llm.close()
         if self._cpu is not None:
             self._cpu.close()
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "fetcher": self._fetcher is not None,
-            "cpu_processes": self.cpu_processes,
-            "embedders": list(self._embedders),
-        }

@@ -172,10 +172,10 @@ def choose_encoding(body: bytes, content_type: str | None) -> str:
     In order: a byte-order mark; the Content-Type charset; a ``<meta>`` charset (each only if the
     whole body decodes with it); charset_normalizer's guess; else UTF-8 (decoded with replacement).
     """
-    for bom, name in _BOMS:
-        if body.startswith(bom) and _decodes(body, name):
+    for bom, bom_codec in _BOMS:
+        if body.startswith(bom) and _decodes(body, bom_codec):
             # "utf-8-sig" drops the BOM from the text; UTF-16/32 codecs consume it themselves.
-            return "utf-8-sig" if name == "utf-8" else name
+            return "utf-8-sig" if bom_codec == "utf-8" else bom_codec
     for name in (declared_charset(content_type), meta_charset(body)):
         if name and _decodes(body, name):
             return _refine_declared(body, name)
