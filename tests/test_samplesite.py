@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from workbench.samplesite.site import (
+from workbench.samplesite import (
     BROKEN_ROUTES,
     SampleSite,
     sample_site_dir,
@@ -47,7 +47,8 @@ def test_site_dir_is_the_checkout_copy() -> None:
 
 async def test_every_article_is_a_good_page(site: SampleSite, http: aiohttp.ClientSession) -> None:
     articles = site.articles()
-    assert [site.url(a.path) for a in articles] == site.article_urls() == sorted(site.article_urls())
+    urls = site.article_urls()
+    assert [site.url(a.path) for a in articles] == urls == sorted(urls)
     assert Counter(a.lang for a in articles) == {"en": 24, "de": 4, "fr": 4, "es": 4}
     for article in articles:
         status, resp, body = await get(http, site.url(article.path))
@@ -78,11 +79,13 @@ async def test_index_links_every_article(site: SampleSite, http: aiohttp.ClientS
     assert status == 200
     linked = set(re.findall(r'href="(/articles/[^"]+)"', body.decode()))
     assert {site.url(p) for p in linked} == set(site.article_urls())
-    status, resp, body = await get(http, site.url("/robots.txt"))
+    status, _, body = await get(http, site.url("/robots.txt"))
     assert status == 200 and b"Allow: /" in body and b"Disallow" not in body
 
 
-async def test_broken_routes_fail_as_documented(site: SampleSite, http: aiohttp.ClientSession) -> None:
+async def test_broken_routes_fail_as_documented(
+    site: SampleSite, http: aiohttp.ClientSession
+) -> None:
     broken = site.broken_urls()
     assert set(broken.values()) == set(BROKEN_ROUTES.values()) and len(broken) == 7
     assert site.urls() == site.article_urls() + list(broken)
@@ -179,9 +182,11 @@ def test_thread_mode_from_synchronous_code() -> None:
     site.close()  # no await needed for a threaded site
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(site.url("/"), timeout=5)
-    with SampleSite.start_in_thread() as again:
-        with urllib.request.urlopen(again.url("/index.html"), timeout=5) as resp:
-            assert resp.status == 200
+    with (
+        SampleSite.start_in_thread() as again,
+        urllib.request.urlopen(again.url("/index.html"), timeout=5) as resp,
+    ):
+        assert resp.status == 200
 
 
 async def test_missing_site_dir_is_a_clear_error(tmp_path: Path) -> None:

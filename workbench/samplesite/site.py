@@ -2,8 +2,8 @@
 
 ``python -m workbench demo``, the example notebooks and the tests analyse it, so they need no
 network. The pages live in ``data/sample_site`` of the repository (36 articles in English, German,
-French and Spanish, with realistic boilerplate around the main text); the failure routes are built
-here::
+French and Spanish, with realistic boilerplate around the main text); this module serves them and
+the failure routes::
 
     async with serve_sample_site() as site:          # or: site = await serve_sample_site()
         batch = await wb.submit(site.urls())          # every article plus one URL per failure kind
@@ -11,31 +11,17 @@ here::
         site.fix("/broken/server-error")              # the route now serves a good article
         site.hits("/broken/server-error")             # requests seen, e.g. to assert "no refetch"
 
-    site = serve_sample_site_in_thread()              # synchronous callers: outlives a notebook cell
+    site = serve_sample_site_in_thread()              # synchronous callers: outlives the cell
     site.close()
 
-Failure routes (``BROKEN_ROUTES`` maps each to the ``error_type`` the ledger should record):
-
-=========================  ===============================================  =====================
-``/broken/not-found``      404                                              ``http_404``
-``/broken/gone``           410                                              ``http_410``
-``/broken/server-error``   500 every time (transient: retried, then fails)  ``http_500``
-``/broken/binary``         200 ``application/octet-stream``                 ``unsupported_content``
-``/broken/empty``          200 with an empty body                           ``empty_response``
-``/broken/no-content``     valid HTML with only a menu and a footer         ``no_main_content``
-``/broken/redirect-loop``  302 to a page that redirects back                ``too_many_redirects``
-=========================  ===============================================  =====================
-
-``/broken/flaky`` is not in that table because a retry fixes it: its first N requests (N = 2, or
-``?fail=N``; counted per path and query for the site's lifetime) answer 503 with
-``Retry-After: 1``, later ones a real article. ``/robots.txt`` allows everything.
+The failure routes, what each answers and the ``error_type`` it should leave, are in
+``workbench.samplesite.broken``; ``/robots.txt`` allows everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-import random
 import re
 import threading
 from collections import Counter
@@ -48,9 +34,19 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from workbench.samplesite.broken import (
+    BROKEN_ROUTES,
+    DEFAULT_FLAKY_FAILURES,
+    FIXABLE,
+    FLAKY_PATH,
+    LOOP_HOP,
+    broken_response,
+    busy_response,
+    error_response,
+    html_response,
+)
+
 __all__ = [
-    "BROKEN_ROUTES",
-    "FLAKY_PATH",
     "SampleArticle",
     "SampleSite",
     "sample_site",
@@ -59,52 +55,7 @@ __all__ = [
     "serve_sample_site_in_thread",
 ]
 
-#: Failure route -> the ``error_type`` a failed item for it records.
-BROKEN_ROUTES: dict[str, str] = {
-    "/broken/not-found": "http_404",
-    "/broken/gone": "http_410",
-    "/broken/server-error": "http_500",
-    "/broken/binary": "unsupported_content",
-    "/broken/empty": "empty_response",
-    "/broken/no-content": "no_main_content",
-    "/broken/redirect-loop": "too_many_redirects",
-}
-#: Answers 503 (Retry-After: 1) to its first N requests, then a real article.
-FLAKY_PATH = "/broken/flaky"
-DEFAULT_FLAKY_FAILURES = 2
-_LOOP_HOP = "/broken/redirect-loop/again"
-_FIXABLE = (*BROKEN_ROUTES, FLAKY_PATH)
-_HTML = "text/html"
-
 _ROBOTS = "User-agent: *\nAllow: /\n"
-
-_ERROR_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{status} {reason} | The Commonplace Review</title></head>
-<body><h1>{status} {reason}</h1><p>{text}</p><p><a href="/index.html">Back to the front page</a></p></body></html>
-"""
-
-# Only a menu and a footer: trafilatura (favor_precision) finds no main text, and its fallback
-# finds fewer than 50 characters of link labels.
-_NO_CONTENT_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Page moved | The Commonplace Review</title>
-<meta name="description" content="The Commonplace Review">
-</head>
-<body>
-<header class="site-header"><a class="logo" href="/index.html">The Commonplace Review</a>
-<nav class="main-nav"><ul><li><a href="/index.html">Home</a></li><li><a href="/index.html#topic-science">Science</a></li><li><a href="/index.html#topic-cities">Cities</a></li><li><a href="/index.html#topic-history">History</a></li><li><a href="/index.html#topic-food">Food</a></li><li><a href="/index.html#topic-technology">Technology</a></li><li><a href="/index.html#topic-nature">Nature</a></li></ul></nav>
-</header>
-<div class="layout"><main id="content"></main></div>
-<footer class="site-footer"><ul class="footer-links"><li><a href="/index.html#about">About us</a></li><li><a href="/index.html#contact">Contact</a></li><li><a href="/index.html#privacy">Privacy policy</a></li></ul>
-<p>© 2024 The Commonplace Review. All rights reserved.</p></footer>
-</body>
-</html>
-"""
-
-# Looks like the start of a zip archive; fixed so every run serves the same bytes.
-_BINARY_BODY = b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + random.Random(1854).randbytes(4086)
 
 
 def sample_site_dir() -> Path:
@@ -113,10 +64,10 @@ def sample_site_dir() -> Path:
     Also looks in ``workbench/sample_site`` (a copy shipped inside the package) and in
     ``./data/sample_site``. Raises ``FileNotFoundError`` saying where it looked.
     """
-    here = Path(__file__).resolve()
+    package = Path(__file__).resolve().parents[1]  # workbench/ (this file: samplesite/site.py)
     candidates = [
-        here.parents[1] / "data" / "sample_site",
-        here.parent / "sample_site",
+        package.parent / "data" / "sample_site",
+        package / "sample_site",
         Path.cwd() / "data" / "sample_site",
     ]
     for path in candidates:
@@ -141,7 +92,7 @@ class SampleArticle:
 
 
 class SampleSite:
-    """A running sample site. Build it with ``serve_sample_site`` or ``serve_sample_site_in_thread``."""
+    """A running sample site; ``serve_sample_site`` or ``serve_sample_site_in_thread`` builds it."""
 
     def __init__(self, site_dir: Path, *, flaky_failures: int = DEFAULT_FLAKY_FAILURES) -> None:
         self.site_dir = Path(site_dir)
@@ -155,7 +106,7 @@ class SampleSite:
             raise FileNotFoundError(f"no article pages in {self.site_dir / 'articles'}")
         names = list(self._pages)
         # A distinct stand-in article for each failure route, served once the route is fixed.
-        self._stand_ins = {r: names[(3 + 5 * i) % len(names)] for i, r in enumerate(_FIXABLE)}
+        self._stand_ins = {r: names[(3 + 5 * i) % len(names)] for i, r in enumerate(FIXABLE)}
         self._lock = threading.Lock()
         self._hits: Counter[str] = Counter()  # by path
         self._hits_qs: Counter[str] = Counter()  # by path and query
@@ -167,7 +118,8 @@ class SampleSite:
     # -- addresses --
 
     def url(self, path: str) -> str:
-        """The absolute URL of ``path`` on this site (``"/articles/x.html"`` or ``"articles/x.html"``)."""
+        """The absolute URL of ``path`` on this site (``"/articles/x.html"`` or
+        ``"articles/x.html"``; an absolute URL of this site comes back as it is)."""
         if path.startswith(self.base_url + "/"):
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -222,8 +174,8 @@ class SampleSite:
 
     def _route(self, path: str) -> str:
         route = _split(path)[0]
-        if route not in _FIXABLE:
-            raise ValueError(f"{path!r} is not a failure route; these are: {', '.join(_FIXABLE)}")
+        if route not in FIXABLE:
+            raise ValueError(f"{path!r} is not a failure route; these are: {', '.join(FIXABLE)}")
         return route
 
     # -- lifecycle --
@@ -234,7 +186,7 @@ class SampleSite:
         app.router.add_get("/index.html", self._serve_index)
         app.router.add_get("/robots.txt", self._serve_robots)
         app.router.add_get("/articles/{name}", self._serve_article)
-        app.router.add_get(_LOOP_HOP, self._serve_loop_hop)
+        app.router.add_get(LOOP_HOP, self._serve_loop_hop)
         app.router.add_get("/broken/{kind}", self._serve_broken)
         # A short shutdown: a test or a notebook closing the site should not wait on idle clients.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -301,7 +253,8 @@ class SampleSite:
     def __repr__(self) -> str:
         state = "serving" if self._runner is not None else "closed"
         mode = ", in a thread" if self._thread is not None else ""
-        return f"SampleSite({self.base_url or '(not started)'}, {len(self._pages)} articles, {state}{mode})"
+        return (f"SampleSite({self.base_url or '(not started)'}, {len(self._pages)} articles, "
+                f"{state}{mode})")
 
     # -- request handling --
 
@@ -315,7 +268,7 @@ class SampleSite:
         return await handler(request)
 
     async def _serve_index(self, request: web.Request) -> web.StreamResponse:
-        return _html(self._index)
+        return html_response(self._index)
 
     async def _serve_robots(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text=_ROBOTS, content_type="text/plain", charset="utf-8")
@@ -323,46 +276,30 @@ class SampleSite:
     async def _serve_article(self, request: web.Request) -> web.StreamResponse:
         body = self._pages.get(request.match_info["name"])
         if body is None:
-            return _error(404, "Not Found", "There is no article at this address.")
-        return _html(body, compress=True)
+            return error_response(404, "Not Found", "There is no article at this address.")
+        return html_response(body, compress=True)
 
     async def _serve_loop_hop(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/broken/redirect-loop")
 
     async def _serve_broken(self, request: web.Request) -> web.StreamResponse:
         route = request.path
-        if route not in _FIXABLE:
-            return _error(404, "Not Found", "There is no page at this address.")
+        if route not in FIXABLE:
+            return error_response(404, "Not Found", "There is no page at this address.")
         with self._lock:
             fixed = route in self._fixed
             seen = self._hits_qs[request.raw_path]
         if fixed:
-            return _html(self._pages[self._stand_ins[route]], compress=True)
+            return html_response(self._pages[self._stand_ins[route]], compress=True)
         if route == FLAKY_PATH:
             try:
                 fail = int(request.query.get("fail", self.flaky_failures))
             except ValueError:
-                return _error(400, "Bad Request", "fail must be a whole number.")
+                return error_response(400, "Bad Request", "fail must be a whole number.")
             if seen <= fail:
-                resp = _error(503, "Service Unavailable", "Busy; try again in a second.")
-                resp.headers["Retry-After"] = "1"
-                return resp
-            return _html(self._pages[self._stand_ins[route]], compress=True)
-        if route == "/broken/not-found":
-            return _error(404, "Not Found", "This article does not exist.")
-        if route == "/broken/gone":
-            return _error(410, "Gone", "This article was withdrawn and will not come back.")
-        if route == "/broken/server-error":
-            return _error(500, "Internal Server Error", "Something went wrong on our side.")
-        if route == "/broken/binary":
-            return web.Response(body=_BINARY_BODY, content_type="application/octet-stream")
-        if route == "/broken/empty":
-            return web.Response(body=b"", content_type=_HTML, charset="utf-8")
-        if route == "/broken/no-content":
-            return _html(_NO_CONTENT_PAGE.encode())
-        assert route == "/broken/redirect-loop"
-        raise web.HTTPFound(_LOOP_HOP)
-
+                return busy_response()
+            return html_response(self._pages[self._stand_ins[route]], compress=True)
+        return broken_response(route)
 
 def _split(path_or_url: str) -> tuple[str, str]:
     """``(path, path with query)`` of a path or an absolute URL."""
@@ -371,18 +308,6 @@ def _split(path_or_url: str) -> tuple[str, str]:
         return u.path, u.raw_path_qs
     path_or_url = "/" + path_or_url.lstrip("/")
     return path_or_url.split("?", 1)[0], path_or_url
-
-
-def _html(body: bytes, *, compress: bool = False) -> web.Response:
-    resp = web.Response(body=body, content_type=_HTML, charset="utf-8")
-    if compress:
-        resp.enable_compression()  # gzip/deflate when the client accepts it, like real sites
-    return resp
-
-
-def _error(status: int, reason: str, text: str) -> web.Response:
-    page = _ERROR_PAGE.format(status=status, reason=reason, text=text)
-    return web.Response(status=status, text=page, content_type=_HTML, charset="utf-8")
 
 
 _LANG = re.compile(rb'<html[^>]*\blang="([^"]+)"')
@@ -495,7 +420,8 @@ async def _serve_forever(host: str, port: int) -> None:  # pragma: no cover - ma
         await asyncio.Event().wait()
 
 
-if __name__ == "__main__":  # pragma: no cover - manual use: python -m workbench.samplesite.site [PORT]
+# manual use: python -m workbench.samplesite.site [PORT]
+if __name__ == "__main__":  # pragma: no cover
     import sys
 
     try:
