@@ -146,7 +146,8 @@ async def test_bad_input_exits_2_with_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_url_file_reading(tmp_path: Path) -> None:
-    from workbench.cli.main import CliError, read_url_lines
+    from workbench.cli.batches import read_url_lines
+    from workbench.cli.common import CliError
 
     f = tmp_path / "u.txt"
     f.write_text("\ufeff# c\n\n  http://a.org/1  \n#http://b.org\nhttp://a.org/2\n")
@@ -185,7 +186,7 @@ def test_jsonable_export_of_awkward_values(fmt: str) -> None:
     import numpy as np
     import pandas as pd
 
-    from workbench.cli.main import iter_csv, iter_jsonl, parquet_bytes
+    from workbench.client.export import iter_csv, iter_jsonl, parquet_bytes
 
     df = pd.DataFrame({
         "item_id": [1, 2],

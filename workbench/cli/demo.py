@@ -3,7 +3,8 @@
 Serves the bundled sample site on loopback, starts a worker in this process (embedded Redis if no
 ``WORKBENCH_REDIS_URL``), submits every page of the site plus its deliberately broken and flaky
 URLs, waits, and prints a summary: what was found, which failures were expected, where the data is
-and how to look at it. The parser, exit codes and one-line errors are ``workbench.cli.main``'s.
+and how to look at it. The parser, exit codes and one-line errors are ``workbench.cli.main``'s;
+``CliError`` and opening the ``Workbench`` are ``workbench.cli.common``'s.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from workbench.cli.main import PROG, CliError, _err, _open_wb
-from workbench.core.text import clip
+from workbench.cli.common import PROG, CliError, err, open_workbench
+from workbench.core.text import clip, format_duration
 
 
 async def run_demo(args: argparse.Namespace) -> int:
     """The ``demo`` command: 0 once the summary is printed; errors as ``workbench.cli.main``'s."""
     from workbench.core.settings import load_settings
-    from workbench.notify.summary import format_duration, summarize_batch
+    from workbench.notify.summary import summarize_batch
     from workbench.queue.embedded import EmbeddedRedis
     from workbench.samplesite import FLAKY_PATH, sample_site_dir, serve_sample_site
 
@@ -37,16 +38,16 @@ async def run_demo(args: argparse.Namespace) -> int:
     cpu = max(1, min(2, os.cpu_count() or 1))
     t0 = time.monotonic()
     # quick automatic retries so the demo's broken routes settle in a few seconds
-    wb = _open_wb(retry_backoff_s=0.2, retry_backoff_max_s=1.0)
+    wb = open_workbench(retry_backoff_s=0.2, retry_backoff_max_s=1.0)
     try:
         async with serve_sample_site() as site:
-            _err(f"sample site: {len(site.article_urls())} articles and "
-                 f"{len(site.broken_urls()) + 1} broken URLs on {site.base_url}")
+            err(f"sample site: {len(site.article_urls())} articles and "
+                f"{len(site.broken_urls()) + 1} broken URLs on {site.base_url}")
             await wb.start_worker(cpu_processes=cpu)
-            _err(f"worker: in this process, extraction in a pool of {cpu} process(es)")
-            urls = site.urls() + [site.flaky_url()]
+            err(f"worker: in this process, extraction in a pool of {cpu} process(es)")
+            urls = [*site.urls(), site.flaky_url()]
             batch = await wb.submit(urls, name="demo: sample site", refresh=True)
-            _err(f"batch {batch.id}: {batch.total} URLs submitted")
+            err(f"batch {batch.id}: {batch.total} URLs submitted")
             try:
                 await batch.wait(timeout=args.timeout, progress=not args.no_progress)
             except Exception:
