@@ -52,24 +52,25 @@ def _cell(value: Any) -> Any:
 
 
 def frame_records(df: pd.DataFrame) -> Iterator[dict[str, Any]]:
+    """Each row as a dict of JSON-ready values (``jsonable``)."""
     cols = list(df.columns)
     for row in df.itertuples(index=False, name=None):
         yield {c: jsonable(v) for c, v in zip(cols, row, strict=True)}
 
 
 def iter_jsonl(df: pd.DataFrame) -> Iterator[str]:
+    """One JSON object a line, a line at a time."""
     for rec in frame_records(df):
         yield json.dumps(rec, ensure_ascii=False) + "\n"
 
 
 def iter_csv(df: pd.DataFrame, chunk_rows: int = 500) -> Iterator[str]:
+    """CSV with a header row, ``chunk_rows`` rows a chunk; lists and dicts as JSON text."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([str(c) for c in df.columns])
-    n = 0
-    for row in df.itertuples(index=False, name=None):
+    for n, row in enumerate(df.itertuples(index=False, name=None), start=1):
         writer.writerow([_cell(v) for v in row])
-        n += 1
         if n % chunk_rows == 0:
             yield buf.getvalue()
             buf.seek(0)
@@ -89,7 +90,8 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     for col in out.columns:
         if out[col].dtype != object:
             continue
-        vals = [v for v in out[col] if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        vals = [v for v in out[col]
+                if v is not None and not (isinstance(v, float) and math.isnan(v))]
         if any(isinstance(v, np.ndarray) for v in vals):
             out[col] = [v.tolist() if isinstance(v, np.ndarray) else v for v in out[col]]
         if any(isinstance(v, dict) for v in vals) or len({type(v) for v in vals}) > 1:
