@@ -16,7 +16,7 @@ One pass (``run_cleanup``) does, each step independent of the others:
 4. **Owed emails** (when SMTP is configured): batches with ``notify`` that settled without their
    email going out are sent now - the claim was given back after failed sends, or (batches of
    the last 7 days) no item finished on a worker to trigger it: all cached, the rest cancelled,
-   the last ones failed by reconcile. See ``workbench.notify.summary``.
+   the last ones failed by reconcile. See ``workbench.notify.notifier``.
 
 Results and ledger rows (batches, items) are research data: never deleted here.
 """
@@ -32,13 +32,11 @@ from typing import Any
 import structlog
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
-from sqlalchemy import and_, delete, select, update
 
 from workbench.core.settings import Settings
-from workbench.core.status import TERMINAL_STATUSES
-from workbench.ledger.models import BatchRow, ItemRow, WorkerRow
 from workbench.ledger.pages import PageStore
 from workbench.ledger.store import Ledger
+from workbench.notify.notifier import deliver_notification
 
 log = structlog.get_logger("workbench.cleanup")
 
@@ -150,27 +148,6 @@ async def run_cleanup(
 
 
 # ---------------------------------------------------------------------------- queue
-async def _stale(ledger: Ledger, jobs: dict[str, tuple[int, int]]) -> list[str]:
-    """The job ids among ``jobs`` whose item is finished, superseded or unknown."""
-    if not jobs:
-        return []
-    t = ItemRow.__table__
-    ids = sorted({item for item, _ in jobs.values()})
-    current: dict[int, tuple[str, int]] = {}
-    async with ledger.read_engine.connect() as conn:
-        for i in range(0, len(ids), 500):
-            for row in await conn.execute(
-                select(t.c.id, t.c.status, t.c.attempts).where(t.c.id.in_(ids[i : i + 500]))
-            ):
-                current[row.id] = (row.status, row.attempts)
-    stale = []
-    for jid, (item, attempt) in jobs.items():
-        state = current.get(item)
-        if state is None or state[0] in TERMINAL_STATUSES or state[1] != attempt:
-            stale.append(jid)
-    return stale
-
-
 async def _without_in_progress(redis: ArqRedis, jids: list[str]) -> list[str]:
     if not jids:
         return []
@@ -206,9 +183,9 @@ async def _sweep_queue(
     for jid, job in members.items():
         batch[jid] = job
         if len(batch) >= _SCAN:
-            stale += await _stale(ledger, batch)
+            stale += await ledger.stale_jobs(batch)
             batch = {}
-    stale += await _stale(ledger, batch)
+    stale += await ledger.stale_jobs(batch)
     stale = await _without_in_progress(redis, stale)
     await _remove(redis, queue_name, stale)
     report.stale_jobs_removed = len(stale)
@@ -221,7 +198,7 @@ async def _sweep_queue(
         m = _ITEM_JOB.match(jid)
         if m and jid not in members:
             orphans[jid] = (int(m.group(1)), int(m.group(2)))
-    gone = await _without_in_progress(redis, await _stale(ledger, orphans))
+    gone = await _without_in_progress(redis, await ledger.stale_jobs(orphans))
     await _remove(redis, queue_name, gone)
     report.orphan_keys_removed = len(gone)
 
@@ -231,45 +208,18 @@ async def _sweep_workers(
     ledger: Ledger, now: datetime, dead_after_s: float, forget_after_s: float,
     report: CleanupReport,
 ) -> None:
-    w = WorkerRow.__table__
-    dead_cutoff = now - timedelta(seconds=dead_after_s)
-    forget_cutoff = now - timedelta(seconds=forget_after_s)
-    async with ledger.engine.begin() as conn:
-        marked = await conn.execute(
-            update(w)
-            .where(w.c.stopped_at.is_(None), w.c.heartbeat_at < dead_cutoff)
-            .values(stopped_at=w.c.heartbeat_at)
-        )
-        forgotten = await conn.execute(
-            delete(w).where(
-                and_(w.c.stopped_at.is_not(None), w.c.stopped_at < forget_cutoff,
-                     w.c.heartbeat_at < forget_cutoff)
-            )
-        )
-    report.workers_marked_dead = marked.rowcount
-    report.workers_forgotten = forgotten.rowcount
+    report.workers_marked_dead, report.workers_forgotten = await ledger.sweep_workers(
+        dead_before=now - timedelta(seconds=dead_after_s),
+        forget_before=now - timedelta(seconds=forget_after_s),
+    )
 
 
 # ---------------------------------------------------------------------------- owed emails
 async def _send_owed_notifications(
     settings: Settings, ledger: Ledger, report: CleanupReport, now: datetime
 ) -> None:
-    from workbench.notify.summary import deliver_notification
-
-    b = BatchRow.__table__
-    recent = now - timedelta(days=OWED_EMAIL_WINDOW_DAYS)
-    async with ledger.read_engine.connect() as conn:
-        owed = [
-            r.id
-            for r in await conn.execute(
-                select(b.c.id).where(
-                    b.c.notify.is_not(None),
-                    b.c.notified_at.is_(None),
-                    # given back after failed sends, or settled with no item finishing on a worker
-                    b.c.settled_at.is_not(None) | (b.c.created_at >= recent),
-                ).order_by(b.c.created_at)
-            )
-        ]
+    # given back after failed sends, or recent and settled with no item finishing on a worker
+    owed = await ledger.owed_notifications(now - timedelta(days=OWED_EMAIL_WINDOW_DAYS))
     for batch_id in owed:
         if not await ledger.claim_notification(batch_id):  # still running: not owed yet
             continue

@@ -13,13 +13,9 @@ from sqlalchemy import select
 from workbench import Workbench
 from workbench.cleanup import run_cleanup
 from workbench.ledger.models import BatchRow
-from workbench.notify.summary import (
-    PermanentSmtpError,
-    compose_email,
-    parse_smtp_url,
-    send_email,
-    summarize_batch,
-)
+from workbench.notify.email import PermanentSmtpError, compose_email, parse_smtp_url, send_email
+from workbench.notify.notifier import Notifier
+from workbench.notify.summary import summarize_batch
 
 from .conftest import PIPELINES, SmtpServer, free_port
 
@@ -47,7 +43,8 @@ async def test_exactly_one_email_with_two_workers(
     wb = make_wb(**mail)
     batch = await wb.submit(OK + BAD, pipeline="surf", name="two workers",
                             notify="ana@example.org")
-    runs = await asyncio.gather(run_worker(concurrency=3, **mail), run_worker(concurrency=3, **mail))
+    runs = await asyncio.gather(run_worker(concurrency=3, **mail),
+                                run_worker(concurrency=3, **mail))
     assert sum(r.items_done for r in runs) == 20
     assert (await batch.wait(timeout=10))["done"] == 17
     await _until(lambda: smtp.inbox.messages)
@@ -66,14 +63,12 @@ async def test_exactly_one_email_with_two_workers(
     assert f'batch = await wb.get_batch("{batch.id}")' in body and "await batch.retry()" in body
 
     # racing notifiers of two workers on a settled batch: still exactly one claim
-    from workbench.notify.summary import Notifier
-
     second = await wb.submit(OK[:2], pipeline="surf", notify="bo@example.org")
     await run_worker(**{**mail, "smtp_url": None})  # a worker without SMTP: no email, no claim
     assert (await _batch_row(wb, second.id)).notified_at is None
     info = await wb.ledger.batch_info(second.id)
     notifiers = [Notifier(wb.settings, wb.ledger) for _ in range(4)]
-    await asyncio.gather(*(n(None, info) for n in notifiers for _ in range(3)))  # type: ignore[arg-type]
+    await asyncio.gather(*(n(info) for n in notifiers for _ in range(3)))
     for n in notifiers:
         await n.close()
     assert sum(len(n.outcomes) for n in notifiers) == 1
@@ -91,7 +86,8 @@ async def test_smtp_down_then_up_is_retried_and_delivered(
     try:
         batch = await wb.submit(OK[:3], pipeline="surf", notify="ana@example.org")
         assert (await batch.wait(timeout=20))["done"] == 3
-        notifier = runtime.notifier  # type: ignore[attr-defined]
+        notifier = runtime.notifier
+        assert notifier is not None
         await _until(lambda: notifier.failed_attempts >= 1)  # refused: SMTP is down
         server.start()
         await _until(lambda: notifier.outcomes, timeout=30)
@@ -113,7 +109,8 @@ async def test_smtp_permanently_down_batch_completes_email_sent_by_cleanup_later
         batch = await wb.submit(OK[:2] + BAD[:1], pipeline="surf", notify="ana@example.org")
         counts = await batch.wait(timeout=20)
         assert counts["done"] == 2 and counts["failed"] == 1  # the batch completes regardless
-        notifier = runtime.notifier  # type: ignore[attr-defined]
+        notifier = runtime.notifier
+        assert notifier is not None
         await _until(lambda: notifier.outcomes)
         assert notifier.outcomes == [(batch.id, "unclaimed")] and notifier.failed_attempts == 3
     finally:

@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
-from sqlalchemy import select
 
 from workbench.api.models import (
     NOT_FOUND,
@@ -49,7 +48,6 @@ from workbench.client.export import jsonable
 from workbench.client.workbench import Batch, Workbench
 from workbench.core import codec
 from workbench.core.errors import InvalidInputError
-from workbench.ledger.models import ItemRow, ResultRow
 
 
 def add_seed_routes(app: FastAPI, get_wb: Callable[[], Workbench]) -> None:
@@ -150,14 +148,8 @@ def add_seed_routes(app: FastAPI, get_wb: Callable[[], Workbench]) -> None:
 
 async def _item_by_id(wb: Workbench, item_id: int) -> dict[str, Any] | None:
     """One item with its result data (read-only lookup by id; the ledger is open)."""
-    i, r = ItemRow.__table__, ResultRow.__table__
-    q = select(i, r.c.data).select_from(i.outerjoin(r, r.c.item_id == i.c.id)).where(
-        i.c.id == item_id
-    )
     ledger = await wb.open_ledger()
-    async with ledger.read_engine.connect() as conn:
-        row = (await conn.execute(q)).first()
-    return dict(row._mapping) if row is not None else None
+    return await ledger.item(item_id)
 
 
 def _job_status(job_id: str, attempt: int, item: dict[str, Any]) -> dict[str, Any]:

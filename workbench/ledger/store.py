@@ -4,8 +4,9 @@
 their own transactions; worker-side per-item writes (claim, complete, fail, retry later, hand back)
 go through the group committer and are guarded by the attempt number, so a stale attempt never
 overwrites a newer one. The methods live by concept: batch creation in ``submit``
-(``SubmitMixin``), the worker's writes and worker records in ``work`` (``WorkMixin``), reads,
-retry, cancel and notification claims here.
+(``SubmitMixin``), the worker's writes and worker records in ``work`` (``WorkMixin``), batch
+summaries and notification claims in ``summaries`` (``SummariesMixin``), the cleanup's sweeps in
+``maintenance`` (``MaintenanceMixin``); reads, retry and cancel here.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ from workbench.core.status import ACTIVE_STATUSES, Counts
 from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.committer import GroupCommitter
 from workbench.ledger.engine import is_sqlite, make_engine, migrate, translate_errors
+from workbench.ledger.maintenance import MaintenanceMixin
 from workbench.ledger.models import BatchRow, ItemRow, ResultRow
 from workbench.ledger.sql import chunks, row_dict, table_of, utcnow
 from workbench.ledger.submit import NewBatch, SubmitMixin, SubmitOutcome, new_batch_id
+from workbench.ledger.summaries import BatchActivity, ErrorGroup, SummariesMixin
 from workbench.ledger.work import ClaimedItem, WorkMixin, work_statements
 
 __all__ = [
+    "BatchActivity",
     "BatchInfo",
     "ClaimedItem",
+    "ErrorGroup",
     "Ledger",
     "NewBatch",
     "SubmitOutcome",
@@ -50,7 +55,7 @@ class BatchInfo:
     notify: str | None
 
 
-class Ledger(SubmitMixin, WorkMixin):
+class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin):
     """Owns the engines and the group committer of one process."""
 
     def __init__(self, url: str, *, commit_linger_s: float = 0.0):
@@ -164,6 +169,17 @@ class Ledger(SubmitMixin, WorkMixin):
         with translate_errors("reading items"):
             async with self.read_engine.connect() as conn:
                 return [row_dict(r) for r in await conn.execute(q)]
+
+    async def item(self, item_id: int) -> dict[str, Any] | None:
+        """One item's row, with its result's ``data`` (None until done), or None if unknown."""
+        i, r = table_of(ItemRow), table_of(ResultRow)
+        q = select(i, r.c.data).select_from(i.outerjoin(r, r.c.item_id == i.c.id)).where(
+            i.c.id == item_id
+        )
+        with translate_errors("reading an item"):
+            async with self.read_engine.connect() as conn:
+                row = (await conn.execute(q)).first()
+        return row_dict(row) if row is not None else None
 
     async def result_rows(self, batch_id: str) -> list[dict[str, Any]]:
         i, r = table_of(ItemRow), table_of(ResultRow)
@@ -286,32 +302,6 @@ class Ledger(SubmitMixin, WorkMixin):
                     .returning(t.c.id, t.c.attempts)
                 )
                 return [(r.id, r.attempts) for r in res]
-
-    # ------------------------------------------------------------------ settling and notifying
-    async def active_count(self, batch_id: str) -> int:
-        with translate_errors("counting active items"):
-            async with self.read_engine.connect() as conn:
-                return (
-                    await conn.execute(
-                        select(func.count()).where(
-                            ItemRow.batch_id == batch_id, ItemRow.status.in_(ACTIVE_STATUSES)
-                        )
-                    )
-                ).scalar_one()
-
-    async def claim_notification(self, batch_id: str) -> bool:
-        """True for exactly one caller once the batch has settled: that caller sends the email."""
-        if await self.active_count(batch_id):
-            return False
-        now = utcnow()
-        with translate_errors("claiming a notification"):
-            async with self.engine.begin() as conn:
-                res = await conn.execute(
-                    update(BatchRow)
-                    .where(BatchRow.id == batch_id, BatchRow.notified_at.is_(None))
-                    .values(notified_at=now, settled_at=now)
-                )
-                return res.rowcount == 1
 
 
 def _check_ids(item_ids: Sequence[int]) -> list[int]:

@@ -34,6 +34,7 @@ from workbench.core.settings import Settings
 from workbench.core.version import __version__
 from workbench.ledger.pages import PageStore
 from workbench.ledger.store import BatchInfo, ClaimedItem, Ledger
+from workbench.notify.notifier import Notifier
 from workbench.pipeline.context import Context
 from workbench.pipeline.registry import get_pipeline
 from workbench.pipeline.tools import Tools
@@ -44,7 +45,8 @@ log = structlog.get_logger("workbench.worker")
 
 _MAX_TRACEBACK = 20_000
 _MAX_MESSAGE = 2_000
-SettledHook = Callable[["WorkerRuntime", BatchInfo], Awaitable[None]]
+#: called after an item of a batch with ``notify`` finishes (done or failed)
+SettledHook = Callable[[BatchInfo], Awaitable[None]]
 
 
 def new_worker_id() -> str:
@@ -75,6 +77,8 @@ class WorkerRuntime:
         self.items_done = 0
         self.running: dict[int, int] = {}
         self.settled_hooks: list[SettledHook] = []
+        #: sends the completion emails; installed by ``start`` when WORKBENCH_SMTP_URL is set
+        self.notifier: Notifier | None = None
         self._batches: dict[str, BatchInfo] = {}
         self._background: list[asyncio.Task[None]] = []
         self.log = log.bind(worker=self.worker_id)
@@ -98,12 +102,12 @@ class WorkerRuntime:
         ]
         self.log.info("worker started", concurrency=self.concurrency,
                       database=self.ledger.dialect, queue=self.settings.queue_name)
-        from workbench.notify.summary import install_notify_hook
-
-        install_notify_hook(self)  # email on completion when WORKBENCH_SMTP_URL is set
+        if self.notifier is None and self.settings.smtp_url:  # email on completion
+            self.notifier = Notifier(self.settings, self.ledger)
+            self.settled_hooks.append(self.notifier)
 
     async def stop(self) -> None:
-        if getattr(self, "notifier", None) is not None:  # let pending emails go out first
+        if self.notifier is not None:  # let pending emails go out first
             await self.notifier.close(grace_s=min(10.0, self.settings.shutdown_grace_s))
         for task in self._background:
             task.cancel()
@@ -277,7 +281,7 @@ class WorkerRuntime:
     async def _run_settled_hooks(self, batch: BatchInfo) -> None:
         for hook in self.settled_hooks:
             try:
-                await hook(self, batch)
+                await hook(batch)
             except Exception as exc:
                 self.log.warning("settled hook failed", batch=batch.id, error=str(exc)[:300])
 
