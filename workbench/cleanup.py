@@ -24,19 +24,19 @@ Results and ledger rows (batches, items) are research data: never deleted here.
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
 from workbench.core.settings import Settings
 from workbench.ledger.pages import PageStore
 from workbench.ledger.store import Ledger
 from workbench.notify.notifier import deliver_notification
+from workbench.queue import QueueRedis
+from workbench.queue import jobs as queue
+from workbench.queue.arq_adapter import CronJob, daily_cron_job
 
 log = structlog.get_logger("workbench.cleanup")
 
@@ -46,7 +46,6 @@ CRON_MINUTE = 0
 DEAD_WORKER_AFTER_S = 3600.0
 FORGET_WORKER_AFTER_S = 7 * 86400.0
 OWED_EMAIL_WINDOW_DAYS = 7
-_ITEM_JOB = re.compile(r"^(\d+):(\d+)$")
 _SCAN = 1000
 
 
@@ -97,14 +96,12 @@ async def run_cleanup(
     settings: Settings,
     *,
     ledger: Ledger | None = None,
-    redis: ArqRedis | None = None,
+    redis: QueueRedis | None = None,
     now: datetime | None = None,
     dead_worker_after_s: float = DEAD_WORKER_AFTER_S,
     forget_worker_after_s: float = FORGET_WORKER_AFTER_S,
 ) -> CleanupReport:
     """One cleanup pass. Opens (and closes) its own ledger and Redis connection unless given."""
-    from workbench.queue import jobs as queue
-
     now = now or datetime.now(UTC)
     report = CleanupReport(
         retention_days=settings.retention_days,
@@ -148,36 +145,15 @@ async def run_cleanup(
 
 
 # ---------------------------------------------------------------------------- queue
-async def _without_in_progress(redis: ArqRedis, jids: list[str]) -> list[str]:
-    if not jids:
-        return []
-    async with redis.pipeline(transaction=False) as pipe:
-        for jid in jids:
-            pipe.exists(in_progress_key_prefix + jid)
-        flags = await pipe.execute()
-    return [j for j, running in zip(jids, flags, strict=True) if not running]
-
-
-async def _remove(redis: ArqRedis, queue_name: str, jids: list[str]) -> None:
-    for i in range(0, len(jids), _SCAN):
-        chunk = jids[i : i + _SCAN]
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(queue_name, *chunk)
-            pipe.delete(*[job_key_prefix + j for j in chunk])
-            pipe.delete(*[retry_key_prefix + j for j in chunk])
-            await pipe.execute()
-
-
 async def _sweep_queue(
-    settings: Settings, ledger: Ledger, redis: ArqRedis, report: CleanupReport
+    settings: Settings, ledger: Ledger, redis: QueueRedis, report: CleanupReport
 ) -> None:
     queue_name = settings.queue_name
     members: dict[str, tuple[int, int]] = {}
-    async for member, _score in redis.zscan_iter(queue_name, count=_SCAN):
-        jid = member.decode() if isinstance(member, bytes) else str(member)
-        m = _ITEM_JOB.match(jid)
-        if m:  # other entries (the cleanup cron job itself) are not items
-            members[jid] = (int(m.group(1)), int(m.group(2)))
+    async for jid in queue.queued_ids(redis, queue_name, count=_SCAN):
+        job = queue.parse_job_id(jid)
+        if job:  # other entries (the cleanup cron job itself) are not items
+            members[jid] = job
     stale: list[str] = []
     batch: dict[str, tuple[int, int]] = {}
     for jid, job in members.items():
@@ -186,20 +162,19 @@ async def _sweep_queue(
             stale += await ledger.stale_jobs(batch)
             batch = {}
     stale += await ledger.stale_jobs(batch)
-    stale = await _without_in_progress(redis, stale)
-    await _remove(redis, queue_name, stale)
+    stale = await queue.not_running(redis, stale)
+    await queue.remove(redis, queue_name, stale)
     report.stale_jobs_removed = len(stale)
 
     if not settings.uses_embedded_redis:
         return  # a shared Redis may hold other deployments' job keys: leave them to expire
     orphans: dict[str, tuple[int, int]] = {}
-    async for key in redis.scan_iter(match=job_key_prefix + "*", count=_SCAN):
-        jid = (key.decode() if isinstance(key, bytes) else str(key))[len(job_key_prefix):]
-        m = _ITEM_JOB.match(jid)
-        if m and jid not in members:
-            orphans[jid] = (int(m.group(1)), int(m.group(2)))
-    gone = await _without_in_progress(redis, await ledger.stale_jobs(orphans))
-    await _remove(redis, queue_name, gone)
+    async for jid in queue.stored_ids(redis, count=_SCAN):
+        job = queue.parse_job_id(jid)
+        if job and jid not in members:
+            orphans[jid] = job
+    gone = await queue.not_running(redis, await ledger.stale_jobs(orphans))
+    await queue.remove(redis, queue_name, gone)
     report.orphan_keys_removed = len(gone)
 
 
@@ -238,18 +213,8 @@ async def cleanup_cron(ctx: dict[str, Any]) -> dict[str, Any]:
     return report.as_dict()
 
 
-def cleanup_cron_job() -> Any:
+def cleanup_cron_job() -> CronJob:
     """Daily at 03:00 (the worker's local time); ``unique`` so one worker of many runs it."""
-    from arq import cron
-
-    return cron(
-        cleanup_cron,
-        name=CRON_NAME,
-        hour=CRON_HOUR,
-        minute=CRON_MINUTE,
-        unique=True,
-        run_at_startup=False,
-        timeout=3600,
-        keep_result=0,
-        max_tries=1,
+    return daily_cron_job(
+        cleanup_cron, name=CRON_NAME, hour=CRON_HOUR, minute=CRON_MINUTE, timeout_s=3600
     )

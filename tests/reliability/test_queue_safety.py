@@ -15,6 +15,7 @@ from arq.jobs import serialize_job
 
 from workbench.core.codec import job_dumps
 from workbench.queue import jobs as queue
+from workbench.queue.arq_adapter import arq_job
 
 from .conftest import report, tally, wait_settled
 
@@ -70,7 +71,11 @@ async def test_jobs_are_json_that_arqs_job_api_reads(make_cluster) -> None:
     raw = r.get(job_key_prefix + queue.job_id(item, 1))
     et = __import__("json").loads(raw)["et"]
     assert raw == serialize_job(queue.JOB_FUNCTION, (item, 1), {}, None, et, serializer=job_dumps)
-    info = await queue.arq_job(await wb._redis_ready(), item, 1, cluster.settings["queue_name"]).info()
+    pool = await queue.connect(wb.settings)
+    try:
+        info = await arq_job(pool, queue.job_id(item, 1), cluster.settings["queue_name"]).info()
+    finally:
+        await pool.aclose()
     assert info is not None and info.function == queue.JOB_FUNCTION and list(info.args) == [item, 1]
 
 

@@ -1,45 +1,46 @@
-"""ARQ glue: the Redis connection, JSON job payloads, bulk enqueue, job ids and reconcile.
+"""Item jobs in Redis: the connection, bulk enqueue, drop, checks and sweeps; job ids.
 
 One ARQ job per item attempt, id ``"<item>:<attempt>"``. Jobs are written in ARQ's own format
-(so ``arq.jobs.Job`` can read them) but through one Redis pipeline per few thousand jobs: 100k
-items are a handful of round trips, not 100k.
+(so ARQ's worker and ``Job`` read them; the format lives in ``queue.arq_adapter``) but through one
+Lua call per few thousand jobs: 100k items are a handful of round trips, not 100k.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
-import structlog
-from arq.connections import ArqRedis, RedisSettings
-from arq.constants import job_key_prefix, retry_key_prefix
-from arq.jobs import Job
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from workbench.core.codec import job_dumps, job_loads
 from workbench.core.errors import QueueError
 from workbench.core.settings import Settings
+from workbench.queue.arq_adapter import (
+    IN_PROGRESS_KEY_PREFIX,
+    JOB_KEY_PREFIX,
+    RETRY_KEY_PREFIX,
+    QueueRedis,
+    open_pool,
+    payload_template,
+)
 
 JOB_FUNCTION = "run_item"
 # Jobs outlive a long queue; the ledger re-enqueues anything that expires anyway.
 JOB_EXPIRES_MS = 7 * 24 * 3600 * 1000
 _PIPELINE_CHUNK = 5000
-
-log = structlog.get_logger("workbench.queue.jobs")
+_ITEM_JOB = re.compile(r"^(\d+):(\d+)$")
 
 
 def job_id(item_id: int, attempt: int) -> str:
     return f"{item_id}:{attempt}"
 
 
-def parse_job_id(value: str) -> tuple[int, int]:
-    item, _, attempt = value.partition(":")
-    return int(item), int(attempt)
+def parse_job_id(value: str) -> tuple[int, int] | None:
+    """``(item_id, attempt)`` of an item's job id; None for other jobs (the cleanup cron job)."""
+    m = _ITEM_JOB.match(value)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 async def redis_url_for(settings: Settings) -> str:
@@ -52,30 +53,11 @@ async def redis_url_for(settings: Settings) -> str:
     return await asyncio.to_thread(server.ensure_running)
 
 
-def redis_settings(url: str) -> RedisSettings:
-    rs = RedisSettings.from_dsn(url)
-    rs.conn_timeout = 5
-    rs.conn_retries = 3
-    # After a Redis restart every pooled connection is dead: reconnect and retry the command
-    # instead of failing once per pooled connection.
-    rs.retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
-    rs.retry_on_error = [RedisConnectionError]
-    return rs
-
-
-async def connect(settings: Settings) -> ArqRedis:
-    """An ArqRedis pool with the JSON serializer (never pickle)."""
+async def connect(settings: Settings) -> QueueRedis:
+    """A Redis pool for the queue, with the JSON job serializer (never pickle)."""
     url = await redis_url_for(settings)
-    rs = redis_settings(url)
     try:
-        from arq.connections import create_pool
-
-        return await create_pool(
-            rs,
-            job_serializer=job_dumps,
-            job_deserializer=job_loads,
-            default_queue_name=settings.queue_name,
-        )
+        return await open_pool(url, settings.queue_name)
     except (RedisError, OSError) as exc:
         raise QueueError(f"cannot connect to Redis at {_safe(url)}: {exc}") from exc
 
@@ -116,18 +98,12 @@ if #members > 0 then
 end
 return written
 """
-# What arq.jobs.serialize_job(JOB_FUNCTION, (item, attempt), {}, None, et, serializer=job_dumps)
-# returns, byte for byte (tests/reliability checks it), at a fraction of the cost.
-_PAYLOAD = b'{"t":null,"f":"' + JOB_FUNCTION.encode() + b'","a":[%d,%d],"k":{},"et":%d}'
-
-
-def job_payload(item_id: int, attempt: int, enqueue_time_ms: int) -> bytes:
-    """The JSON job payload ARQ's ``Job`` API reads for an item's job."""
-    return _PAYLOAD % (item_id, attempt, enqueue_time_ms)
+# ARQ's payload for run_item(item, attempt), %-formatted with (item, attempt, enqueue time ms)
+_PAYLOAD = payload_template(JOB_FUNCTION)
 
 
 async def enqueue(
-    redis: ArqRedis,
+    redis: QueueRedis,
     queue_name: str,
     jobs: Sequence[tuple[int, int]],
     *,
@@ -150,12 +126,12 @@ async def enqueue(
                 defers = [int(defer_s.get(item_id, 0.0) * 1000) for item_id, _ in chunk]
             else:
                 defers = [int(defer_s * 1000)] * len(chunk)
-            args = [
+            args: list[bytes | str] = [
                 b"\n".join(b"%d:%d" % (i, a) for i, a in chunk),
                 b"\n".join(_PAYLOAD % (i, a, now_ms) for i, a in chunk),
                 b"\n".join(b"0" if front else b"%d" % (now_ms + d) for d in defers),
                 b"\n".join(b"%d" % (JOB_EXPIRES_MS + d) for d in defers),
-                job_key_prefix,
+                JOB_KEY_PREFIX,
             ]
             written += int(await script(keys=[queue_name], args=args))
     except (RedisError, OSError) as exc:
@@ -163,40 +139,65 @@ async def enqueue(
     return written
 
 
-async def drop(redis: ArqRedis, queue_name: str, jobs: Sequence[tuple[int, int]]) -> None:
+async def drop(redis: QueueRedis, queue_name: str, jobs: Sequence[tuple[int, int]]) -> None:
     """Remove queued jobs (cancel). A job already running finds its item cancelled and stops."""
     try:
-        for start in range(0, len(jobs), _PIPELINE_CHUNK):
-            ids = [job_id(i, a) for i, a in jobs[start : start + _PIPELINE_CHUNK]]
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.zrem(queue_name, *ids)
-                pipe.delete(*[job_key_prefix + j for j in ids])
-                pipe.delete(*[retry_key_prefix + j for j in ids])
-                await pipe.execute()
+        await remove(redis, queue_name, [job_id(i, a) for i, a in jobs])
     except (RedisError, OSError) as exc:
         raise QueueError(f"Redis refused to drop jobs: {exc}") from exc
 
 
-async def missing(redis: ArqRedis, jobs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+async def remove(redis: QueueRedis, queue_name: str, job_ids: Sequence[str]) -> None:
+    """Remove jobs by id: queue entry, job key and ARQ's retry key."""
+    for start in range(0, len(job_ids), _PIPELINE_CHUNK):
+        ids = job_ids[start : start + _PIPELINE_CHUNK]
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(queue_name, *ids)
+            pipe.delete(*[JOB_KEY_PREFIX + j for j in ids])
+            pipe.delete(*[RETRY_KEY_PREFIX + j for j in ids])
+            await pipe.execute()
+
+
+async def not_running(redis: QueueRedis, job_ids: Sequence[str]) -> list[str]:
+    """The jobs among ``job_ids`` no worker is running right now (no in-progress key)."""
+    if not job_ids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for jid in job_ids:
+            pipe.exists(IN_PROGRESS_KEY_PREFIX + jid)
+        flags = await pipe.execute()
+    return [j for j, running in zip(job_ids, flags, strict=True) if not running]
+
+
+async def queued_ids(
+    redis: QueueRedis, queue_name: str, *, count: int = 1000
+) -> AsyncIterator[str]:
+    """Every job id in the queue (item jobs and others, such as cron jobs), scanned."""
+    async for member, _score in redis.zscan_iter(queue_name, count=count):
+        yield member.decode() if isinstance(member, bytes) else str(member)
+
+
+async def stored_ids(redis: QueueRedis, *, count: int = 1000) -> AsyncIterator[str]:
+    """Every job id with a job key in this Redis, in any queue, scanned."""
+    async for key in redis.scan_iter(match=JOB_KEY_PREFIX + "*", count=count):
+        yield (key.decode() if isinstance(key, bytes) else str(key))[len(JOB_KEY_PREFIX):]
+
+
+async def missing(redis: QueueRedis, jobs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """The jobs whose key is gone from Redis (flushed, expired, lost with a restart)."""
     out: list[tuple[int, int]] = []
     for start in range(0, len(jobs), _PIPELINE_CHUNK):
         chunk = jobs[start : start + _PIPELINE_CHUNK]
         async with redis.pipeline(transaction=False) as pipe:
             for item_id, attempt in chunk:
-                pipe.exists(job_key_prefix + job_id(item_id, attempt))
+                pipe.exists(JOB_KEY_PREFIX + job_id(item_id, attempt))
             flags = await pipe.execute()
         out.extend(job for job, flag in zip(chunk, flags, strict=True) if not flag)
     return out
 
 
-async def queue_length(redis: ArqRedis, queue_name: str) -> int:
+async def queue_length(redis: QueueRedis, queue_name: str) -> int:
     return int(await redis.zcard(queue_name))
-
-
-def arq_job(redis: ArqRedis, item_id: int, attempt: int, queue_name: str) -> Job:
-    """ARQ's own view of an item's job (status, info), readable because payloads are ARQ's."""
-    return Job(job_id(item_id, attempt), redis, _queue_name=queue_name, _deserializer=job_loads)
 
 
 def defer_from(next_try_at: datetime | None) -> float:

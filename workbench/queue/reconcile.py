@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import structlog
-from arq.connections import ArqRedis
 
 from workbench.core.settings import Settings
 from workbench.ledger.store import Ledger
 from workbench.queue import jobs as queue
+from workbench.queue.arq_adapter import QueueRedis
 
 log = structlog.get_logger("workbench.queue.reconcile")
 
@@ -32,7 +32,7 @@ class ReconcileReport:
 
 
 async def reconcile(
-    ledger: Ledger, redis: ArqRedis, settings: Settings, *, full: bool = False
+    ledger: Ledger, redis: QueueRedis, settings: Settings, *, full: bool = False
 ) -> ReconcileReport:
     """One pass. Without ``full``, the per-job check runs only when Redis holds fewer jobs than
     the ledger has queued items (cheap enough to run every few seconds on 100k-item queues)."""

@@ -1,0 +1,184 @@
+"""What ``workbench.queue.arq_adapter`` relies on in ARQ is still there, under the same names.
+
+The adapter overrides ``Worker`` methods, drives its semaphore and counters, writes ARQ's job
+payloads by hand and passes keyword arguments to ARQ's functions. An ARQ upgrade that renames or
+removes any of those must fail here, naming the attribute, not in a running worker. The names
+are read from the adapter's own source (its imports, calls and ``self.`` reads), so a new use of
+ARQ is checked without anyone remembering to list it; the overrides are listed by hand too,
+because an override whose ARQ method was renamed silently becomes a method nobody calls.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import dataclasses
+import importlib
+import inspect
+from typing import Any
+
+import arq
+import pytest
+from arq.connections import ArqRedis, RedisSettings
+from arq.jobs import deserialize_job_raw, serialize_job
+from arq.worker import Worker, func
+
+from workbench.core.codec import job_dumps, job_loads
+from workbench.queue import arq_adapter
+from workbench.queue.arq_adapter import QueueWorker
+
+#: ARQ ``Worker`` methods the adapter overrides -> the parameters ARQ calls them with.
+OVERRIDES = {
+    "start_jobs": ["self", "job_ids"],
+    "_poll_iteration": ["self"],
+    "_release_sem_dec_counter_on_complete": ["self"],
+}
+#: ``QueueWorker``'s own methods (everything else it defines must be an override above).
+OWN_METHODS = {"__init__", "_read_and_refill"}
+
+TREE = ast.parse(inspect.getsource(arq_adapter))
+CLASS = next(n for n in TREE.body if isinstance(n, ast.ClassDef) and n.name == "QueueWorker")
+
+
+def _arq_imports() -> dict[str, tuple[str, str]]:
+    """local name -> (arq module, attribute) for every ``from arq... import ...``."""
+    out = {}
+    for node in TREE.body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "arq":
+            for alias in node.names:
+                out[alias.asname or alias.name] = (node.module or "", alias.name)
+    return out
+
+
+def _arq_object(local: str) -> Any:
+    module, attr = _arq_imports()[local]
+    return getattr(importlib.import_module(module), attr)
+
+
+def _own_attributes() -> set[str]:
+    init = next(n for n in CLASS.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    return {
+        t.attr
+        for node in ast.walk(init)
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
+    }
+
+
+def _methods() -> set[str]:
+    return {n.name for n in CLASS.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+
+
+def test_every_arq_name_the_adapter_imports_exists() -> None:
+    missing = [
+        f"{module}.{attr}"
+        for module, attr in _arq_imports().values()
+        if not hasattr(importlib.import_module(module), attr)
+    ]
+    assert not missing, f"ARQ no longer has: {missing} (arq {arq.VERSION})"
+
+
+def test_overridden_worker_methods_exist_with_the_same_parameters() -> None:
+    extra = _methods() - OWN_METHODS - set(OVERRIDES)
+    assert not extra, f"QueueWorker defines {sorted(extra)}: list each in OVERRIDES or OWN_METHODS"
+    for name, params in OVERRIDES.items():
+        assert name in _methods(), f"QueueWorker no longer overrides {name}: update OVERRIDES"
+        arq_method = getattr(Worker, name, None)
+        assert arq_method is not None, f"arq.worker.Worker.{name} is gone (arq {arq.VERSION})"
+        arq_params = list(inspect.signature(arq_method).parameters)
+        assert arq_params == params, f"arq.worker.Worker.{name}{arq_params}: expected {params}"
+        ours = list(inspect.signature(getattr(QueueWorker, name)).parameters)
+        assert ours == params, f"QueueWorker.{name}{ours} does not match ARQ's {params}"
+
+
+def test_methods_called_through_super_exist() -> None:
+    called = {
+        node.func.attr
+        for node in ast.walk(CLASS)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Call) and isinstance(node.func.value.func, ast.Name)
+        and node.func.value.func.id == "super"
+    }
+    assert "_poll_iteration" in called  # the reader below is not vacuous
+    missing = [name for name in sorted(called) if not hasattr(Worker, name)]
+    assert not missing, f"arq.worker.Worker has no {missing} (arq {arq.VERSION})"
+
+
+def test_run_job_is_called_as_the_adapter_calls_it() -> None:
+    assert list(inspect.signature(Worker.run_job).parameters) == ["self", "job_id", "score"], (
+        f"arq.worker.Worker.run_job{inspect.signature(Worker.run_job)}: the adapter calls "
+        "run_job(job_id, score)"
+    )
+
+
+async def test_worker_attributes_the_adapter_reads_and_drives() -> None:
+    """Every ``self.<name>`` QueueWorker uses that it does not define itself is ARQ's."""
+    used = {
+        node.attr
+        for node in ast.walk(CLASS)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+    } - _own_attributes() - _methods()
+    assert {"sem", "job_counter", "tasks", "max_jobs", "pool"} <= used  # the reader works
+
+    async def noop(ctx: dict[str, Any]) -> None:
+        return None
+
+    redis = ArqRedis()  # never connected: the constructor only stores it
+    try:
+        worker = Worker(functions=[func(noop, name="noop")], redis_pool=redis,
+                        handle_signals=False, max_jobs=3)
+        missing = [name for name in sorted(used) if not hasattr(worker, name)]
+        assert not missing, f"arq.worker.Worker instances have no {missing} (arq {arq.VERSION})"
+        assert isinstance(worker.job_counter, int) and worker.job_counter == 0
+        assert isinstance(worker.tasks, dict)
+        assert isinstance(worker.in_progress_timeout_s, float | int)
+        # start_jobs acquires the semaphore once per job started while job_counter < max_jobs,
+        # trusting that it never waits then
+        for _ in range(worker.max_jobs):
+            await asyncio.wait_for(worker.sem.acquire(), 0.5)
+    finally:
+        await redis.aclose()
+
+
+def test_keyword_arguments_the_adapter_passes_to_arq() -> None:
+    targets = {"QueueWorker": Worker.__init__} | {
+        local: _arq_object(local) for local in _arq_imports() if callable(_arq_object(local))
+    }
+    checked, wrong = set(), []
+    for node in ast.walk(TREE):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        target = targets.get(node.func.id)
+        if target is None or not node.keywords:
+            continue
+        params = inspect.signature(target).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        for kw in node.keywords:
+            if kw.arg is not None and kw.arg not in params and not takes_any:
+                wrong.append(f"{node.func.id}(..., {kw.arg}=...)")
+        checked.add(node.func.id)
+    assert {"QueueWorker", "func", "cron", "create_pool", "Job"} <= checked, checked
+    assert not wrong, f"ARQ no longer takes: {wrong} (arq {arq.VERSION})"
+
+
+def test_redis_settings_fields_the_adapter_sets() -> None:
+    fields = {f.name for f in dataclasses.fields(RedisSettings)}
+    rs = arq_adapter.redis_settings("redis://127.0.0.1:6379/0")
+    for name in ("conn_timeout", "conn_retries", "retry", "retry_on_error"):
+        assert name in fields, f"arq.connections.RedisSettings has no field {name!r}"
+    assert rs.conn_timeout == 5 and rs.retry_on_error
+
+
+@pytest.mark.parametrize(("item", "attempt", "et"), [(1, 1, 0), (123456789, 42, 1_760_000_000_000)])
+def test_hand_written_payload_is_arqs(item: int, attempt: int, et: int) -> None:
+    payload = arq_adapter.payload_template("run_item") % (item, attempt, et)
+    assert payload == serialize_job("run_item", (item, attempt), {}, None, et,
+                                    serializer=job_dumps), "ARQ's job payload format changed"
+    function, args, kwargs, job_try, enqueue_ms = deserialize_job_raw(
+        payload, deserializer=job_loads
+    )
+    assert (function, list(args), kwargs, job_try, enqueue_ms) == (
+        "run_item", [item, attempt], {}, None, et
+    ), "ARQ reads our payload differently"
