@@ -121,7 +121,7 @@ async def run_worker(
     """``await run_worker(burst=True)`` runs an in-process worker on the test's backend until the
     queue is empty; ``run_worker(burst=False)`` returns a task (cancelled at teardown)."""
     from workbench.core.settings import load_settings
-    from workbench.worker import run_worker as _run
+    from workbench.worker.process import run_worker as _run
 
     tasks: list[asyncio.Task[Any]] = []
 

@@ -18,7 +18,7 @@ from workbench.core.settings import load_settings
 from workbench.ledger.models import ItemRow, ResultRow, WorkerRow
 from workbench.ledger.pages import PageStore
 from workbench.queue.jobs import enqueue
-from workbench.worker import build_worker
+from workbench.worker.process import build_worker
 
 from .conftest import PIPELINES, cli_env, run_cli
 

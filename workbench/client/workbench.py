@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import structlog
-from arq.connections import ArqRedis
 
 from workbench.client import frames
 from workbench.core import codec
@@ -32,6 +31,7 @@ from workbench.core.settings import Settings, load_settings
 from workbench.core.urls import check_urls
 from workbench.ledger.store import Ledger, NewBatch
 from workbench.pipeline.registry import get_pipeline, load_pipeline_modules
+from workbench.queue import QueueRedis
 from workbench.queue import jobs as queue
 from workbench.queue.reconcile import ReconcileReport, reconcile
 
@@ -49,7 +49,7 @@ class Workbench:
         self.settings: Settings = load_settings(**settings)
         load_pipeline_modules(self.settings.pipeline_modules)
         self._ledger: Ledger | None = None
-        self._redis: ArqRedis | None = None
+        self._redis: QueueRedis | None = None
         self._connect_lock: asyncio.Lock | None = None
         self._workers: list[tuple[Any, WorkerRuntime, asyncio.Task[None]]] = []
         self._sync: SyncProxy | None = None
@@ -71,7 +71,7 @@ class Workbench:
                     self._ledger = ledger
         return self._ledger
 
-    async def _redis_ready(self) -> ArqRedis:
+    async def _redis_ready(self) -> QueueRedis:
         if self._redis is None:
             if self._connect_lock is None:
                 self._connect_lock = asyncio.Lock()
@@ -194,7 +194,7 @@ class Workbench:
         the kernel (warnings only by default, so cell output stays readable); ``None`` leaves
         logging as it is."""
         from workbench.core.logs import configure_logging
-        from workbench.worker import build_worker
+        from workbench.worker.process import build_worker
 
         if log_level is not None:
             configure_logging("console", log_level)

@@ -1,9 +1,12 @@
-"""``python -m workbench.worker [--processes N] [--concurrency N] [--burst] [--pipelines MOD,...]``"""
+"""``python -m workbench.worker [--processes N] [--concurrency N] [--burst] [--pipelines MOD,...]``
+
+One process runs the worker itself (``process.run_in_this_process``); more are started and
+watched by ``supervisor``. Settings and pipeline modules are checked before anything starts.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from typing import Any
@@ -38,32 +41,6 @@ def _positive(value: str) -> int:
     return n
 
 
-def run_in_this_process(options: dict[str, Any], overrides: dict[str, Any]) -> int:
-    """Run one worker in this process until it stops; returns an exit code."""
-    from workbench.core.logs import configure_logging
-    from workbench.core.settings import load_settings
-    from workbench.pipeline.registry import load_pipeline_modules
-    from workbench.worker import run_worker
-
-    settings = load_settings(**overrides)
-    configure_logging(settings.log_format, settings.log_level)
-    load_pipeline_modules(settings.pipeline_modules)
-
-    async def main() -> None:
-        await run_worker(
-            settings,
-            burst=options.get("burst", False),
-            concurrency=options.get("concurrency"),
-            cpu_processes=options.get("cpu_processes"),
-        )
-
-    try:
-        asyncio.run(main())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        pass  # a signal: ARQ already finished or handed back the running items
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from workbench.core.settings import load_settings
@@ -88,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         if processes == 1:
+            from workbench.worker.process import run_in_this_process
+
             return run_in_this_process(options, overrides)
         from workbench.worker.supervisor import supervise
 

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from arq.connections import ArqRedis
 
 from workbench.core import codec
+from workbench.core.backoff import backoff_s
 from workbench.core.errors import (
     PermanentError,
     PipelineError,
@@ -38,6 +38,7 @@ from workbench.notify.notifier import Notifier
 from workbench.pipeline.context import Context
 from workbench.pipeline.registry import get_pipeline
 from workbench.pipeline.tools import Tools
+from workbench.queue import QueueRedis
 from workbench.queue import jobs as queue
 from workbench.queue.reconcile import reconcile
 
@@ -59,7 +60,7 @@ class WorkerRuntime:
     def __init__(
         self,
         settings: Settings,
-        redis: ArqRedis,
+        redis: QueueRedis,
         *,
         ledger: Ledger | None = None,
         concurrency: int | None = None,
@@ -249,7 +250,12 @@ class WorkerRuntime:
             retryable=is_retryable(exc),
         )
         if error["retryable"] and claim.tries < self.settings.max_tries:
-            delay = self.backoff_s(claim.tries, getattr(exc, "retry_after_s", None))
+            # jitter on the upper half; the server's Retry-After (capped) is a floor
+            delay = backoff_s(
+                claim.tries, self.settings.retry_backoff_s, self.settings.retry_backoff_max_s,
+                retry_after_s=getattr(exc, "retry_after_s", None),
+                retry_after_max_s=self.settings.retry_after_max_s,
+            )
             new_attempt = await self.ledger.retry_later(
                 claim.item_id, claim.attempt, error, delay
             )
@@ -269,14 +275,6 @@ class WorkerRuntime:
             self.log.info("item failed", item=claim.item_id, error_type=error["error_type"])
             return "failed"
         return "stale"
-
-    def backoff_s(self, tries: int, retry_after_s: float | None = None) -> float:
-        """Exponential backoff with full jitter on the upper half; Retry-After is a floor."""
-        base = self.settings.retry_backoff_s * (2 ** max(0, tries - 1))
-        delay = min(self.settings.retry_backoff_max_s, base) * random.uniform(0.5, 1.0)
-        if retry_after_s:
-            delay = max(delay, min(retry_after_s, self.settings.retry_after_max_s))
-        return delay
 
     async def _run_settled_hooks(self, batch: BatchInfo) -> None:
         for hook in self.settled_hooks:

@@ -4,6 +4,7 @@ child that dies unexpectedly (a hostile page must not take capacity down for goo
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import time
 from typing import Any
@@ -16,7 +17,7 @@ _RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 
 
 def _child(options: dict[str, Any], overrides: dict[str, Any]) -> None:
-    from workbench.worker.__main__ import run_in_this_process
+    from workbench.worker.process import run_in_this_process
 
     raise SystemExit(run_in_this_process(options, overrides))
 
@@ -28,7 +29,9 @@ def supervise(processes: int, options: dict[str, Any], overrides: dict[str, Any]
     stopping = False
 
     def start(slot: int) -> None:
-        proc = ctx.Process(target=_child, args=(options, overrides), name=f"workbench-worker-{slot}")
+        proc = ctx.Process(
+            target=_child, args=(options, overrides), name=f"workbench-worker-{slot}"
+        )
         proc.start()
         children[slot] = proc
         log.info("worker process started", slot=slot, pid=proc.pid)
@@ -45,8 +48,6 @@ def supervise(processes: int, options: dict[str, Any], overrides: dict[str, Any]
         for p in children.values():
             if p.is_alive() and p.pid:
                 try:
-                    import os
-
                     os.kill(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
