@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
-from workbench.client.sync import SyncWorkbench
-from workbench.client.workbench import Batch, Workbench
+from workbench.client.batch import Batch
+from workbench.client.workbench import SyncWorkbench, Workbench
 from workbench.core.errors import (
     BatchNotFoundError,
     EmptyBatchError,

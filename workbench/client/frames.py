@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.core import codec
-from workbench.core.status import ITEM_STATUSES
+from workbench.core.status import ITEM_STATUSES, Counts
 
 ITEM_COLUMNS = [
     "item_id", "position", "url", "normalized_url", "status", "attempts", "tries",
@@ -88,17 +88,16 @@ def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 def batches_frame(batches: Sequence[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for b in batches:
-        counts = b["counts"]
-        active = counts["queued"] + counts["running"]
+        counts = Counts(b["counts"])
         rows.append({
             "batch_id": b["id"],
             "name": b["name"],
             "pipeline": b["pipeline"],
             "pipeline_version": b["pipeline_version"],
             "created_at": b["created_at"],
-            "total": sum(counts.values()),
+            "total": counts.total,
             **{s: counts[s] for s in ITEM_STATUSES},
-            "state": "running" if active else "completed",
+            "state": counts.state.value,
             "first_started_at": b.get("first_started_at"),
             "last_finished_at": b.get("last_finished_at"),
         })
@@ -108,7 +107,3 @@ def batches_frame(batches: Sequence[dict[str, Any]]) -> pd.DataFrame:
     for col in ("total", *ITEM_STATUSES):
         df[col] = df[col].astype("int64")
     return df
-
-
-def state_of(counts: dict[str, int]) -> str:
-    return "running" if counts.get("queued", 0) + counts.get("running", 0) else "completed"

@@ -1,9 +1,10 @@
 """A synchronous facade derived from the async API (never written out twice by hand).
 
-``SyncProxy`` wraps a ``Workbench`` or ``Batch``: every coroutine method becomes a blocking call,
-and returned ``Batch`` objects are wrapped too. With no running event loop (a script), calls run on
-a private loop kept for the proxy's lifetime, so connections stay bound to one loop. Inside a
-running loop (a Jupyter widget callback), nest-asyncio lets the call complete on that loop.
+``SyncProxy`` wraps an async object: every coroutine method becomes a blocking call, and returned
+values of the types it is told to wrap are wrapped too (the client passes ``Workbench`` and
+``Batch``, so this module imports nothing of the client). With no running event loop (a script),
+calls run on a private loop kept for the proxy's lifetime, so connections stay bound to one loop.
+Inside a running loop (a Jupyter widget callback), nest-asyncio lets the call complete on that loop.
 """
 
 from __future__ import annotations
@@ -42,17 +43,17 @@ class SyncRunner:
 
 
 class SyncProxy:
-    """Blocking view of an async object; attribute access passes through."""
+    """Blocking view of an async object; attribute access passes through. Values of the types in
+    ``wraps`` (returned by a call or read as an attribute) come back as proxies too."""
 
-    def __init__(self, target: Any, runner: SyncRunner):
+    def __init__(self, target: Any, runner: SyncRunner, wraps: tuple[type, ...] = ()):
         object.__setattr__(self, "_target", target)
         object.__setattr__(self, "_runner", runner)
+        object.__setattr__(self, "_wraps", wraps)
 
     def _wrap(self, value: Any) -> Any:
-        from workbench.client.workbench import Batch, Workbench
-
-        if isinstance(value, (Batch, Workbench)):
-            return SyncProxy(value, self._runner)
+        if self._wraps and isinstance(value, self._wraps):
+            return SyncProxy(value, self._runner, self._wraps)
         return value
 
     def __getattr__(self, name: str) -> Any:
@@ -82,15 +83,8 @@ class SyncProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from workbench.client.workbench import Workbench
-
-        if isinstance(self._target, Workbench):
-            self._runner.run(self._target.close())
+        """Close the target if it can be closed (a Workbench: not a Batch), then the loop."""
+        close = getattr(self._target, "close", None)
+        if inspect.iscoroutinefunction(close):
+            self._runner.run(close())
             self._runner.close()
-
-
-def SyncWorkbench(**settings: Any) -> SyncProxy:  # noqa: N802 - reads like a class to users
-    """``with SyncWorkbench() as wb: batch = wb.submit(urls); batch.wait()`` for plain scripts."""
-    from workbench.client.workbench import Workbench
-
-    return SyncProxy(Workbench(**settings), SyncRunner())

@@ -1,0 +1,244 @@
+"""``Batch``: one submitted batch, read and steered through the ledger (``wb.submit`` and
+``wb.get_batch`` return one). Every method reads the ledger afresh; none keeps state but the counts
+it read last (for reprs and the monitor, which never do I/O to draw).
+
+A Batch reaches its Workbench only through ``BatchOwner``, the few things it needs of it, so
+``client.workbench`` imports this module and never the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import structlog
+
+from workbench.client import frames
+from workbench.core import codec
+from workbench.core.errors import (
+    EmptyBatchError,
+    InvalidInputError,
+    InvalidParamsError,
+    QueueError,
+    WaitTimeout,
+)
+from workbench.core.settings import Settings
+from workbench.core.status import BatchState, Counts
+from workbench.ledger.store import Ledger, NewBatch
+from workbench.notebook.monitor import BatchMonitor, display_batch
+from workbench.notebook.render import batch_html
+from workbench.pipeline.registry import get_pipeline
+from workbench.queue import QueueRedis
+from workbench.queue import jobs as queue
+
+log = structlog.get_logger("workbench.client.batch")
+
+
+class BatchOwner(Protocol):
+    """What a Batch needs of the Workbench that made it (``client.workbench.Workbench``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def sync(self) -> Any: ...
+    async def open_ledger(self) -> Ledger: ...
+    async def open_queue(self) -> QueueRedis: ...
+    async def batches(self) -> pd.DataFrame: ...
+    async def create_batch(
+        self, spec: NewBatch, entries: Sequence[tuple[int, str, str]], *, use_cache: bool
+    ) -> Batch: ...
+
+
+class Batch:
+    """A submitted batch. Methods read the ledger afresh on every call."""
+
+    def __init__(self, wb: BatchOwner, row: dict[str, Any]):
+        self._wb = wb
+        self.id: str = row["id"]
+        self.name: str | None = row["name"]
+        self.pipeline: str = row["pipeline"]
+        self.pipeline_version: str = row["pipeline_version"]
+        self.params: dict[str, Any] = row["params"] or {}
+        self.created_at = row["created_at"]
+        self.total: int = row["total"]
+        self.use_stored_pages: bool = bool(row["use_stored_pages"])
+        self.source_batch_id: str | None = row.get("source_batch_id")
+        #: entries left out by ``on_invalid="skip"``: (position, entry, reason)
+        self.invalid: list[tuple[int, object, str]] = []
+        #: items answered from the result cache at submit
+        self.cached: int = 0
+        self._last_counts: Counts | None = None
+
+    @property
+    def workbench(self) -> BatchOwner:
+        """The Workbench this batch was read through."""
+        return self._wb
+
+    @property
+    def last_counts(self) -> Counts | None:
+        """What ``counts()`` read last (by any caller: ``wait()``, the monitor), without I/O;
+        ``None`` before the first read."""
+        return self._last_counts
+
+    async def counts(self) -> Counts:
+        """``{status: count}`` with all five statuses present (a ``Counts``: a dict that also
+        knows ``.active``, ``.settled`` and ``.state``)."""
+        counts = await (await self._wb.open_ledger()).counts(self.id)
+        self._last_counts = counts
+        return counts
+
+    async def state(self) -> BatchState:
+        """``running`` while any item is queued or running, then ``completed``."""
+        return (await self.counts()).state
+
+    async def status(self) -> pd.DataFrame:
+        """One row per item: status, attempts, timestamps, worker, last error."""
+        rows = await (await self._wb.open_ledger()).item_rows(self.id)
+        return frames.items_frame(rows)
+
+    async def results(self) -> pd.DataFrame:
+        """Done items with the pipeline's fields as columns, then provenance."""
+        rows = await (await self._wb.open_ledger()).result_rows(self.id)
+        return frames.results_frame(rows)
+
+    async def failures(self) -> pd.DataFrame:
+        """Failed items with ``error_type``, ``error_message``, ``retryable`` and traceback."""
+        rows = await (await self._wb.open_ledger()).item_rows(self.id, statuses=["failed"])
+        return frames.failures_frame(rows)
+
+    async def embeddings(self, column: str = "embedding") -> tuple[np.ndarray, pd.Index]:
+        """The ``column`` of every done item stacked into a matrix (rows follow the returned
+        index of item ids), ready for numpy and scikit-learn."""
+        df = await self.results()
+        if column not in df.columns:
+            raise InvalidInputError(
+                f"no {column!r} field in the results of batch {self.id}; fields: "
+                f"{', '.join(map(str, df.columns))}"
+            )
+        present = df[df[column].map(lambda v: v is not None and not _is_nan(v))]
+        if present.empty:
+            return np.zeros((0, 0), dtype=np.float32), pd.Index([], name="item_id")
+        matrix = np.vstack([np.asarray(v, dtype=np.float32) for v in present[column]])
+        return matrix, pd.Index(present["item_id"], name="item_id")
+
+    async def retry(self, item_ids: Sequence[int] | None = None) -> int:
+        """Re-queue failed items (or the given failed/cancelled ones). Returns how many."""
+        ledger = await self._wb.open_ledger()
+        jobs = await ledger.retry(self.id, item_ids)
+        await queue.enqueue(await self._wb.open_queue(), self._wb.settings.queue_name, jobs)
+        return len(jobs)
+
+    async def cancel(self) -> int:
+        """Cancel what has not finished. Returns how many items were cancelled."""
+        ledger = await self._wb.open_ledger()
+        jobs = await ledger.cancel(self.id)
+        try:
+            await queue.drop(await self._wb.open_queue(), self._wb.settings.queue_name, jobs)
+        except QueueError as exc:  # harmless: a dropped-late job finds its item cancelled
+            log.warning("could not drop cancelled jobs from Redis", error=str(exc))
+        return len(jobs)
+
+    async def wait(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 - the public contract (DESIGN.md §4)
+        *,
+        poll_s: float = 0.25,
+        progress: bool = False,
+    ) -> Counts:
+        """Return the counts once nothing is queued or running; ``WaitTimeout`` after
+        ``timeout`` seconds. ``progress=True`` shows a tqdm bar (notebook or terminal)."""
+        if timeout is not None and timeout < 0:
+            raise InvalidInputError(f"timeout must be >= 0, got {timeout}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=None, desc=self.name or self.id, unit="item")
+        try:
+            delay = min(poll_s, 0.05)
+            while True:
+                counts = await self.counts()
+                active = counts.active
+                if bar is not None:
+                    bar.total = counts.total
+                    bar.n = counts.settled
+                    bar.set_postfix(done=counts["done"], failed=counts["failed"], refresh=False)
+                    bar.refresh()
+                if not active:
+                    return counts
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeout(
+                        f"batch {self.id} still has {active} item(s) queued or running after "
+                        f"{timeout:g}s: {dict(counts)}",
+                        counts,
+                    )
+                sleep = delay
+                if deadline is not None:
+                    sleep = min(delay, max(0, deadline - time.monotonic()))
+                await asyncio.sleep(sleep)
+                delay = min(poll_s * 4, delay * 1.5 + 0.01)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    async def rerun(
+        self,
+        pipeline: str | None = None,
+        params: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Batch:
+        """Analyse this batch's URLs again from their stored pages (no network): with a new
+        pipeline, version or params. Returns the new batch."""
+        spec = get_pipeline(pipeline or self.pipeline)
+        try:
+            clean = codec.check_json_object(self.params if params is None else params)
+        except ValueError as exc:
+            raise InvalidParamsError(str(exc)) from None
+        rows = await (await self._wb.open_ledger()).item_rows(self.id)
+        entries = [(r["position"], r["url"], r["normalized_url"]) for r in rows]
+        if not entries:
+            raise EmptyBatchError(f"batch {self.id} has no items to rerun")
+        return await self._wb.create_batch(
+            NewBatch(
+                pipeline=spec.name,
+                pipeline_version=spec.version,
+                params=clean,
+                params_hash=codec.params_hash(clean),
+                name=name or f"rerun of {self.name or self.id}",
+                use_stored_pages=True,
+                source_batch_id=self.id,
+            ),
+            entries,
+            use_cache=True,
+        )
+
+    def widget(self) -> BatchMonitor:
+        """A live ipywidgets monitor of this batch."""
+        return BatchMonitor(self).show()
+
+    def __repr__(self) -> str:
+        counts = self._last_counts
+        tail = ""
+        if counts is not None:
+            tail = " " + " ".join(f"{k}={v}" for k, v in counts.items()) + f" ({counts.state})"
+        name = f" {self.name!r}" if self.name else ""
+        return (f"<Batch {self.id}{name} pipeline={self.pipeline} v{self.pipeline_version} "
+                f"items={self.total}{tail}>")
+
+    def _repr_html_(self) -> str:
+        return batch_html(self)
+
+    def _ipython_display_(self) -> None:
+        """As a cell's last expression: the live monitor (static summary without a loop)."""
+        display_batch(self)
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and v != v
