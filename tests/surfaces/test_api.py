@@ -15,7 +15,7 @@ import pytest_asyncio
 import uvicorn
 
 from workbench import Workbench
-from workbench.api.app import create_app
+from workbench.api import create_app
 
 from .conftest import PIPELINES, cli_env, free_port
 
@@ -80,7 +80,8 @@ async def test_batches_routes(api: Api, run_worker: Any) -> None:
     assert [(d["loc"], d["input"]) for d in detail] == [
         (["body", "urls", 1], "ftp://x.org/"), (["body", "urls", 2], "http://")]
     assert "scheme" in detail[0]["msg"]
-    for body, loc in (({"urls": ["http://example.org/1"], "pipeline": "nope"}, ["body", "pipeline"]),
+    for body, loc in (({"urls": ["http://example.org/1"], "pipeline": "nope"},
+                       ["body", "pipeline"]),
                       ({"urls": ["http://example.org/1"], "notify": "not-an-email"},
                        ["body", "notify"]),
                       ({"urls": []}, ["body", "urls"]),
@@ -107,7 +108,8 @@ async def test_batches_routes(api: Api, run_worker: Any) -> None:
 
     page = (await c.get(f"/batches/{bid}/items", params={"status": "failed", "limit": 1})).json()
     assert page["total"] == 2 and len(page["items"]) == 1
-    assert page["items"][0]["error_type"] == "bad_page" and page["items"][0]["job_id"].endswith(":1")
+    first = page["items"][0]
+    assert first["error_type"] == "bad_page" and first["job_id"].endswith(":1")
     page2 = (await c.get(f"/batches/{bid}/items", params={"limit": 3, "offset": 6})).json()
     assert page2["total"] == 7 and len(page2["items"]) == 1
     r = await c.get(f"/batches/{bid}/items", params={"status": "weird"})
@@ -189,6 +191,38 @@ async def test_analyses_and_jobs(api: Api, run_worker: Any) -> None:
     assert (await c.get(f"/analyses/{batch['batch_id']}")).status_code == 404
     r = await c.post("/analyses", json={"url": "mailto:a@b.org"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "url"]
+
+
+OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")
+
+
+def test_openapi_document_is_unchanged() -> None:
+    """The HTTP contract (DESIGN.md §8) as a document: routes and their order, operation ids,
+    parameters, responses and schemas equal ``openapi.json`` beside this file, so moving code
+    between the api modules cannot change what clients see.
+
+    On a deliberate change of the API, regenerate the file and review its diff::
+
+        .venv/bin/python -c "import json; from workbench.api import create_app; \\
+            print(json.dumps(create_app().openapi(), indent=1))" > tests/surfaces/openapi.json
+    """
+    saved = json.loads(OPENAPI_DOCUMENT.read_text(encoding="utf-8"))
+    live = json.loads(json.dumps(create_app().openapi()))
+    live["info"]["version"] = saved["info"]["version"]  # a release is not an API change
+    assert list(live["paths"]) == list(saved["paths"])  # route order
+    assert [list(ops) for ops in live["paths"].values()] == [
+        list(ops) for ops in saved["paths"].values()
+    ]
+    assert json.dumps(live, indent=1) == json.dumps(saved, indent=1)  # key order included
+
+
+def test_status_query_parameter_names_every_item_status() -> None:
+    from typing import get_args
+
+    from workbench.api.models import ItemStatusName
+    from workbench.core.status import ITEM_STATUSES
+
+    assert get_args(ItemStatusName) == ITEM_STATUSES
 
 
 async def test_openapi_schema_fuzzed(api: Api, run_worker: Any) -> None:

@@ -1,7 +1,7 @@
 """What goes in and out of the HTTP API: the request and response models (pydantic; FastAPI
 draws the OpenAPI schema from them), path parameters, job ids (``"<item>:<attempt>"``) and the
 422 body for our input errors, in FastAPI's validation-error shape. Shared by ``workbench.api.app``
-(app, batches) and ``workbench.api.seed`` (analyses, jobs).
+(the error handlers), ``workbench.api.batches`` and ``workbench.api.seed`` (analyses, jobs).
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from workbench.core.errors import (
 
 JOB_ID_PATTERN = r"^[0-9]{1,18}:[0-9]{1,9}$"
 BATCH_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,40}$"
+#: An item status as a query parameter: ``workbench.core.status.ITEM_STATUSES`` written out, so
+#: the OpenAPI document shows an inline enum (a test checks the two agree).
+ItemStatusName = Literal["queued", "running", "done", "failed", "cancelled"]
 
 
 # ============================================================================ models
