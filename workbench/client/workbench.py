@@ -1,4 +1,5 @@
-"""The notebook-facing client: ``Workbench`` submits batches, ``Batch`` reads and steers them.
+"""The notebook-facing client: ``Workbench`` submits batches, ``Batch`` (``client.batch``) reads
+and steers them, ``wb.sync`` / ``SyncWorkbench`` are the blocking facade (``client.sync``).
 
 The client reads the ledger, never ARQ's result keys. Connections open lazily on first use and
 belong to the instance (notebooks reload modules; no module-level state).
@@ -8,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import html
-import time
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 import structlog
 
 from workbench.client import frames
+from workbench.client.batch import Batch
+from workbench.client.sync import SyncProxy, SyncRunner
 from workbench.core import codec
 from workbench.core.errors import (
     EmptyBatchError,
@@ -25,7 +26,6 @@ from workbench.core.errors import (
     InvalidParamsError,
     InvalidURLError,
     QueueError,
-    WaitTimeout,
 )
 from workbench.core.settings import Settings, load_settings
 from workbench.core.urls import check_urls
@@ -36,7 +36,6 @@ from workbench.queue import jobs as queue
 from workbench.queue.reconcile import ReconcileReport, reconcile
 
 if TYPE_CHECKING:
-    from workbench.client.sync import SyncProxy
     from workbench.worker.runtime import WorkerRuntime
 
 log = structlog.get_logger("workbench.client.workbench")
@@ -71,7 +70,9 @@ class Workbench:
                     self._ledger = ledger
         return self._ledger
 
-    async def _redis_ready(self) -> QueueRedis:
+    async def open_queue(self) -> QueueRedis:
+        """The queue's Redis connection, opened on first use (for tools built on Workbench, and
+        for ``Batch``, which re-queues and drops jobs through it)."""
         if self._redis is None:
             if self._connect_lock is None:
                 self._connect_lock = asyncio.Lock()
@@ -79,6 +80,11 @@ class Workbench:
                 if self._redis is None:
                     self._redis = await queue.connect(self.settings)
         return self._redis
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called (reads fail from then on; create a new Workbench)."""
+        return self._closed
 
     @property
     def ledger(self) -> Ledger:
@@ -124,7 +130,7 @@ class Workbench:
             raise EmptyBatchError(
                 "nothing to submit: " + ("no URLs given" if not entries else "every URL is invalid")
             )
-        return await self._create(
+        return await self.create_batch(
             NewBatch(
                 pipeline=spec.name,
                 pipeline_version=spec.version,
@@ -140,7 +146,7 @@ class Workbench:
             invalid=checked.invalid,
         )
 
-    async def _create(
+    async def create_batch(
         self,
         spec: NewBatch,
         entries: Sequence[tuple[int, str, str]],
@@ -148,10 +154,13 @@ class Workbench:
         use_cache: bool,
         invalid: Sequence[tuple[int, object, str]] = (),
     ) -> Batch:
+        """Record a batch of checked ``(position, url, normalized url)`` entries and queue its
+        items: the step ``submit`` and ``Batch.rerun`` share. Prefer those; this is for tools
+        built on Workbench that validate their own input."""
         ledger = await self.open_ledger()
         outcome = await ledger.create_batch(spec, entries, use_cache=use_cache)
         try:
-            redis = await self._redis_ready()
+            redis = await self.open_queue()
             await queue.enqueue(redis, self.settings.queue_name, outcome.queued)
         except QueueError as exc:
             # The ledger has every item as queued: a worker's reconcile pass enqueues them later.
@@ -181,7 +190,7 @@ class Workbench:
     async def reconcile(self, *, full: bool = True) -> ReconcileReport:
         """Re-enqueue what the ledger holds as queued but Redis lost, and items of dead workers."""
         return await reconcile(
-            await self.open_ledger(), await self._redis_ready(), self.settings, full=full
+            await self.open_ledger(), await self.open_queue(), self.settings, full=full
         )
 
     # ------------------------------------------------------------------ in-kernel worker
@@ -256,9 +265,7 @@ class Workbench:
     def sync(self) -> SyncProxy:
         """A synchronous facade for scripts and widget callbacks: ``wb.sync.submit(urls)``."""
         if self._sync is None:
-            from workbench.client.sync import SyncProxy, SyncRunner
-
-            self._sync = SyncProxy(self, SyncRunner())
+            self._sync = SyncProxy(self, SyncRunner(), wraps=(Workbench, Batch))
         return self._sync
 
     def __repr__(self) -> str:
@@ -297,180 +304,9 @@ class Workbench:
         )
 
 
-class Batch:
-    """A submitted batch. Methods read the ledger afresh on every call."""
-
-    def __init__(self, wb: Workbench, row: dict[str, Any]):
-        self._wb = wb
-        self.id: str = row["id"]
-        self.name: str | None = row["name"]
-        self.pipeline: str = row["pipeline"]
-        self.pipeline_version: str = row["pipeline_version"]
-        self.params: dict[str, Any] = row["params"] or {}
-        self.created_at = row["created_at"]
-        self.total: int = row["total"]
-        self.use_stored_pages: bool = bool(row["use_stored_pages"])
-        self.source_batch_id: str | None = row.get("source_batch_id")
-        #: entries left out by ``on_invalid="skip"``: (position, entry, reason)
-        self.invalid: list[tuple[int, object, str]] = []
-        #: items answered from the result cache at submit
-        self.cached: int = 0
-        self._last_counts: dict[str, int] | None = None
-
-    @property
-    def workbench(self) -> Workbench:
-        return self._wb
-
-    async def counts(self) -> dict[str, int]:
-        """``{status: count}`` with all five statuses present."""
-        counts = await (await self._wb.open_ledger()).counts(self.id)
-        self._last_counts = counts
-        return counts
-
-    async def state(self) -> str:
-        return frames.state_of(await self.counts())
-
-    async def status(self) -> pd.DataFrame:
-        """One row per item: status, attempts, timestamps, worker, last error."""
-        rows = await (await self._wb.open_ledger()).item_rows(self.id)
-        return frames.items_frame(rows)
-
-    async def results(self) -> pd.DataFrame:
-        """Done items with the pipeline's fields as columns, then provenance."""
-        rows = await (await self._wb.open_ledger()).result_rows(self.id)
-        return frames.results_frame(rows)
-
-    async def failures(self) -> pd.DataFrame:
-        """Failed items with ``error_type``, ``error_message``, ``retryable`` and traceback."""
-        rows = await (await self._wb.open_ledger()).item_rows(self.id, statuses=["failed"])
-        return frames.failures_frame(rows)
-
-    async def embeddings(self, column: str = "embedding") -> tuple[np.ndarray, pd.Index]:
-        """The ``column`` of every done item stacked into a matrix (rows follow the returned
-        index of item ids), ready for numpy and scikit-learn."""
-        df = await self.results()
-        if column not in df.columns:
-            raise InvalidInputError(
-                f"no {column!r} field in the results of batch {self.id}; fields: "
-                f"{', '.join(map(str, df.columns))}"
-            )
-        present = df[df[column].map(lambda v: v is not None and not _is_nan(v))]
-        if present.empty:
-            return np.zeros((0, 0), dtype=np.float32), pd.Index([], name="item_id")
-        matrix = np.vstack([np.asarray(v, dtype=np.float32) for v in present[column]])
-        return matrix, pd.Index(present["item_id"], name="item_id")
-
-    async def retry(self, item_ids: Sequence[int] | None = None) -> int:
-        """Re-queue failed items (or the given failed/cancelled ones). Returns how many."""
-        ledger = await self._wb.open_ledger()
-        jobs = await ledger.retry(self.id, item_ids)
-        await queue.enqueue(await self._wb._redis_ready(), self._wb.settings.queue_name, jobs)
-        return len(jobs)
-
-    async def cancel(self) -> int:
-        """Cancel what has not finished. Returns how many items were cancelled."""
-        ledger = await self._wb.open_ledger()
-        jobs = await ledger.cancel(self.id)
-        try:
-            await queue.drop(await self._wb._redis_ready(), self._wb.settings.queue_name, jobs)
-        except QueueError as exc:  # harmless: a dropped-late job finds its item cancelled
-            log.warning("could not drop cancelled jobs from Redis", error=str(exc))
-        return len(jobs)
-
-    async def wait(
-        self, timeout: float | None = None, *, poll_s: float = 0.25, progress: bool = False
-    ) -> dict[str, int]:
-        """Return the counts once nothing is queued or running; ``WaitTimeout`` after
-        ``timeout`` seconds. ``progress=True`` shows a tqdm bar (notebook or terminal)."""
-        if timeout is not None and timeout < 0:
-            raise InvalidInputError(f"timeout must be >= 0, got {timeout}")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=None, desc=self.name or self.id, unit="item")
-        try:
-            delay = min(poll_s, 0.05)
-            while True:
-                counts = await self.counts()
-                active = counts["queued"] + counts["running"]
-                if bar is not None:
-                    total = sum(counts.values())
-                    bar.total = total
-                    bar.n = total - active
-                    bar.set_postfix(done=counts["done"], failed=counts["failed"], refresh=False)
-                    bar.refresh()
-                if not active:
-                    return counts
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise WaitTimeout(
-                        f"batch {self.id} still has {active} item(s) queued or running after "
-                        f"{timeout:g}s: {counts}",
-                        counts,
-                    )
-                sleep = delay if deadline is None else min(delay, max(0, deadline - time.monotonic()))
-                await asyncio.sleep(sleep)
-                delay = min(poll_s * 4, delay * 1.5 + 0.01)
-        finally:
-            if bar is not None:
-                bar.close()
-
-    async def rerun(
-        self,
-        pipeline: str | None = None,
-        params: dict[str, Any] | None = None,
-        name: str | None = None,
-    ) -> Batch:
-        """Analyse this batch's URLs again from their stored pages (no network): with a new
-        pipeline, version or params. Returns the new batch."""
-        spec = get_pipeline(pipeline or self.pipeline)
-        try:
-            clean = codec.check_json_object(self.params if params is None else params)
-        except ValueError as exc:
-            raise InvalidParamsError(str(exc)) from None
-        rows = await (await self._wb.open_ledger()).item_rows(self.id)
-        entries = [(r["position"], r["url"], r["normalized_url"]) for r in rows]
-        if not entries:
-            raise EmptyBatchError(f"batch {self.id} has no items to rerun")
-        return await self._wb._create(
-            NewBatch(
-                pipeline=spec.name,
-                pipeline_version=spec.version,
-                params=clean,
-                params_hash=codec.params_hash(clean),
-                name=name or f"rerun of {self.name or self.id}",
-                use_stored_pages=True,
-                source_batch_id=self.id,
-            ),
-            entries,
-            use_cache=True,
-        )
-
-    def widget(self) -> Any:
-        """A live ipywidgets monitor of this batch."""
-        from workbench.notebook.monitor import BatchMonitor
-
-        return BatchMonitor(self).show()
-
-    def __repr__(self) -> str:
-        counts = self._last_counts
-        tail = ""
-        if counts is not None:
-            tail = " " + " ".join(f"{k}={v}" for k, v in counts.items()) + f" ({frames.state_of(counts)})"
-        name = f" {self.name!r}" if self.name else ""
-        return f"<Batch {self.id}{name} pipeline={self.pipeline} v{self.pipeline_version} items={self.total}{tail}>"
-
-    def _repr_html_(self) -> str:
-        from workbench.notebook.render import batch_html
-
-        return batch_html(self)
-
-    def _ipython_display_(self) -> None:
-        """As a cell's last expression: the live monitor (static summary without a loop)."""
-        from workbench.notebook.monitor import display_batch
-
-        display_batch(self)
+def SyncWorkbench(**settings: Any) -> SyncProxy:  # noqa: N802 - reads like a class to users
+    """``with SyncWorkbench() as wb: batch = wb.submit(urls); batch.wait()`` for plain scripts."""
+    return Workbench(**settings).sync
 
 
 def _url_list(urls: Any) -> list[Any]:
@@ -488,6 +324,3 @@ def _url_list(urls: Any) -> list[Any]:
             f"urls must be an iterable of URL strings, got {type(urls).__name__}"
         ) from None
 
-
-def _is_nan(v: Any) -> bool:
-    return isinstance(v, float) and v != v
