@@ -94,7 +94,7 @@ async def test_stale_queue_entries_swept_live_ones_kept(
         done_jobs = [(int(i), int(a)) for i, a in zip(st["item_id"], st["attempts"], strict=True)]
         cancelled_id = int((await cancelled.status())["item_id"][0])
         live_ids = [int(i) for i in (await live.status())["item_id"]]
-        redis = await wb._redis_ready()
+        redis = await wb.open_queue()
         queue_name = wb.settings.queue_name
 
         stale = [*done_jobs, (cancelled_id, 1), (live_ids[0], 0), (999_999, 1)]

@@ -23,8 +23,7 @@ underneath are translated at the boundary (``raise FetchTimeout(...) from exc``)
         │   ├── FetchTimeout          connect/read/total timeout
         │   ├── FetchConnectionError  refused, reset, DNS failure
         │   ├── TransientHTTPError    HTTP 408, 425, 429, 5xx (``status``, ``retry_after_s``)
-        │   ├── LLMTransientError     the LLM endpoint said 429/5xx or timed out
-        │   └── WorkerLost            the worker running the item died (set by reconcile)
+        │   └── LLMTransientError     the LLM endpoint said 429/5xx or timed out
         └── PermanentError            failed on the first attempt (retryable=False)
             ├── HTTPStatusError       other 4xx (``status``)
             ├── ResponseTooLarge      body past the size cap
@@ -163,10 +162,6 @@ class TransientHTTPError(TransientError):
 
 class LLMTransientError(TransientError):
     error_type = "llm_unavailable"
-
-
-class WorkerLost(TransientError):
-    error_type = "worker_lost"
 
 
 class HTTPStatusError(PermanentError):
