@@ -16,6 +16,7 @@ import pytest
 
 from workbench import Workbench, pipeline
 from workbench.core.errors import PermanentError
+from workbench.core.status import Counts
 from workbench.notebook.monitor import BatchMonitor, display_batch
 from workbench.notebook.render import (
     FailureGroup,
@@ -23,9 +24,9 @@ from workbench.notebook.render import (
     Throughput,
     batch_html,
     counts_html,
+    duration,
     eta_seconds,
     failures_html,
-    format_duration,
     format_rate,
     group_failures,
     messages_html,
@@ -39,12 +40,13 @@ from workbench.notebook.render import (
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
-    (None, "—"), (math.nan, "—"), (-3, "0.0 s"), (0, "0.0 s"), (7.46, "7.5 s"), (9.96, "10 s"),
-    (42.4, "42 s"), (59.6, "1 min 00 s"), (185, "3 min 05 s"), (7440, "2 h 04 min"),
-    (3 * 86400 + 3600 + 59, "3 d 01 h"),
+    (None, "—"), (math.nan, "—"), (-3, "0.0s"), (0, "0.0s"), (7.46, "7.5s"), (9.96, "10s"),
+    (42.4, "42s"), (59.6, "1m 00s"), (185, "3m 05s"), (7440, "2h 04m"),
+    (3 * 86400 + 3600 + 59, "3d 01h"),
 ])
-def test_format_duration(seconds: float | None, text: str) -> None:
-    assert format_duration(seconds) == text
+def test_duration_is_the_one_format(seconds: float | None, text: str) -> None:
+    """The monitor shows ``core.text.format_duration`` (as the CLI and email do), ``—`` unknown."""
+    assert duration(seconds) == text
 
 
 @pytest.mark.parametrize(("rate", "text"), [
@@ -122,6 +124,8 @@ def test_snapshot_numbers() -> None:
     assert s.eta_s == pytest.approx(2.0)
     done = _snap(counts={"queued": 0, "running": 0, "done": 3, "failed": 0, "cancelled": 0})
     assert (done.settled, done.state, done.eta_s) == (True, "completed", 0.0)
+    partial = _snap(counts={"done": 5, "failed": 1})  # the status model fills in the rest
+    assert isinstance(partial.counts, Counts) and partial.counts["queued"] == 0
 
 
 def test_counts_and_progress_bar_html() -> None:
@@ -137,12 +141,12 @@ def test_counts_and_progress_bar_html() -> None:
 def test_status_html_running_and_settled() -> None:
     running = status_html(_snap())
     assert "15</b> of <b>20</b> finished (75%)" in running
-    assert "<b>2.5 items/s</b> over the last 10 s" in running and "ETA <b>2.0 s</b>" in running
+    assert "<b>2.5 items/s</b> over the last 10 s" in running and "ETA <b>2.0s</b>" in running
     assert "since" not in running
     assert "throughput <b>—</b> · ETA <b>—</b>" in status_html(_snap(rate=None))
     assert "crawl &lt;1&gt;" in running and "<1>" not in running  # names are escaped
     settled = status_html(_snap(counts={"done": 5, "failed": 1}, elapsed_s=75, since="the retry"))
-    assert "took <b>1 min 15 s</b> since the retry" in settled and "ETA" not in settled
+    assert "took <b>1m 15s</b> since the retry" in settled and "ETA" not in settled
     assert "completed" in settled
 
 
@@ -177,11 +181,11 @@ def test_messages_summary_and_batch_html() -> None:
 
     class FakeBatch:
         id, name, pipeline, pipeline_version, total = "b-2", None, "article", "1", 7
-        _last_counts: dict[str, int] | None = None
+        last_counts: dict[str, int] | None = None
 
-    assert "await batch.counts()" in batch_html(FakeBatch())  # type: ignore[arg-type]
-    FakeBatch._last_counts = {"queued": 0, "running": 0, "done": 7, "failed": 0, "cancelled": 0}
-    assert "completed" in batch_html(FakeBatch()) and "done <b>7</b>" in batch_html(FakeBatch())  # type: ignore[arg-type]
+    assert "await batch.counts()" in batch_html(FakeBatch())
+    FakeBatch.last_counts = {"queued": 0, "running": 0, "done": 7, "failed": 0, "cancelled": 0}
+    assert "completed" in batch_html(FakeBatch()) and "done <b>7</b>" in batch_html(FakeBatch())
 
 
 # ---------------------------------------------------------------- the monitor, for real

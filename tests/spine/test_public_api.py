@@ -13,7 +13,8 @@ def test_all_is_complete_and_sorted() -> None:
     import types
 
     public = {n for n, v in vars(workbench).items()
-              if not n.startswith("_") and not isinstance(v, types.ModuleType) and n != "annotations"}
+              if not n.startswith("_") and not isinstance(v, types.ModuleType)
+              and n != "annotations"}
     assert public <= set(workbench.__all__), public - set(workbench.__all__)
     assert workbench.__all__ == sorted(workbench.__all__)
     for name in workbench.__all__:

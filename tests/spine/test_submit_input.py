@@ -64,7 +64,7 @@ async def test_submit_errors(wb: Workbench) -> None:
     assert [pos for pos, _, _ in err.value.invalid] == [1, 2]
     assert "'nope'" in str(err.value) and "not a string" in str(err.value)
     assert (await wb.batches()).empty  # nothing half-recorded
-    with pytest.raises(UnknownPipelineError, match="'nope'.*known: .*article"):
+    with pytest.raises(UnknownPipelineError, match=r"'nope'.*known: .*article"):
         await wb.submit(["https://ok.example/"], pipeline="nope")
     with pytest.raises(InvalidParamsError, match="not JSON"):
         await wb.submit(["https://ok.example/"], pipeline="noop", params={"f": object()})

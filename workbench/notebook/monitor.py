@@ -2,28 +2,32 @@
 
 ``BatchMonitor`` is ipywidgets plumbing: it polls the ledger from an asyncio task on the kernel's
 own loop (no threads) and draws with the pure functions of ``workbench.notebook.render``.
+
+It watches any ``MonitoredBatch`` (``workbench.notebook.protocol``): the few reads and actions it
+needs of a batch, which ``workbench.client.Batch`` provides; the client imports this module, never
+the reverse.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from workbench.core.status import Counts
+from workbench.notebook.protocol import MonitoredBatch
 from workbench.notebook.render import (
-    _MUTED,
     COLORS,
-    FINISHED,
+    FAILURE_HEADERS,
     FailureGroup,
     Snapshot,
     Throughput,
-    _age_s,
-    _div,
-    _last_finished,
     batch_html,
     failure_cells,
+    failure_header_cells,
     failures_title_html,
     group_failures,
     messages_html,
@@ -31,9 +35,6 @@ from workbench.notebook.render import (
     summary_html,
     summary_text,
 )
-
-if TYPE_CHECKING:
-    from workbench.client.workbench import Batch
 
 __all__ = ["BatchMonitor", "display_batch"]
 
@@ -53,7 +54,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def display_batch(batch: Batch) -> None:
+def display_batch(batch: MonitoredBatch) -> None:
     """A ``Batch`` as a cell's last expression: the live monitor in a kernel whose loop runs,
     else the static summary."""
     if getattr(_ipython(), "kernel", None) is not None and _running_loop() is not None:
@@ -73,7 +74,7 @@ class BatchMonitor:
     failures show in the widget's message line, and ``messages`` keeps every note and error.
     """
 
-    def __init__(self, batch: Batch, *, interval: float = 1.0, window_s: float = 10.0,
+    def __init__(self, batch: MonitoredBatch, *, interval: float = 1.0, window_s: float = 10.0,
                  max_groups: int = 12) -> None:
         import ipywidgets as w
 
@@ -157,7 +158,7 @@ class BatchMonitor:
                 snap = await self.refresh()
                 failed_refreshes = 0
             except Exception as exc:
-                if getattr(self.batch.workbench, "_closed", False):
+                if self.batch.workbench.closed:
                     self._note("info", "monitor stopped: the Workbench was closed")
                     if self._adopt_final_counts():
                         self._update_displays()
@@ -181,7 +182,7 @@ class BatchMonitor:
         deadline = time.monotonic() + self.interval
         while time.monotonic() < deadline:
             await asyncio.sleep(min(0.1, self.interval))
-            if self.batch._last_counts not in (None, seen):  # Batch keeps what counts() read
+            if self.batch.last_counts not in (None, seen):  # Batch keeps what counts() read
                 return
 
     # -------------------------------------------------------------- reading the ledger
@@ -197,35 +198,33 @@ class BatchMonitor:
     def _refresh_blocking(self) -> Snapshot:
         sync = self.batch.workbench.sync  # the facade scripts use, with its own loop
         batch = sync.get_batch(self.batch.id)
-        counts = batch.counts()
+        counts = Counts(batch.counts())
         failures = batch.failures() if self._failures_due(counts) else None
         last = _last_finished(sync.batches(), self.batch.id) \
             if self._needs_last_finished(counts) else None
         return self._apply(counts, failures, last)
 
-    def _failures_due(self, counts: Mapping[str, int]) -> bool:
+    def _failures_due(self, counts: Counts) -> bool:
         failed = counts["failed"]
         if not failed or (failed == self._failed_seen and not self._stale):
             return False
         # while items fly, reading every failure (with tracebacks) each second is wasteful
-        settled = not counts["queued"] + counts["running"]
-        return settled or time.monotonic() - self._failures_at >= 2 * self.interval
+        return counts.is_settled or time.monotonic() - self._failures_at >= 2 * self.interval
 
-    def _needs_last_finished(self, counts: Mapping[str, int]) -> bool:
+    def _needs_last_finished(self, counts: Counts) -> bool:
         # only a batch that settled before the monitor saw it run needs the ledger's clock
-        settled = not counts["queued"] + counts["running"]
-        return settled and self._final_elapsed is None and not self._saw_running
+        return counts.is_settled and self._final_elapsed is None and not self._saw_running
 
-    def _apply(self, counts: Mapping[str, int], failures: Any, last: datetime | None) -> Snapshot:
+    def _apply(self, counts: Counts, failures: Any, last: datetime | None) -> Snapshot:
         now = time.monotonic()
-        self._meter.add(now, sum(counts[s] for s in FINISHED))
+        self._meter.add(now, counts.settled)
         if failures is not None:
             self._groups = tuple(group_failures(failures))
             self._failed_seen, self._failures_at, self._stale = counts["failed"], now, False
         elif not counts["failed"]:
             self._groups, self._failed_seen = (), 0
         start = self._run_start or self.batch.created_at
-        if counts["queued"] + counts["running"]:
+        if counts.active:
             self._saw_running, self._final_elapsed = True, None
             elapsed = _age_s(start)
         else:
@@ -233,7 +232,7 @@ class BatchMonitor:
                 self._final_elapsed = _age_s(start, last)
             elapsed = self._final_elapsed
         b = self.batch
-        self.snapshot = Snapshot(b.id, b.name, b.pipeline, b.pipeline_version, dict(counts),
+        self.snapshot = Snapshot(b.id, b.name, b.pipeline, b.pipeline_version, Counts(counts),
                                  self._groups, elapsed, self._meter.rate(),
                                  self._meter.idle_for(now),
                                  "the retry" if self._run_start else "submission")
@@ -244,8 +243,8 @@ class BatchMonitor:
     def _adopt_final_counts(self) -> bool:
         """Take final counts that other code read (``await batch.wait()`` sees the end before
         the next poll; the Workbench may close before it) as the final picture. No I/O."""
-        counts, snap = self.batch._last_counts, self.snapshot
-        if not counts or counts["queued"] + counts["running"] or (snap and snap.counts == counts):
+        counts, snap = self.batch.last_counts, self.snapshot
+        if not counts or counts.active or (snap and snap.counts == counts):
             return False
         if counts["failed"] != sum(g.count for g in self._groups):
             self._groups = ()  # which items failed is unknown: better no table than a wrong one
@@ -255,7 +254,7 @@ class BatchMonitor:
     def _placeholder(self) -> Snapshot:
         b = self.batch
         return Snapshot(b.id, b.name, b.pipeline, b.pipeline_version,
-                        b._last_counts or {"queued": b.total})
+                        b.last_counts or Counts({"queued": b.total}))
 
     # -------------------------------------------------------------- actions (button callbacks)
     def retry_group(self, error_type: str) -> Any:
@@ -346,14 +345,13 @@ class BatchMonitor:
 
     def _rebuild_grid(self, groups: Sequence[FailureGroup]) -> None:
         w, old = self._w, self._grid.children
-        cells: list[Any] = [w.HTML(_div(f"<span style='color:{_MUTED}'>{h}</span>"))
-                            for h in ("error type", "items", "sample URL and message", "")]
+        cells: list[Any] = [w.HTML(c) for c in failure_header_cells((*FAILURE_HEADERS, ""))]
         self.retry_buttons = {}
         for g in groups:
             button = w.Button(description=f"Retry {g.count}", icon="redo", layout=w.Layout(
                 width="auto"), tooltip=f"re-queue the {g.count} item(s) that failed with "
                 f"{g.error_type}")
-            button.on_click(self._handler(lambda et=g.error_type: self.retry_group(et)))
+            button.on_click(self._handler(functools.partial(self.retry_group, g.error_type)))
             self.retry_buttons[g.error_type] = button
             cells += [*(w.HTML(c) for c in failure_cells(g)), button]
         self._grid.children = cells
@@ -438,3 +436,20 @@ class BatchMonitor:
     def __repr__(self) -> str:
         state = self.snapshot.state if self.snapshot else "not read yet"
         return f"<BatchMonitor {self.batch.id} {state}{', refreshing' if self.running else ''}>"
+
+
+# ------------------------------------------------------------------ the batch's clock
+def _age_s(start: Any, now: datetime | None = None) -> float | None:
+    """Seconds from ``start`` (a ledger time) to ``now``; ``None`` when there is no start."""
+    if not isinstance(start, datetime):
+        return None
+    if start.tzinfo is None:  # the ledger keeps UTC
+        start = start.replace(tzinfo=UTC)
+    return ((now or datetime.now(UTC)) - start).total_seconds()
+
+
+def _last_finished(batches: Any, batch_id: str) -> datetime | None:
+    """``last_finished_at`` of one batch in a ``wb.batches()`` frame."""
+    rows = batches[batches["batch_id"] == batch_id]
+    value = None if rows.empty else rows.iloc[0]["last_finished_at"]
+    return None if value is None or value != value else value.to_pydatetime()

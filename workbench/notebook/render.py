@@ -1,6 +1,7 @@
 """Pure formatting for the batch monitor: throughput and ETA math, failure grouping, and the
 HTML and text pictures of a batch. No I/O and no widgets, so it is unit tested without a kernel;
-``workbench.notebook.monitor`` draws with it.
+``workbench.notebook.monitor`` draws with it. Counts, states and durations come from
+``workbench.core`` (``Counts``, ``format_duration``): the monitor says what the CLI and email say.
 """
 
 from __future__ import annotations
@@ -9,37 +10,24 @@ import html
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from workbench.client.workbench import Batch
+from workbench.core.status import ITEM_STATUSES, Counts
+from workbench.core.text import clip, format_duration
+from workbench.notebook.protocol import BatchView
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
-FINISHED = ("done", "failed", "cancelled")
 COLORS = {"queued": "#cfd8dc", "running": "#42a5f5", "done": "#43a047", "failed": "#e53935",
           "cancelled": "#8d6e63"}
-_MUTED = "var(--jp-ui-font-color2, #616161)"
+MUTED = "var(--jp-ui-font-color2, #616161)"  # secondary text, in JupyterLab's theme colours
 _LINK = "var(--jp-content-link-color, #1565c0)"
 _BOX = ("font-family:var(--jp-ui-font-family, system-ui, sans-serif);font-size:13px;"
         "line-height:1.45;color:var(--jp-ui-font-color1, #212121)")
 
 
 # ------------------------------------------------------------------ pure: numbers
-def format_duration(seconds: float | None) -> str:
-    """``7.5 s``, ``42 s``, ``3 min 05 s``, ``2 h 04 min``, ``3 d 01 h``; ``—`` when unknown."""
-    if seconds is None or seconds != seconds:
-        return "—"
-    s = max(0.0, float(seconds))
-    if s < 9.95:
-        return f"{s:.1f} s"
-    if s < 59.5:
-        return f"{s:.0f} s"
-    m, sec = divmod(round(s), 60)
-    if m < 60:
-        return f"{m} min {sec:02d} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min" if h < 24 else f"{h // 24} d {h % 24:02d} h"
+def duration(seconds: float | None) -> str:
+    """``core.text.format_duration`` (the one format users see), ``—`` when unknown."""
+    return format_duration(seconds, missing="—")
 
 
 def format_rate(per_s: float | None) -> str:
@@ -131,18 +119,22 @@ class Snapshot:
     name: str | None
     pipeline: str
     version: str
-    counts: Mapping[str, int]
+    counts: Counts  # a plain mapping is taken too, and made a ``Counts``
     groups: tuple[FailureGroup, ...] = ()
     elapsed_s: float | None = None
     rate: float | None = None
     idle_s: float = 0.0
     since: str = ""  # what the clock counts from when not the batch's creation
 
-    total = property(lambda self: sum(self.counts.values()))
-    finished = property(lambda self: sum(self.counts.get(s, 0) for s in FINISHED))
-    active = property(lambda self: self.counts.get("queued", 0) + self.counts.get("running", 0))
-    settled = property(lambda self: self.active == 0)
-    state = property(lambda self: "completed" if self.settled else "running")
+    def __post_init__(self) -> None:
+        if not isinstance(self.counts, Counts):
+            object.__setattr__(self, "counts", Counts(self.counts))
+
+    total = property(lambda self: self.counts.total)
+    finished = property(lambda self: self.counts.settled)
+    active = property(lambda self: self.counts.active)
+    settled = property(lambda self: self.counts.is_settled)
+    state = property(lambda self: self.counts.state)
     eta_s = property(lambda self: eta_seconds(self.active, self.rate))
 
 
@@ -151,12 +143,8 @@ def _esc(v: object) -> str:
     return html.escape(str(v), quote=True)
 
 
-def _short(text: str, n: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _div(body: str, style: str = "") -> str:
+def div_html(body: str, style: str = "") -> str:
+    """``body`` in a ``<div>`` with the monitor's font, size and colour (plus ``style``)."""
     return f"<div style='{_BOX};{style}'>{body}</div>"
 
 
@@ -176,7 +164,7 @@ def counts_html(counts: Mapping[str, int]) -> str:
         f"<span style='display:inline-block;margin:0 6px 2px 0;padding:0 9px;border-radius:10px;"
         f"border:1px solid {COLORS[s]};{'' if counts.get(s) else 'opacity:.45'}'>"
         f"<span style='color:{COLORS[s]}'>●</span> {s} <b>{counts.get(s, 0)}</b></span>"
-        for s in STATUSES)
+        for s in ITEM_STATUSES)
 
 
 def status_html(snap: Snapshot) -> str:
@@ -184,43 +172,52 @@ def status_html(snap: Snapshot) -> str:
     pct = 100 * snap.finished / snap.total if snap.total else 100.0
     badge = COLORS["done" if snap.settled else "running"]
     since = snap.since and (snap.settled or snap.since != "submission")
-    timing = [f"{'took' if snap.settled else 'elapsed'} <b>{format_duration(snap.elapsed_s)}</b>"
+    timing = [f"{'took' if snap.settled else 'elapsed'} <b>{duration(snap.elapsed_s)}</b>"
               + (f" since {_esc(snap.since)}" if since else "")]
     if not snap.settled:
         rate = f"throughput <b>{format_rate(snap.rate)}</b>"
         timing += [rate + (" over the last 10 s" if snap.rate is not None else ""),
-                   f"ETA <b>{format_duration(snap.eta_s)}</b>"]
+                   f"ETA <b>{duration(snap.eta_s)}</b>"]
         if not snap.counts.get("running") and snap.idle_s >= 30:
             timing.append("<span style='color:#ef6c00'>nothing finished for a while: items wait "
                           "for a retry delay, or no worker runs (<code>await wb.start_worker()"
                           "</code> or <code>python -m workbench.worker</code>)</span>")
-    return _div(
+    return div_html(
         f"<div>{'<b>' + _esc(snap.name) + '</b> ' if snap.name else ''}"
-        f"<code>{_esc(snap.batch_id)}</code> <span style='color:{_MUTED}'>· {_esc(snap.pipeline)}"
+        f"<code>{_esc(snap.batch_id)}</code> <span style='color:{MUTED}'>· {_esc(snap.pipeline)}"
         f" v{_esc(snap.version)}</span> <span style='background:{badge};color:white;"
         f"border-radius:4px;padding:0 6px;font-size:11px'>{snap.state}</span></div>"
         f"{progress_bar_html(snap.counts)}<div style='margin-bottom:3px'><b>{snap.finished}</b> "
         f"of <b>{snap.total}</b> finished ({pct:.0f}%)</div><div>{counts_html(snap.counts)}</div>"
-        f"<div style='color:{_MUTED}'>{' · '.join(timing)}</div>")
+        f"<div style='color:{MUTED}'>{' · '.join(timing)}</div>")
+
+
+FAILURE_HEADERS = ("error type", "items", "sample URL and message")
+
+
+def failure_header_cells(headers: Sequence[str] = FAILURE_HEADERS) -> list[str]:
+    """The column heads of a failure table, as HTML (muted)."""
+    return [div_html(f"<span style='color:{MUTED}'>{h}</span>") for h in headers]
 
 
 def failure_cells(g: FailureGroup) -> tuple[str, str, str]:
     """(error type, count, sample URL and message) of one failure group, as HTML."""
     return (
-        _div(f"<code style='color:{COLORS['failed']}'>{_esc(g.error_type)}</code>"),
-        _div(f"<b>{g.count}</b>"),
-        _div(f"<a href='{_esc(g.sample_url)}' target='_blank' style='color:{_LINK}' "
-             f"title='{_esc(g.sample_url)}'>{_esc(_short(g.sample_url, 80))}</a><br>"
-             f"<span style='color:{_MUTED}' title='{_esc(g.sample_message)}'>"
-             f"{_esc(_short(g.sample_message, 150))}</span>", "min-width:0;overflow-wrap:anywhere"),
+        div_html(f"<code style='color:{COLORS['failed']}'>{_esc(g.error_type)}</code>"),
+        div_html(f"<b>{g.count}</b>"),
+        div_html(f"<a href='{_esc(g.sample_url)}' target='_blank' style='color:{_LINK}' "
+                 f"title='{_esc(g.sample_url)}'>{_esc(clip(g.sample_url, 80))}</a><br>"
+                 f"<span style='color:{MUTED}' title='{_esc(g.sample_message)}'>"
+                 f"{_esc(clip(g.sample_message, 150))}</span>",
+                 "min-width:0;overflow-wrap:anywhere"),
     )
 
 
 def failures_title_html(groups: Sequence[FailureGroup], limit: int) -> str:
     rest = groups[limit:]
-    more = (f" <span style='color:{_MUTED}'>(top {limit} shown; {len(rest)} more types, "
+    more = (f" <span style='color:{MUTED}'>(top {limit} shown; {len(rest)} more types, "
             f"{sum(g.count for g in rest)} items)</span>" if rest else "")
-    return _div(f"<b>Failures by error type</b>{more}", "margin-top:8px")
+    return div_html(f"<b>Failures by error type</b>{more}", "margin-top:8px")
 
 
 def failures_html(groups: Sequence[FailureGroup], limit: int = 12) -> str:
@@ -228,8 +225,8 @@ def failures_html(groups: Sequence[FailureGroup], limit: int = 12) -> str:
     if not groups:
         return ""
     td = "<td style='padding:2px 12px 2px 0;vertical-align:top;text-align:left'>"
-    head = "".join(f"{td}<span style='color:{_MUTED}'>{h}</span></td>"
-                   for h in ("error type", "items", "sample URL and message"))
+    head = "".join(f"{td}<span style='color:{MUTED}'>{h}</span></td>"
+                   for h in FAILURE_HEADERS)
     rows = "".join("<tr>" + "".join(f"{td}{c}</td>" for c in failure_cells(g)) + "</tr>"
                    for g in groups[:limit])
     return (failures_title_html(groups, limit)
@@ -240,12 +237,12 @@ def messages_html(messages: Sequence[tuple[str, str]], limit: int = 4) -> str:
     """The latest notes and errors of button actions, errors in red."""
     if not messages:
         return ""
-    more = f"<div style='color:{_MUTED}'>({len(messages) - limit} earlier)</div>" \
+    more = f"<div style='color:{MUTED}'>({len(messages) - limit} earlier)</div>" \
         if len(messages) > limit else ""
-    lines = "".join(f"<div style='color:{COLORS['failed'] if level == 'error' else _MUTED}'>"
+    lines = "".join(f"<div style='color:{COLORS['failed'] if level == 'error' else MUTED}'>"
                     f"{'⚠ ' if level == 'error' else ''}{_esc(text)}</div>"
                     for level, text in messages[-limit:])
-    return _div(more + lines, "margin-top:4px")
+    return div_html(more + lines, "margin-top:4px")
 
 
 def summary_html(snap: Snapshot, messages: Sequence[tuple[str, str]] = ()) -> str:
@@ -257,38 +254,24 @@ def summary_html(snap: Snapshot, messages: Sequence[tuple[str, str]] = ()) -> st
 
 def summary_text(snap: Snapshot) -> str:
     """Plain text for terminals and ``text/plain``."""
-    counts = " ".join(f"{s}={snap.counts.get(s, 0)}" for s in STATUSES)
+    counts = " ".join(f"{s}={snap.counts.get(s, 0)}" for s in ITEM_STATUSES)
     return "\n".join(
         [f"Batch {snap.batch_id}{' ' + repr(snap.name) if snap.name else ''} ({snap.pipeline} "
          f"v{snap.version}): {snap.state}, {snap.finished}/{snap.total} finished, {counts}, "
-         f"{'took' if snap.settled else 'elapsed'} {format_duration(snap.elapsed_s)}"
+         f"{'took' if snap.settled else 'elapsed'} {duration(snap.elapsed_s)}"
          f"{' since ' + snap.since if snap.since else ''}"]
         + [f"  {g.error_type}: {g.count}, e.g. {g.sample_url}" for g in snap.groups])
 
 
-def batch_html(batch: Batch) -> str:
+def batch_html(batch: BatchView) -> str:
     """``Batch._repr_html_``: identity and the counts last read (a repr does no I/O)."""
-    counts = batch._last_counts
+    counts = batch.last_counts
     head = (f"<b>Batch</b> {'<b>' + _esc(batch.name) + '</b> ' if batch.name else ''}"
-            f"<code>{_esc(batch.id)}</code> <span style='color:{_MUTED}'>· {_esc(batch.pipeline)}"
+            f"<code>{_esc(batch.id)}</code> <span style='color:{MUTED}'>· {_esc(batch.pipeline)}"
             f" v{_esc(batch.pipeline_version)} · {batch.total} items")
     if counts is None:
-        return _div(f"{head} · counts not read yet: <code>await batch.counts()</code>, or "
-                    "<code>batch.widget()</code> for a live monitor</span>")
-    state = "running" if counts.get("queued", 0) + counts.get("running", 0) else "completed"
-    return _div(f"{head} · {state}</span>{progress_bar_html(counts)}{counts_html(counts)}")
+        return div_html(f"{head} · counts not read yet: <code>await batch.counts()</code>, or "
+                        "<code>batch.widget()</code> for a live monitor</span>")
+    state = Counts(counts).state
+    return div_html(f"{head} · {state}</span>{progress_bar_html(counts)}{counts_html(counts)}")
 
-
-def _age_s(start: Any, now: datetime | None = None) -> float | None:
-    if not isinstance(start, datetime):
-        return None
-    if start.tzinfo is None:  # the ledger keeps UTC
-        start = start.replace(tzinfo=UTC)
-    return ((now or datetime.now(UTC)) - start).total_seconds()
-
-
-def _last_finished(batches: Any, batch_id: str) -> datetime | None:
-    """``last_finished_at`` of one batch in a ``wb.batches()`` frame."""
-    rows = batches[batches["batch_id"] == batch_id]
-    value = None if rows.empty else rows.iloc[0]["last_finished_at"]
-    return None if value is None or value != value else value.to_pydatetime()
