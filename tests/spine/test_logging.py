@@ -29,7 +29,8 @@ def unconfigured_structlog() -> Iterator[None]:
 
 
 async def test_start_worker_leaves_root_handlers_and_level_alone(
-    make_wb: Callable[..., Workbench], unconfigured_structlog: None
+    make_wb: Callable[..., Workbench], unconfigured_structlog: None,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     root, ours = logging.getLogger(), logging.getLogger("workbench")
     saved = root.level, ours.level
@@ -49,6 +50,9 @@ async def test_start_worker_leaves_root_handlers_and_level_alone(
         log.info("quiet please")
         log.warning("worth a look")
         assert "worth a look" in out.getvalue() and "quiet please" not in out.getvalue()
+        # the user's own structlog loggers print as unconfigured structlog does
+        structlog.get_logger("my.notebook").info("still mine")
+        assert "still mine" in capsys.readouterr().out and "still mine" not in out.getvalue()
     finally:
         root.removeHandler(handler)
         root.setLevel(saved[0])

@@ -4,13 +4,16 @@ Two callers, two scopes. Entry points (``python -m workbench``, ``python -m work
 own their process and call ``configure_logging``: structlog and the root logger. Library code
 (``Workbench.start_worker`` in a user's notebook) must leave the root logger, its handlers and
 its level alone; it calls ``configure_workbench_logger``, which touches only the ``workbench``
-logger (and fills in structlog's configuration only when nobody has configured structlog).
+logger (and, when nobody has configured structlog, sends only ``workbench...`` events through
+the stdlib logger of their name, so that logger's level applies to them).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -57,32 +60,47 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
 def configure_workbench_logger(level: str = "warning") -> None:
     """For library code: Workbench's own log lines at ``level`` and above, nothing else touched.
 
-    Sets the level of the stdlib ``workbench`` logger. When structlog is not configured yet (a
-    plain notebook), it is set up to hand each event to the stdlib logger of its name
-    (``structlog.get_logger("workbench.worker")`` -> ``logging.getLogger("workbench.worker")``),
-    so that level applies and the user's own logging configuration decides where lines go;
-    unconfigured structlog would print every event, info included, into the cell output. When
-    the root logger has no handler, a stderr handler is added to the ``workbench`` logger (once),
-    so lines below WARNING still show when asked for. The root logger is never touched.
+    Sets the level of the stdlib ``workbench`` logger. Unconfigured structlog would print every
+    event, info included, into the cell output, so when nobody has configured structlog yet it
+    gets its default configuration back with one change: loggers named ``workbench...`` are the
+    stdlib loggers of that name (dropping events below their level), so the user's logging setup
+    decides where Workbench's lines go; every other structlog logger prints as before. When the
+    root logger has no handler, a stderr handler is added to the ``workbench`` logger (once), so
+    lines below WARNING still show when asked for. The root logger is never touched.
     """
     logger = logging.getLogger("workbench")
     logger.setLevel(_LEVELS.get(level, logging.INFO))
     if not structlog.is_configured():
+        defaults = structlog.get_config()
         structlog.configure(
-            processors=[
-                structlog.stdlib.filter_by_level,
-                structlog.contextvars.merge_contextvars,
-                structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-                structlog.processors.format_exc_info,
-                structlog.dev.ConsoleRenderer(colors=False),
-            ],
-            wrapper_class=structlog.stdlib.BoundLogger,
-            logger_factory=structlog.stdlib.LoggerFactory(),
-            cache_logger_on_first_use=False,
+            processors=[_drop_below_stdlib_level, *defaults["processors"]],
+            logger_factory=_WorkbenchToStdlib(defaults["logger_factory"]),
         )
     own = any(h.get_name() == _OWN_HANDLER for h in logger.handlers)
     if not own and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.set_name(_OWN_HANDLER)
         logger.addHandler(handler)
+
+
+class _WorkbenchToStdlib:
+    """A structlog logger factory: ``workbench...`` names -> stdlib loggers, others -> fallback."""
+
+    def __init__(self, fallback: Callable[..., Any]):
+        self.fallback = fallback
+
+    def __call__(self, *args: Any) -> Any:
+        name = args[0] if args and isinstance(args[0], str) else ""
+        if name == "workbench" or name.startswith("workbench."):
+            return logging.getLogger(name)
+        return self.fallback(*args)
+
+
+def _drop_below_stdlib_level(
+    logger: Any, method_name: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    if isinstance(logger, logging.Logger):
+        level = logging.getLevelName(method_name.upper().replace("EXCEPTION", "ERROR"))
+        if isinstance(level, int) and not logger.isEnabledFor(level):
+            raise structlog.DropEvent
+    return event_dict
