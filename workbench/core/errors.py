@@ -11,7 +11,12 @@ underneath are translated at the boundary (``raise FetchTimeout(...) from exc``)
     │   ├── InvalidURLError           one or more URLs are invalid (``.invalid``: [(entry, reason)])
     │   ├── UnknownPipelineError      no pipeline registered under that name
     │   ├── InvalidParamsError        params are not a JSON object
-    │   └── EmptyBatchError           nothing to submit
+    │   ├── EmptyBatchError           nothing to submit
+    │   ├── InvalidTableError         a DataFrame or CSV/Parquet/JSONL input without its URL column
+    │   ├── InvalidSitemapError       not a sitemap (an HTML page, broken XML), or none found
+    │   ├── InvalidFeedError          not an RSS or Atom feed (an HTML page, broken XML)
+    │   ├── InvalidWARCError          not a WARC file, or one that breaks off (names file and offset)
+    │   └── InputTooLarge             a sitemap, feed or WARC record past a cap (``.limit``: its name)
     ├── BatchNotFoundError (LookupError)
     ├── WaitTimeout (TimeoutError)    ``batch.wait(timeout=...)`` ran out (``.counts`` at that time)
     ├── ServiceError                  a backing service is unavailable or misbehaves
@@ -81,6 +86,35 @@ class InvalidParamsError(InvalidInputError):
 
 class EmptyBatchError(InvalidInputError):
     """A batch with no URLs (after removing invalid entries) was submitted."""
+
+
+class InvalidTableError(InvalidInputError):
+    """A table given as input cannot be used: no such URL column (the message names the columns
+    present), an unknown file format, or a file that cannot be read."""
+
+
+class InvalidSitemapError(InvalidInputError):
+    """A document given or linked as a sitemap is not one (an HTML page, broken XML), or a site
+    has no sitemap to be found."""
+
+
+class InvalidFeedError(InvalidInputError):
+    """A document given as a feed is neither RSS nor Atom (an HTML page, broken XML)."""
+
+
+class InvalidWARCError(InvalidInputError):
+    """A file given as a WARC is not one, or breaks off; the message names the file and offset."""
+
+
+class InputTooLarge(InvalidInputError):
+    """A sitemap, feed or WARC record is past a cap. ``limit`` names the parameter that sets it
+    (``max_bytes``, ``max_payload_bytes``) and ``value`` its value, so the message says what to
+    raise."""
+
+    def __init__(self, message: str, *, limit: str, value: int):
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
 
 
 class BatchNotFoundError(WorkbenchError, LookupError):
