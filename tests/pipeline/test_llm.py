@@ -179,7 +179,7 @@ async def test_rate_limit_spaces_requests(fake: tuple[FakeLLM, str]) -> None:
     async with client_for(url, llm_requests_per_minute=600) as client:  # one per 0.1 s
         await asyncio.gather(*(client.complete(f"q{i}") for i in range(4)))
     gaps = [b - a for a, b in zip(llm.times, llm.times[1:], strict=False)]
-    assert len(gaps) == 3 and min(gaps) >= 0.09
+    assert len(gaps) == 3 and min(gaps) >= 0.08  # arrival times jitter on a busy machine
 
 
 async def test_rate_limiter_burst() -> None:

@@ -36,6 +36,9 @@ underneath are translated at the boundary (``raise FetchTimeout(...) from exc``)
             ├── EmptyResponse         a body with no bytes
             ├── TooManyRedirects      redirect loop or chain past the limit
             ├── BlockedAddress        a private/loopback address while the guard is on
+            ├── TLSCertificateError   the site's certificate failed verification (self-signed,
+            │                         expired, unknown CA, another host's); says which
+            ├── TLSHandshakeError     no TLS could be agreed (old protocol, no shared cipher)
             ├── RobotsDisallowed      robots.txt forbids the URL (when obeyed)
             ├── InvalidPageURL        a URL the fetcher cannot request
             ├── NoMainContent         extraction found no main text
@@ -222,6 +225,19 @@ class TooManyRedirects(PermanentError):
 
 class BlockedAddress(PermanentError):
     error_type = "blocked_address"
+
+
+class TLSCertificateError(PermanentError):
+    """Verification is always on: a bad certificate will not heal between retries."""
+
+    error_type = "tls_certificate"
+
+
+class TLSHandshakeError(PermanentError):
+    """The server and Workbench could not agree on TLS (a handshake cut off by the network is a
+    ``FetchConnectionError`` instead: a retry can help there)."""
+
+    error_type = "tls_handshake"
 
 
 class RobotsDisallowed(PermanentError):

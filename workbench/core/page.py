@@ -13,8 +13,11 @@ from typing import Any
 class Page:
     """A fetched (or stored) web page.
 
-    ``body`` holds the raw bytes as received (decompressed transfer encoding); ``encoding`` is the
-    charset that ``text`` decodes with: the declared one when it works, else the detected one.
+    ``body`` holds the bytes of the document: its Content-Encoding (gzip, deflate, br) already
+    undone, its charset not (``headers`` still names the Content-Encoding it came with).
+    ``encoding`` is the charset that ``text`` decodes with: the declared one when it works, else
+    the detected one. ``final_url`` is where redirects ended, possibly on another scheme than
+    ``url`` (http -> https); ``redirects`` lists the URLs that redirected, in order.
     """
 
     url: str

@@ -1,4 +1,4 @@
-"""Content-type checks and charset detection for fetched pages.
+"""What the fetcher accepts (content types, content encodings) and charset detection.
 
 Pure functions on bytes and header strings, so they are cheap to test and reuse (a stored page
 is decoded the same way as a fetched one).
@@ -10,9 +10,19 @@ import codecs
 import re
 
 import charset_normalizer
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
+from yarl import URL
+
+from workbench.core.errors import UnsupportedContent
 
 #: Media types the fetcher returns as pages. Everything else is ``UnsupportedContent``.
 ACCEPTED_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/plain"})
+#: Content-Encodings aiohttp decodes here (br needs brotli, zstd a zstd module): the only ones
+#: advertised in Accept-Encoding; a body in any other is ``UnsupportedContent``.
+DECODABLE_ENCODINGS = ("gzip", "deflate") + (("br",) if HAS_BROTLI else ()) + (
+    ("zstd",) if HAS_ZSTD else ()
+)
+ACCEPT_ENCODING = ", ".join(DECODABLE_ENCODINGS)
 
 #: How far into the body to look for ``<meta charset>`` (the HTML spec's prescan uses 1024 bytes;
 #: real pages often put a long <script> or comment first, so look a little further).
@@ -68,6 +78,29 @@ def media_type(content_type: str | None) -> str:
     if not content_type:
         return ""
     return content_type.split(";", 1)[0].strip().lower()
+
+
+def check_content_type(ctype: str, url: URL) -> None:
+    """Raise ``UnsupportedContent`` for a media type the fetcher does not return (from the
+    headers, before the body is downloaded); an empty type is sniffed later."""
+    if not ctype or ctype in ACCEPTED_TYPES:
+        return  # a missing type is sniffed once the body is in
+    if ctype == "application/pdf":
+        raise UnsupportedContent(f"{url} is a PDF (application/pdf); PDFs are not extracted")
+    raise UnsupportedContent(
+        f"{url} has content type {ctype}; only HTML, XHTML and plain text pages are fetched"
+    )
+
+
+def check_content_encoding(encoding: str | None, url: URL) -> None:
+    """Raise ``UnsupportedContent`` for a Content-Encoding not in ``DECODABLE_ENCODINGS`` (the
+    body would otherwise reach charset detection still compressed)."""
+    coding = (encoding or "").strip().lower()
+    if coding and coding != "identity" and coding not in DECODABLE_ENCODINGS:
+        raise UnsupportedContent(
+            f"{url} sent its body with Content-Encoding {coding!r}, which cannot be decoded here "
+            f"(decodable: {ACCEPT_ENCODING})"
+        )
 
 
 def sniffs_as_html(body: bytes) -> bool:

@@ -17,11 +17,28 @@ Decisions worth knowing:
   redirect, in order (the first is the requested URL; ``final_url`` is not included).
 - ``fetch_timeout_s`` bounds the network time of the whole fetch, all hops together; time spent
   waiting for a per-host slot (politeness) does not count against it.
+
+HTTPS, proxies and encodings (``tls``, ``proxies`` and ``netguard`` hold the details):
+
+- Certificates are always verified, against the OS trust store plus ``WORKBENCH_CA_BUNDLE``. A
+  certificate that fails (self-signed, expired, unknown CA, another host's) is
+  ``TLSCertificateError`` (``tls_certificate``) and an impossible handshake (an old protocol, no
+  shared cipher) ``TLSHandshakeError`` (``tls_handshake``): permanent, one try, saying which.
+- ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` are honoured (https through ``CONNECT``). Behind a
+  proxy, robots.txt, per-host pacing and the private-address guard still apply to the target
+  site; the guard never judges the proxy itself.
+- Redirects may change scheme (http -> https and back); each hop is checked the same way and
+  ``Page.final_url`` records where the chain ended.
+- ``Accept-Encoding`` names only what can be decoded here (gzip, deflate, br; zstd when a zstd
+  module is installed); another Content-Encoding is ``UnsupportedContent``. Bodies are decoded as
+  they stream in, so ``max_page_bytes`` counts decoded bytes and a compression bomb stops at the
+  cap with ``ResponseTooLarge``, its memory bounded by the cap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,7 +69,9 @@ from workbench.core.errors import (
 from workbench.core.page import Page
 from workbench.core.settings import Settings
 from workbench.pipeline.fetch.charset import (
-    ACCEPTED_TYPES,
+    ACCEPT_ENCODING,
+    check_content_encoding,
+    check_content_type,
     choose_encoding,
     media_type,
     sniffs_as_html,
@@ -61,10 +80,14 @@ from workbench.pipeline.fetch.netguard import (
     AddressBlockedError,
     AddressCheck,
     GuardedResolver,
+    ProxiedTargetCheck,
     ip_literal,
     is_public_address,
 )
 from workbench.pipeline.fetch.politeness import HostLimiter, RobotsCache
+from workbench.pipeline.fetch.proxies import ProxyConfig
+from workbench.pipeline.fetch.tls import client_context
+from workbench.pipeline.fetch.translate import client_error
 
 __all__ = ["TRANSIENT_STATUSES", "Fetcher"]
 
@@ -132,6 +155,7 @@ class Fetcher:
 
     ``address_allowed`` replaces the private-address guard's check (used when
     ``settings.block_private_addresses`` is on); tests use it to allow one loopback address.
+    Proxies are read from the environment when the fetcher is made (``proxies.ProxyConfig``).
     """
 
     def __init__(self, settings: Settings, *, address_allowed: AddressCheck | None = None) -> None:
@@ -139,6 +163,11 @@ class Fetcher:
         self._allowed: AddressCheck | None = None
         if settings.block_private_addresses:
             self._allowed = address_allowed or is_public_address
+        self.proxies = ProxyConfig.from_environment()
+        self._proxied_check: ProxiedTargetCheck | None = None
+        if self._allowed is not None and self.proxies:
+            self._proxied_check = ProxiedTargetCheck(self._allowed)
+        self._ssl: ssl.SSLContext | None = None
         self._session: aiohttp.ClientSession | None = None
         self._limiter = HostLimiter(settings.per_host_concurrency, settings.per_host_delay_s)
         self._robots: RobotsCache | None = None
@@ -151,12 +180,18 @@ class Fetcher:
         # Created lazily so it binds to the running loop (the Fetcher may be built outside one).
         if self._session is None or self._session.closed:
             s = self.settings
+            if self._ssl is None:  # ~70 ms to parse the trust store: once per fetcher
+                self._ssl = client_context(s.ca_bundle)
+            resolver = None
+            if self._allowed is not None:  # the proxies' own names are not judged (netguard)
+                resolver = GuardedResolver(self._allowed, exempt=self.proxies.hosts)
             connector = aiohttp.TCPConnector(
                 limit=0,  # total concurrency is the worker's; per-host is our semaphore's
                 limit_per_host=0,
                 use_dns_cache=True,
                 ttl_dns_cache=300,
-                resolver=GuardedResolver(self._allowed) if self._allowed else None,
+                resolver=resolver,
+                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -166,11 +201,17 @@ class Fetcher:
                     sock_connect=s.connect_timeout_s,
                     sock_read=s.read_timeout_s,
                 ),
-                headers={"User-Agent": s.user_agent, "Accept": _ACCEPT},
+                headers={
+                    "User-Agent": s.user_agent,
+                    "Accept": _ACCEPT,
+                    "Accept-Encoding": ACCEPT_ENCODING,
+                },
                 # No shared cookie jar: jobs must not leak cookies into each other, and a jar
                 # for thousands of hosts only grows. Redirect chains carry their own (see fetch).
                 cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,  # a proxy from the environment would bypass the address guard
+                # Proxies are chosen per request from self.proxies; trust_env would also send
+                # ~/.netrc credentials to the sites fetched.
+                trust_env=False,
                 max_line_size=_MAX_HEADER_BYTES,
                 max_field_size=_MAX_HEADER_BYTES,
             )
@@ -180,6 +221,8 @@ class Fetcher:
         """Close the connection pool. Idempotent; a later ``fetch`` opens a new one."""
         if self._robots is not None:
             self._robots.close()
+        if self._proxied_check is not None:
+            await self._proxied_check.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -253,11 +296,14 @@ class Fetcher:
         if status >= 300:  # 304 (never asked for), other 4xx, nonsense above 599
             raise HTTPStatusError(status, f"{_status_text(resp)} from {url}")
         ctype = media_type(resp.headers.get("Content-Type"))
-        _check_content_type(ctype, url)  # before downloading a PDF or a video
+        check_content_type(ctype, url)  # before downloading a PDF or a video
+        check_content_encoding(resp.headers.get("Content-Encoding"), url)
         body = await self._read_capped(resp, url)
         return _Final(status, resp.headers, body, datetime.now(UTC))
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
+        # The chunks are decoded (gzip, br...) as they arrive, so the cap counts decoded bytes; a
+        # compressed Content-Length over the cap can only decode to more.
         cap = self.settings.max_page_bytes
         if resp.content_length is not None and resp.content_length > cap:
             raise ResponseTooLarge(
@@ -329,45 +375,51 @@ class Fetcher:
         session = self._get_session()
         loop = asyncio.get_running_loop()
         headers = {"Cookie": cookie} if cookie else None
+        proxy = self.proxies.for_url(url)
+        if self._proxied_check is not None and (proxy or url.host in self.proxies.hosts):
+            await self._check_proxied_target(url)
+        if proxy is not None and proxy.headers and url.scheme == "http":
+            headers = {**(headers or {}), **proxy.headers}  # the proxy reads the request itself
         try:
             async with self._limiter.slot(url.host or ""):
                 started = loop.time()
                 try:
                     async with asyncio.timeout(budget.left):
-                        async with session.get(url, allow_redirects=False, headers=headers) as resp:
+                        async with session.get(
+                            url,
+                            allow_redirects=False,
+                            headers=headers,
+                            proxy=proxy.url if proxy else None,
+                            proxy_headers=dict(proxy.headers) if proxy and proxy.headers else None,
+                        ) as resp:
                             return await handle(resp)
                 finally:
                     budget.spend(loop.time() - started)
         except PipelineError:
             raise
-        except TimeoutError as exc:  # aiohttp's timeout errors subclass it too
-            raise FetchTimeout(self._timeout_message(exc, url)) from exc
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, AddressBlockedError):
-                raise BlockedAddress(f"refusing to fetch {url}: {exc.os_error}") from exc
-            if isinstance(exc, aiohttp.ClientConnectorDNSError):
-                raise FetchConnectionError(f"DNS lookup failed for {url}: {exc.os_error}") from exc
-            raise FetchConnectionError(f"could not connect to {url}: {exc.os_error}") from exc
-        except aiohttp.InvalidURL as exc:
-            raise InvalidPageURL(f"cannot request {url}: {exc}") from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            raise FetchConnectionError(f"server disconnected before answering {url}") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise FetchConnectionError(
-                f"response body from {url} was cut off or corrupt: {exc}"
-            ) from exc
-        except aiohttp.ClientResponseError as exc:
-            raise FetchConnectionError(f"invalid HTTP response from {url}: {exc.message}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise FetchConnectionError(f"connection error fetching {url}: {exc!r}") from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise client_error(exc, url, settings=self.settings, proxy=proxy) from exc
 
-    def _timeout_message(self, exc: BaseException, url: URL) -> str:
-        s = self.settings
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            return f"connecting to {url.host} took over {s.connect_timeout_s:g}s fetching {url}"
-        if isinstance(exc, aiohttp.SocketTimeoutError):
-            return f"{url} sent nothing for {s.read_timeout_s:g}s (read timeout)"
-        return f"fetching {url} took over {s.fetch_timeout_s:g}s (fetch_timeout_s)"
+    async def _check_proxied_target(self, url: URL) -> None:
+        """The guard's verdict on a target the proxy will connect to (see netguard)."""
+        assert self._proxied_check is not None and url.host is not None
+        if ip_literal(url.host) is not None:
+            return  # literals are judged by _check_literal
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                await self._proxied_check.check(url.host)
+        except AddressBlockedError as exc:
+            raise BlockedAddress(f"refusing to fetch {url}: {exc}") from exc
+        except TimeoutError as exc:
+            raise FetchTimeout(
+                f"looking up {url.host} for the address guard took over "
+                f"{self.settings.connect_timeout_s:g}s"
+            ) from exc
+        except OSError as exc:
+            raise FetchConnectionError(
+                f"DNS lookup failed for {url} ({exc}); with a proxy and the address guard on, "
+                "target names must also resolve locally"
+            ) from exc
 
     # -- robots.txt --
 
@@ -394,16 +446,6 @@ async def _read_robots(resp: aiohttp.ClientResponse) -> tuple[int, str | None, b
         if len(body) >= ROBOTS_MAX_BYTES:  # longer files are truncated, not refused
             break
     return resp.status, None, bytes(body[:ROBOTS_MAX_BYTES])
-
-
-def _check_content_type(ctype: str, url: URL) -> None:
-    if not ctype or ctype in ACCEPTED_TYPES:
-        return  # a missing type is sniffed once the body is in
-    if ctype == "application/pdf":
-        raise UnsupportedContent(f"{url} is a PDF (application/pdf); PDFs are not extracted")
-    raise UnsupportedContent(
-        f"{url} has content type {ctype}; only HTML, XHTML and plain text pages are fetched"
-    )
 
 
 def _redirect_target(current: URL, location: str) -> URL:
