@@ -55,7 +55,7 @@ async def test_http_page_through_the_proxy(serve, make_fetcher, forward_proxy, m
     proxy = forward_proxy()
     server = await serve({"/page": page()})
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    fetcher = make_fetcher()
+    fetcher = make_fetcher(obey_robots=False)  # the page is the first request the proxy logs
     got = await fetcher.fetch(http_url(server, "/page"))
     assert "through the proxy" in got.text and got.final_url == http_url(server, "/page")
     await fetcher.close()
@@ -108,7 +108,7 @@ async def test_redirect_across_schemes_through_the_proxy(serve, serve_tls, make_
     at["secure"] = https_url(secure)
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
-    fetcher = make_fetcher(ca_bundle=str(ca_bundle))
+    fetcher = make_fetcher(ca_bundle=str(ca_bundle), obey_robots=False)
     got = await fetcher.fetch(http_url(plain))
     assert got.final_url == https_url(secure) and got.redirects == (http_url(plain),)
     await fetcher.close()
@@ -125,7 +125,9 @@ async def test_guard_judges_the_target_not_the_proxy(serve, make_fetcher, forwar
     refused = await serve({"/": page()})
     monkeypatch.setenv("HTTP_PROXY", f"http://localhost:{proxy.port}")
     fetcher = make_fetcher(
-        address_allowed=lambda ip: str(ip) == "127.0.0.3", block_private_addresses=True
+        address_allowed=lambda ip: str(ip) == "127.0.0.3",
+        block_private_addresses=True,
+        obey_robots=False,
     )
     assert "allowed target" in (await fetcher.fetch(http_url(allowed))).text
     with pytest.raises(BlockedAddress, match=r"127\.0\.0\.1"):  # an IP literal
@@ -180,6 +182,16 @@ async def test_proxy_credentials(serve, serve_tls, make_fetcher, forward_proxy, 
     with pytest.raises(PermanentError, match=r"refused to connect.*407") as info:  # CONNECT
         await fetcher.fetch(https_url(secure))
     assert info.value.error_type == "proxy_refused" and not info.value.retryable
+
+
+def test_fetcher_is_made_outside_an_event_loop(monkeypatch):
+    """Tools make the fetcher lazily, but a script may make one before its loop runs."""
+    from workbench.core.settings import Settings
+    from workbench.pipeline.fetch.fetcher import Fetcher
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.org:3128")
+    fetcher = Fetcher(Settings(block_private_addresses=True))
+    assert fetcher.proxies and fetcher.proxies.hosts == {"proxy.example.org"}
 
 
 def test_unusable_proxy_url_fails_loudly(make_fetcher, monkeypatch):

@@ -164,7 +164,8 @@ def old_tls_server(ca: trustme.CA) -> Iterator[str]:
 
 class ForwardProxy:
     """proxy.py, a real forward proxy, run as a subprocess on loopback; ``log()`` reads its access
-    log (one line per request: ``GET host:port/path`` or ``CONNECT host:port``)."""
+    log: ``GET host:port/path`` or ``CONNECT host:port``, one line per client connection (for the
+    first request on it; later ones on a kept-alive connection are relayed unlogged)."""
 
     def __init__(self, tmp: Path, host: str = "127.0.0.1", basic_auth: str | None = None):
         self.host = host

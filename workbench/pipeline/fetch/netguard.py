@@ -115,7 +115,7 @@ class ProxiedTargetCheck:
         self, allowed: AddressCheck, inner: AbstractResolver | None = None, ttl_s: float = 300.0
     ) -> None:
         self._allowed = allowed
-        self._inner = inner if inner is not None else DefaultResolver()
+        self._inner = inner  # made on first use: aiohttp's resolvers bind to the running loop
         self.ttl_s = ttl_s
         self._verdicts: dict[str, tuple[float, AddressBlockedError | None]] = {}
 
@@ -125,6 +125,8 @@ class ProxiedTargetCheck:
         loop = asyncio.get_running_loop()
         cached = self._verdicts.get(host)
         if cached is None or cached[0] <= loop.time():
+            if self._inner is None:
+                self._inner = DefaultResolver()
             results = await self._inner.resolve(host, 0, socket.AF_UNSPEC)
             addresses = sorted({r["host"] for r in results})
             refused = [a for a in addresses if not _allowed(self._allowed, a)]
@@ -136,7 +138,8 @@ class ProxiedTargetCheck:
             raise cached[1]
 
     async def close(self) -> None:
-        await self._inner.close()
+        if self._inner is not None:
+            await self._inner.close()
 
 
 def _allowed(check: AddressCheck, address: str) -> bool:
