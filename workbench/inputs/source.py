@@ -8,8 +8,9 @@ robots.txt rules, per-host pacing, address guard, size cap and typed errors as a
 
 - It returns the body as received (after the HTTP transfer and content encodings, which aiohttp
   undoes) or any object with ``final_url``, ``body`` and ``content_type`` attributes: a
-  ``workbench.core.page.Page`` is one, so ``Fetcher.fetch`` fits once it accepts XML and gzip
-  types. Returning the final URL matters: relative links resolve against it.
+  ``workbench.core.page.Page`` is one, so ``Fetcher.fetch`` fits once it can be told to accept
+  ``INPUT_CONTENT_TYPES`` (XML, feeds, gzip) besides HTML. Returning the final URL matters:
+  relative links resolve against it.
 - It raises ``workbench.core.errors.PipelineError`` subclasses (``HTTPStatusError``,
   ``RobotsDisallowed``, ``ResponseTooLarge``, ``FetchTimeout``, ...). The readers let them
   through unchanged for the document the caller named, so a 404 sitemap reads as ``http_404``
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from workbench.core.page import Page
 
 __all__ = [
+    "INPUT_CONTENT_TYPES",
     "Document",
     "Fetch",
     "Fetched",
@@ -44,6 +46,13 @@ __all__ = [
     "root_name",
 ]
 
+#: Content-Types a fetch for these readers should accept (the page fetcher takes HTML and text
+#: only). Servers mislabel sitemaps freely, so the readers judge by the bytes, not by this list.
+INPUT_CONTENT_TYPES = frozenset({
+    "application/xml", "text/xml", "application/rss+xml", "application/atom+xml",
+    "application/rdf+xml", "application/x-gzip", "application/gzip", "application/octet-stream",
+    "text/plain", "text/html", "application/xhtml+xml",
+})
 GZIP_MAGIC = b"\x1f\x8b"
 _INFLATE_CHUNK = 256 * 1024
 _PROLOG = re.compile(rb"<\?.*?\?>|<!--.*?-->|<!DOCTYPE(?:[^\[>]|\[.*?\])*>", re.S)
