@@ -286,8 +286,8 @@ class BatchMonitor:
             self._meter.reset()
             self._run_start = datetime.now(UTC)
             self._stale, self._final_elapsed = True, None
+            self.start()  # before any await: ``running`` from the moment the items are queued
             await self.refresh()
-            self.start()
             self._update_displays()
 
     async def _cancel_now(self) -> None:
