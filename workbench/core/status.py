@@ -87,8 +87,7 @@ class Counts(dict[str, int]):
     def state(self) -> BatchState:
         return BatchState.RUNNING if self.active else BatchState.COMPLETED
 
-    def __repr__(self) -> str:
-        return f"Counts({dict.__repr__(self)})"
+    # repr is dict's own: a notebook printing ``await batch.wait()`` sees the plain mapping.
 
 
 def batch_state(counts: Mapping[str, Any]) -> BatchState:
