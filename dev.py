@@ -7,7 +7,12 @@
     python3 dev.py bench [ARGS]  # install, then run the benchmarks
     python3 dev.py install       # just (re)install
 
-The virtual environment is reused; it is reinstalled only when pyproject.toml changes.
+    python3 dev.py --venv DIR CMD ...   # the same in another virtual environment (CI's smoke run
+                                        # makes a fresh one with the newest Python it has)
+
+The virtual environment (.venv unless --venv) is made by the Python running this script, and is
+reused; it is reinstalled only when pyproject.toml changes. --venv is a flag, not an environment
+variable, because WORKBENCH_* variables belong to the product, which rejects unknown ones.
 """
 
 from __future__ import annotations
@@ -23,6 +28,14 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 STAMP = VENV / ".workbench-install"
+
+
+def use_venv(path: str) -> None:
+    """Point every command at the virtual environment in ``path`` (made on first use)."""
+    global VENV, PY, STAMP
+    VENV = Path(path).expanduser().absolute()
+    PY = VENV / "bin" / "python"
+    STAMP = VENV / ".workbench-install"
 
 
 def _run(*cmd: str | Path, **kw: object) -> None:
@@ -62,6 +75,12 @@ def lint(env: dict[str, str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--venv"] and len(argv) >= 2:
+        use_venv(argv[1])
+        argv = argv[2:]
+    elif argv[:1] and argv[0].startswith("--venv="):
+        use_venv(argv[0].split("=", 1)[1])
+        argv = argv[1:]
     cmd, args = (argv[0], argv[1:]) if argv else ("help", [])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if cmd == "install":

