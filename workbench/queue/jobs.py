@@ -49,7 +49,7 @@ async def redis_url_for(settings: Settings) -> str:
         return settings.redis_url
     from workbench.queue.embedded import EmbeddedRedis
 
-    server = EmbeddedRedis(settings.embedded_redis_dir)
+    server = EmbeddedRedis(settings.embedded_redis_dir, server=settings.redis_server)
     return await asyncio.to_thread(server.ensure_running)
 
 
