@@ -8,6 +8,7 @@
                   writer for the pages a batch analysed
 ``tables``        a pandas/polars DataFrame or a CSV/Parquet/JSONL file -> chunks of (url,
                   carried columns), validated, never the whole table as Python objects
+``values``        what a carried cell becomes in JSON (dates as ISO 8601, NaN as null, ...)
 ``source``        the fetch contract the sitemap and feed readers share: the caller's polite
                   fetcher, size caps, gzip
 ================  ==========================================================================
