@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
@@ -76,7 +76,6 @@ class FeedReport:
     entries: int = 0
     skipped: int = 0  # items without a usable http(s) link
     truncated: str | None = None  # why rows were dropped, if they were
-    notes: list[str] = field(default_factory=list)
 
 
 async def read_feed(
