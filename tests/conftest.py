@@ -82,6 +82,8 @@ async def backend_settings(
         retry_backoff_s=0.05,
         retry_backoff_max_s=0.5,
         log_format="console",
+        # the test sites are on loopback: allowed explicitly (the guard is on by default)
+        block_private_addresses=False,
     )
     drop = None
     if backend == "postgresql":
@@ -139,7 +141,10 @@ async def run_worker(
     yield run
     for task in tasks:
         task.cancel()
-        with contextlib.suppress(BaseException):
+    for task in tasks:
+        # only the cancel we just sent is expected: a worker that crashed (or failed to stop
+        # cleanly) after the test's asserts must fail the test, not vanish in teardown
+        with contextlib.suppress(asyncio.CancelledError):
             await task
 
 

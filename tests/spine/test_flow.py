@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import pandas as pd
 
 from workbench import Workbench, pipeline
@@ -11,6 +14,18 @@ from workbench.core.errors import PermanentError, TransientError
 @pipeline("test-echo", version="1")
 async def echo(url: str, ctx) -> dict:
     return {"echo": url, "n": int(url.rsplit("/", 1)[1]), "tag": ctx.params.get("tag")}
+
+
+@pipeline("test-fetch-size", version="1")
+async def fetch_size(url: str, ctx) -> dict:
+    page = await ctx.fetch()
+    return {"bytes": len(page.body)}
+
+
+@pipeline("test-hang", version="1")
+async def hang(url: str, ctx) -> dict:
+    await asyncio.sleep(float(ctx.params["sleep"]))
+    return {"slept": True}
 
 
 @pipeline("test-flaky", version="1")
@@ -77,8 +92,92 @@ async def test_cancel_and_cache(wb: Workbench, run_worker) -> None:
     assert again.cached == 10
     df = await again.results()
     assert df["cached"].all() and len(df) == 10
-    fresh = await wb.submit(urls[:10], pipeline="test-echo", refresh=True)
-    assert fresh.cached == 0 and (await fresh.counts())["queued"] == 10
+    # the cache key is pipeline + version + params: other params miss, whatever the URLs
+    other = await wb.submit(urls[:10], pipeline="test-echo", params={"tag": "y"})
+    assert other.cached == 0 and (await other.counts())["queued"] == 10
+    await run_worker()
+    assert set((await other.results())["tag"]) == {"y"}
+
+
+async def test_refresh_fetches_again_and_keeps_the_old_result(
+    wb: Workbench, run_worker, site
+) -> None:
+    urls = [site.url(f"/page/{i}") for i in range(4)]
+    first = await wb.submit(urls, pipeline="test-fetch-size")
+    await run_worker()
+    assert (await first.wait(timeout=10))["done"] == 4
+    assert all(site.hits[f"/page/{i}"] == 1 for i in range(4))
+    old = (await first.results()).set_index("url")
+
+    cached = await wb.submit(urls, pipeline="test-fetch-size")
+    assert cached.cached == 4 and (await cached.counts())["done"] == 4
+    await run_worker()
+    assert all(site.hits[f"/page/{i}"] == 1 for i in range(4))  # nothing fetched
+
+    fresh = await wb.submit(urls, pipeline="test-fetch-size", refresh=True)
+    assert fresh.cached == 0 and (await fresh.counts())["queued"] == 4
+    await run_worker()
+    assert (await fresh.wait(timeout=10))["done"] == 4
+    assert all(site.hits[f"/page/{i}"] == 2 for i in range(4))  # every page fetched again
+    new = (await fresh.results()).set_index("url")
+    assert not new["cached"].any() and (new["fetched_at"] > old["fetched_at"]).all()
+    assert (new["bytes"] == old["bytes"]).all()
+    # the earlier batch keeps its own result: research data is never overwritten
+    kept = (await first.results()).set_index("url")
+    assert (kept["fetched_at"] == old["fetched_at"]).all() and not kept["cached"].any()
+
+
+async def test_pipeline_timeout_is_retried_then_failed(wb: Workbench, run_worker) -> None:
+    batch = await wb.submit(["http://example.org/hang/1"], pipeline="test-hang",
+                            params={"sleep": 3})
+    await run_worker(job_timeout_s=0.3, max_tries=2)
+    assert (await batch.wait(timeout=10))["failed"] == 1
+    f = (await batch.failures()).iloc[0]
+    assert f["error_type"] == "pipeline_timeout" and f["retryable"]
+    assert f["tries"] == 2 and "took longer than 0.3s" in f["error_message"]
+
+
+async def test_version_from_source_changes_with_the_code(
+    wb: Workbench, run_worker, tmp_path, monkeypatch
+) -> None:
+    """No ``version=``: the version is a hash of the function's source, so editing the function
+    means no stale cache hit; the same source keeps its version (and its cache)."""
+    import importlib
+
+    from workbench.pipeline.registry import get_pipeline
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = f"wbsrc_{uuid.uuid4().hex[:8]}"
+    source = (
+        "from workbench import pipeline\n\n\n"
+        '@pipeline("test-from-source")\n'
+        "async def from_source(url, ctx):\n"
+        "    return {'answer': ANSWER}\n"
+    )
+    path = tmp_path / f"{module}.py"
+    path.write_text("ANSWER = 1\n" + source)
+    mod = importlib.import_module(module)
+    v1 = get_pipeline("test-from-source").version
+    assert v1.startswith("src-")
+    urls = ["http://example.org/src/1", "http://example.org/src/2"]
+    first = await wb.submit(urls, pipeline="test-from-source")
+    await run_worker()
+    assert set((await first.results())["answer"]) == {1}
+
+    path.write_text("ANSWER = 2\n" + source)  # a constant changed, the function did not
+    importlib.reload(mod)
+    assert get_pipeline("test-from-source").version == v1
+    assert (await wb.submit(urls, pipeline="test-from-source")).cached == 2
+
+    path.write_text("ANSWER = 2\n" + source.replace("'answer': ANSWER", "'answer': ANSWER * 10"))
+    importlib.reload(mod)
+    v2 = get_pipeline("test-from-source").version
+    assert v2.startswith("src-") and v2 != v1
+    edited = await wb.submit(urls, pipeline="test-from-source")
+    assert edited.cached == 0
+    await run_worker()
+    df = await edited.results()
+    assert set(df["answer"]) == {20} and set(df["pipeline_version"]) == {v2}
 
 
 async def test_sync_facade(backend_settings) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +20,7 @@ from workbench.notify.email import PermanentSmtpError, compose_email, parse_smtp
 from workbench.notify.notifier import Notifier
 from workbench.notify.summary import summarize_batch
 
-from .conftest import PIPELINES, SmtpServer, free_port
+from .conftest import PIPELINES, REPO, SmtpServer, cli_env, free_port
 
 OK = [f"http://example.org/ok/{i}" for i in range(1, 18)]
 BAD = [f"http://example.org/bad/{i}" for i in range(20, 23)]
@@ -31,25 +34,69 @@ async def _until(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _until_async(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def _eq(value: Any, expected: Any) -> bool:
+    return (await value) == expected
+
+
 async def _batch_row(wb: Workbench, batch_id: str) -> Any:
     async with wb.ledger.read_engine.connect() as conn:
         return (await conn.execute(select(BatchRow.__table__).where(BatchRow.id == batch_id))).one()
 
 
-async def test_exactly_one_email_with_two_workers(
-    make_wb: Callable[..., Workbench], run_worker: Any, smtp: SmtpServer
+async def _worker_process(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    """``python -m workbench.worker`` in one process of its own (no supervisor)."""
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "workbench.worker", "--processes", "1", "--concurrency", "3",
+            env=env, cwd=str(REPO), stdin=asyncio.subprocess.DEVNULL, stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+
+async def _live_workers(wb: Workbench) -> int:
+    return sum(1 for w in await wb.ledger.workers() if w["stopped_at"] is None)
+
+
+async def test_exactly_one_email_from_two_worker_processes(
+    backend_settings: dict[str, Any], make_wb: Callable[..., Workbench], smtp: SmtpServer,
+    tmp_path: Path,
 ) -> None:
-    mail = dict(smtp_url=smtp.url, smtp_from="Workbench <wb@example.org>", pipelines=PIPELINES)
-    wb = make_wb(**mail)
-    batch = await wb.submit(OK + BAD, pipeline="surf", name="two workers",
-                            notify="ana@example.org")
-    runs = await asyncio.gather(run_worker(concurrency=3, **mail),
-                                run_worker(concurrency=3, **mail))
-    assert sum(r.items_done for r in runs) == 20
-    assert (await batch.wait(timeout=10))["done"] == 17
-    await _until(lambda: smtp.inbox.messages)
-    await asyncio.sleep(0.3)  # a second email would have had time to arrive
+    """Two worker processes share the batch and race to claim its email; one email goes out."""
+    mail = dict(smtp_url=smtp.url, smtp_from="Workbench <wb@example.org>")
+    wb = make_wb(**mail, pipelines=PIPELINES)
+    await wb.batches()  # the ledger exists before the workers start
+    env = cli_env({**backend_settings, **mail})
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    procs = [await _worker_process(env, log) for log in logs]
+    try:
+        await _until_async(lambda: _eq(_live_workers(wb), 2), timeout=60)
+        # items that take a moment: both processes are busy at once and each finishes some
+        slow = [f"http://example.org/slow/{i}" for i in range(1, 18)]
+        batch = await wb.submit(slow + BAD, pipeline="surf", params={"sleep": 0.2},
+                                name="two workers", notify="ana@example.org")
+        assert (await batch.wait(timeout=60))["done"] == 17
+        await _until(lambda: smtp.inbox.messages)
+        assert (await _batch_row(wb, batch.id)).notified_at is not None  # claimed
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        codes = [await asyncio.wait_for(p.wait(), 60) for p in procs]
+    # Both stopped: each waited for its pending sends first, so a second email would be here now.
+    output = "\n".join(log.read_text(errors="replace") for log in logs)
+    assert codes == [0, 0] and "Traceback" not in output, output[-3000:]
+    status = await batch.status()
+    assert status["worker_id"].nunique() == 2, "both processes should have finished items"
     assert len(smtp.inbox.messages) == 1
+    assert (await _batch_row(wb, batch.id)).notified_at is not None
     sender, rcpts, msg = smtp.inbox.messages[0]
     assert sender == "wb@example.org" and rcpts == ["ana@example.org"]
     assert msg["Subject"] == "[Workbench] batch two workers finished: 17 done, 3 failed"
@@ -62,19 +109,79 @@ async def test_exactly_one_email_with_two_workers(
     assert f"python -m workbench retry {batch.id}" in body
     assert f'batch = await wb.get_batch("{batch.id}")' in body and "await batch.retry()" in body
 
-    # racing notifiers of two workers on a settled batch: still exactly one claim
-    second = await wb.submit(OK[:2], pipeline="surf", notify="bo@example.org")
+
+async def test_racing_notifiers_claim_a_settled_batch_once(
+    make_wb: Callable[..., Workbench], run_worker: Any, smtp: SmtpServer
+) -> None:
+    mail = dict(smtp_url=smtp.url, smtp_from="Workbench <wb@example.org>", pipelines=PIPELINES)
+    wb = make_wb(**mail)
+    batch = await wb.submit(OK[:2], pipeline="surf", notify="bo@example.org")
     await run_worker(**{**mail, "smtp_url": None})  # a worker without SMTP: no email, no claim
-    assert (await _batch_row(wb, second.id)).notified_at is None
-    info = await wb.ledger.batch_info(second.id)
+    assert (await _batch_row(wb, batch.id)).notified_at is None
+    info = await wb.ledger.batch_info(batch.id)
     notifiers = [Notifier(wb.settings, wb.ledger) for _ in range(4)]
     await asyncio.gather(*(n(info) for n in notifiers for _ in range(3)))
     for n in notifiers:
-        await n.close()
+        await n.close()  # waits for the pending send
     assert sum(len(n.outcomes) for n in notifiers) == 1
-    await _until(lambda: len(smtp.inbox.messages) == 2)
-    assert smtp.inbox.messages[1][1] == ["bo@example.org"]
-    assert "No item failed." in smtp.inbox.messages[1][2].get_content()
+    assert len(smtp.inbox.messages) == 1
+    assert smtp.inbox.messages[0][1] == ["bo@example.org"]
+    assert "No item failed." in smtp.inbox.messages[0][2].get_content()
+
+
+async def test_manual_retry_rearms_the_email(
+    make_wb: Callable[..., Workbench], run_worker: Any, smtp: SmtpServer
+) -> None:
+    mail = dict(smtp_url=smtp.url, smtp_from="wb@example.org", pipelines=PIPELINES)
+    wb = make_wb(**mail)
+    batch = await wb.submit(OK[:2] + BAD[:1], pipeline="surf", notify="ana@example.org")
+    await run_worker(**mail)  # a burst worker waits for its pending send before it returns
+    assert len(smtp.inbox.messages) == 1
+    first = (await _batch_row(wb, batch.id)).notified_at
+    assert await batch.retry() == 1
+    row = await _batch_row(wb, batch.id)
+    assert row.notified_at is None and row.settled_at is None  # armed again
+    await run_worker(**mail)  # the page is still bad: fails again, the batch settles again
+    assert (await batch.counts())["failed"] == 1
+    assert len(smtp.inbox.messages) == 2
+    assert [m[2]["X-Workbench-Batch"] for m in smtp.inbox.messages] == [batch.id, batch.id]
+    assert "2 done, 1 failed" in smtp.inbox.messages[1][2]["Subject"]
+    assert (await _batch_row(wb, batch.id)).notified_at > first
+
+
+async def test_claim_given_back_when_the_worker_stops_mid_send(
+    make_wb: Callable[..., Workbench], smtp: SmtpServer
+) -> None:
+    """An SMTP server that accepts and never answers: the worker stops during the send, gives
+    the claim back, and the cleanup sweep sends the email later."""
+    connected = asyncio.Event()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await reader.read()  # say nothing until the client hangs up
+        writer.close()
+
+    mute_server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = mute_server.sockets[0].getsockname()[1]
+    wb = make_wb(smtp_url=f"smtp://127.0.0.1:{port}", smtp_timeout_s=60, shutdown_grace_s=0.5,
+                 pipelines=PIPELINES)
+    try:
+        runtime = await wb.start_worker(concurrency=4)
+        try:
+            batch = await wb.submit(OK[:2], pipeline="surf", notify="ana@example.org")
+            assert (await batch.wait(timeout=20))["done"] == 2
+            await asyncio.wait_for(connected.wait(), 20)  # the send is under way
+            assert (await _batch_row(wb, batch.id)).notified_at is not None
+            notifier = runtime.notifier
+            assert notifier is not None and notifier.tasks
+        finally:
+            await wb.stop_workers()
+    finally:
+        mute_server.close()
+    row = await _batch_row(wb, batch.id)
+    assert row.notified_at is None and row.settled_at is not None  # owed, not forgotten
+    report = await run_cleanup(wb.settings.model_copy(update={"smtp_url": smtp.url}))
+    assert report.notifications_sent == 1 and len(smtp.inbox.messages) == 1
 
 
 async def test_smtp_down_then_up_is_retried_and_delivered(

@@ -1,0 +1,99 @@
+"""Reconcile on both backends: the items of a worker that stopped heart-beating go back to the
+queue under a new attempt (ahead of the backlog) while they have tries left, and fail as
+``worker_lost`` once they have none; a live worker's items are left alone; jobs missing from
+Redis are enqueued again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest_asyncio
+from sqlalchemy import text
+
+from workbench import Workbench
+from workbench.queue import jobs as queue
+from workbench.queue.arq_adapter import JOB_KEY_PREFIX
+from workbench.queue.reconcile import reconcile
+
+
+@pytest_asyncio.fixture
+async def redis(wb: Workbench) -> AsyncIterator[Any]:
+    await wb.batches()  # opens the ledger (and starts the embedded server on SQLite)
+    pool = await queue.connect(wb.settings)
+    yield pool
+    await pool.aclose()
+
+
+async def _rows(wb: Workbench, batch_id: str) -> dict[int, Any]:
+    return {r["id"]: r for r in await wb.ledger.item_rows(batch_id)}
+
+
+async def test_lost_items_requeued_with_tries_left_failed_without(
+    wb: Workbench, redis: Any, run_worker: Any
+) -> None:
+    batch = await wb.submit([f"http://example.org/r/{i}" for i in range(5)], pipeline="noop")
+    ids = sorted(await _rows(wb, batch.id))
+    ledger = wb.ledger
+    for worker_id in ("dead", "alive"):
+        await ledger.register_worker(worker_id, hostname="h", pid=1, concurrency=1, pipelines=[])
+    # the dead worker held four items, two of them on their last try; the live one holds one
+    for i in ids[:4]:
+        assert await ledger.claim(i, 1, "dead")
+    assert await ledger.claim(ids[4], 1, "alive")
+    async with ledger.engine.begin() as conn:
+        await conn.execute(text(
+            "UPDATE workers SET heartbeat_at = '2000-01-01 00:00:00' WHERE id = 'dead'"))
+        await conn.execute(text("UPDATE items SET started_at = '2000-01-01 00:00:00'"))
+        await conn.execute(text(f"UPDATE items SET tries = 2 WHERE id IN ({ids[2]}, {ids[3]})"))
+
+    report = await reconcile(ledger, redis, wb.settings.model_copy(update={"max_tries": 2}))
+    assert (report.lost_requeued, report.lost_failed) == (2, 2)
+    rows = await _rows(wb, batch.id)
+    for i in ids[:2]:  # tries left: queued again under the next attempt, with a job of its own
+        assert (rows[i]["status"], rows[i]["attempts"], rows[i]["worker_id"]) == ("queued", 2, None)
+        assert rows[i]["error_type"] == "worker_lost"  # kept for display until it runs
+        assert await redis.exists(JOB_KEY_PREFIX + queue.job_id(i, 2))
+        assert await redis.zscore(wb.settings.queue_name, queue.job_id(i, 2)) == 0  # in front
+    for i in ids[2:4]:  # no tries left: failed, retryable by hand
+        assert (rows[i]["status"], rows[i]["error_type"], rows[i]["retryable"]) == (
+            "failed", "worker_lost", True)
+        assert await redis.zscore(wb.settings.queue_name, queue.job_id(i, 2)) is None
+    assert rows[ids[4]]["status"] == "running"  # its worker is alive
+
+    # a second pass finds nothing more to do
+    assert not (await reconcile(ledger, redis, wb.settings.model_copy(
+        update={"max_tries": 2}))).changed
+    assert await ledger.hand_back(ids[4], 1)  # queued again under attempt 1, its job waiting
+
+    await run_worker(max_tries=2)
+    rows = await _rows(wb, batch.id)
+    assert [rows[i]["status"] for i in ids] == ["done", "done", "failed", "failed", "done"]
+    assert [rows[i]["attempts"] for i in ids] == [2, 2, 1, 1, 1]
+    results = await batch.results()
+    assert len(results) == 3 and results["item_id"].is_unique
+
+
+async def test_missing_jobs_enqueued_again_with_their_delay(wb: Workbench, redis: Any) -> None:
+    batch = await wb.submit([f"http://example.org/m/{i}" for i in range(3)], pipeline="noop")
+    ids = sorted(await _rows(wb, batch.id))
+    ledger = wb.ledger
+    await ledger.register_worker("w", hostname="h", pid=1, concurrency=1, pipelines=[])
+    assert await ledger.claim(ids[0], 1, "w")
+    assert await ledger.retry_later(ids[0], 1, {"error_type": "blip"}, 300) == 2
+    for i, a in ((ids[0], 2), (ids[1], 1), (ids[2], 1)):  # as after a FLUSHALL
+        await redis.delete(JOB_KEY_PREFIX + queue.job_id(i, a))
+        await redis.zrem(wb.settings.queue_name, queue.job_id(i, a))
+
+    report = await reconcile(ledger, redis, wb.settings)
+    assert report.missing_requeued == 3 and report.lost_requeued == 0
+    now_ms = await _redis_ms(redis)
+    delayed = await redis.zscore(wb.settings.queue_name, queue.job_id(ids[0], 2))
+    assert 250_000 < delayed - now_ms <= 300_000  # the retry keeps its backoff
+    for i in ids[1:]:
+        assert await redis.zscore(wb.settings.queue_name, queue.job_id(i, 1)) <= now_ms + 1000
+
+
+async def _redis_ms(redis: Any) -> int:
+    seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
