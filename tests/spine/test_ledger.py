@@ -25,7 +25,7 @@ async def test_migrations_idempotent_and_versioned(wb: Workbench) -> None:
     await migrate(wb.ledger.engine)  # a second process starting: a no-op
     async with wb.ledger.engine.connect() as conn:
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
-    assert version == "0001"
+    assert version == "0002"
 
 
 async def test_database_from_a_newer_version_is_refused(tmp_path) -> None:

@@ -9,15 +9,16 @@ A Batch reaches its Workbench only through ``BatchOwner``, the few things it nee
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import pandas as pd
 import structlog
 
-from workbench.client import frames
+from workbench.client import export, frames, reading
 from workbench.core import codec
 from workbench.core.errors import (
     EmptyBatchError,
@@ -97,30 +98,85 @@ class Batch:
         """``running`` while any item is queued or running, then ``completed``."""
         return (await self.counts()).state
 
-    async def status(self) -> pd.DataFrame:
-        """One row per item: status, attempts, timestamps, worker, last error."""
-        rows = await (await self._wb.open_ledger()).item_rows(self.id)
-        return frames.items_frame(rows)
+    async def status(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per item: status, attempts, timestamps, worker, last error. ``columns``
+        names the item columns to read (``item_id`` always comes first)."""
+        return await reading.whole_items(await self._wb.open_ledger(), self.id,
+                                         columns=columns, default=frames.ITEM_COLUMNS)
 
-    async def results(self) -> pd.DataFrame:
-        """Done items with the pipeline's fields as columns, then provenance."""
-        rows = await (await self._wb.open_ledger()).result_rows(self.id)
-        return frames.results_frame(rows)
+    async def results(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Done items with the pipeline's fields as columns, then provenance.
 
-    async def failures(self) -> pd.DataFrame:
-        """Failed items with ``error_type``, ``error_message``, ``retryable`` and traceback."""
-        rows = await (await self._wb.open_ledger()).item_rows(self.id, statuses=["failed"])
-        return frames.failures_frame(rows)
+        ``columns`` names the pipeline fields to read (``item_id``, ``url`` and provenance
+        come always): the others are never read, and a projection naming no bulky field (a
+        page's text) never reads the texts. For batches too large for one frame, see
+        ``iter_results`` and ``to_parquet``."""
+        return await reading.whole_results(await self._wb.open_ledger(), self.id,
+                                           columns=columns)
+
+    async def iter_results(
+        self, chunk_rows: int = 50_000, columns: Sequence[str] | None = None
+    ) -> AsyncIterator[pd.DataFrame]:
+        """``async for df in batch.iter_results(): ...``: the results in item order,
+        ``chunk_rows`` a frame, every frame with the same columns and dtypes (decided from the
+        whole batch up front); memory follows the chunk, not the batch."""
+        reading.check_chunk_rows(chunk_rows)
+        async for df in reading.iter_results(await self._wb.open_ledger(), self.id,
+                                             chunk_rows=chunk_rows, columns=columns):
+            yield df
+
+    async def iter_status(
+        self, chunk_rows: int = 200_000, columns: Sequence[str] | None = None
+    ) -> AsyncIterator[pd.DataFrame]:
+        """``status()`` in chunks of ``chunk_rows`` items, same columns and dtypes in each."""
+        names = reading.check_columns(columns)
+        async for df in reading.iter_items(
+            await self._wb.open_ledger(), self.id, chunk_rows=chunk_rows,
+            columns=frames.ITEM_COLUMNS if names is None else names,
+        ):
+            yield df
+
+    async def iter_failures(
+        self, chunk_rows: int = 50_000, columns: Sequence[str] | None = None
+    ) -> AsyncIterator[pd.DataFrame]:
+        """``failures()`` in chunks of ``chunk_rows`` items, same columns and dtypes in each."""
+        names = reading.check_columns(columns)
+        async for df in reading.iter_items(
+            await self._wb.open_ledger(), self.id, chunk_rows=chunk_rows, statuses=["failed"],
+            columns=frames.FAILURE_COLUMNS if names is None else names,
+        ):
+            yield df
+
+    async def to_parquet(
+        self, path: str | os.PathLike[str] | BinaryIO, columns: Sequence[str] | None = None,
+        *, chunk_rows: int = 20_000,
+    ) -> int:
+        """Write the results to a Parquet file, one row group per ``chunk_rows`` as they are
+        read (memory follows the chunk). Returns the rows written. The file's schema is decided
+        from the whole batch before the first row group (``client.export.arrow_schema``)."""
+        ledger = await self._wb.open_ledger()
+        schemas = await reading.result_schemas(ledger, self.id, columns)
+        chunks = reading.iter_results(ledger, self.id, chunk_rows=chunk_rows, columns=columns,
+                                      schemas=schemas)
+        return await export.write_parquet(chunks, export.arrow_schema(*schemas), path)
+
+    async def failures(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Failed items with ``error_type``, ``error_message``, ``retryable`` and traceback;
+        ``columns`` names the columns to read (without ``traceback``, none is read)."""
+        return await reading.whole_items(await self._wb.open_ledger(), self.id,
+                                         columns=columns, default=frames.FAILURE_COLUMNS,
+                                         statuses=["failed"])
 
     async def embeddings(self, column: str = "embedding") -> tuple[np.ndarray, pd.Index]:
         """The ``column`` of every done item stacked into a matrix (rows follow the returned
         index of item ids), ready for numpy and scikit-learn."""
-        df = await self.results()
-        if column not in df.columns:
+        fields = (await (await self._wb.open_ledger()).result_schema(self.id)).names
+        if column not in fields:
             raise InvalidInputError(
                 f"no {column!r} field in the results of batch {self.id}; fields: "
-                f"{', '.join(map(str, df.columns))}"
+                f"{', '.join(fields) or '(none yet)'}"
             )
+        df = await self.results(columns=[column])
         present = df[df[column].map(lambda v: v is not None and not _is_nan(v))]
         if present.empty:
             return np.zeros((0, 0), dtype=np.float32), pd.Index([], name="item_id")

@@ -3,6 +3,16 @@
 Shared by the command line (``results``, ``failures``, ``status --json``) and the HTTP API
 (``GET /batches/{id}/results``), so both export the same bytes. pandas, numpy and pyarrow are
 imported on first use, keeping ``python -m workbench --help`` quick.
+
+A batch is exported chunk by chunk (``Batch.iter_results``): CSV and JSONL as text pieces
+(``stream_text``), Parquet one row group per chunk (``write_parquet``). The Parquet schema is
+decided before the first row group, from the kinds of every field over the whole batch
+(``workbench.ledger.reads.ResultSchema``), so it holds whatever a later chunk brings
+(``arrow_schema``): a field missing from some results is null there; integers are int64
+(nullable), numbers float64, booleans bool, strings string (large_string for bulky fields);
+lists of strings, integers, numbers or booleans are lists of that type, numpy arrays lists of
+float32 (float64 when their dtypes differ); anything else -- objects, nested or mixed lists, a
+field whose kind changes between results -- is its JSON text. Provenance has fixed types.
 """
 
 from __future__ import annotations
@@ -11,12 +21,16 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
+
+    from workbench.ledger.reads import ResultField, ResultSchema
 
 
 def jsonable(value: Any) -> Any:
@@ -64,11 +78,13 @@ def iter_jsonl(df: pd.DataFrame) -> Iterator[str]:
         yield json.dumps(rec, ensure_ascii=False) + "\n"
 
 
-def iter_csv(df: pd.DataFrame, chunk_rows: int = 500) -> Iterator[str]:
-    """CSV with a header row, ``chunk_rows`` rows a chunk; lists and dicts as JSON text."""
+def iter_csv(df: pd.DataFrame, chunk_rows: int = 500, *, header: bool = True) -> Iterator[str]:
+    """CSV with a header row (unless ``header=False``: a later chunk of one export),
+    ``chunk_rows`` rows a piece; lists and dicts as JSON text."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([str(c) for c in df.columns])
+    if header:
+        writer.writerow([str(c) for c in df.columns])
     for n, row in enumerate(df.itertuples(index=False, name=None), start=1):
         writer.writerow([_cell(v) for v in row])
         if n % chunk_rows == 0:
@@ -108,3 +124,151 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()
+
+
+# ------------------------------------------------------------------ streaming a whole batch
+async def stream_text(
+    chunks: AsyncIterator[pd.DataFrame], fmt: str, columns: Sequence[str]
+) -> AsyncIterator[str]:
+    """CSV (one header) or JSONL text of every chunk, a piece at a time; ``columns`` makes the
+    header of an export with no rows."""
+    first = True
+    async for df in chunks:
+        for piece in iter_csv(df, header=first) if fmt == "csv" else iter_jsonl(df):
+            yield piece
+        first = False
+    if first and fmt == "csv":
+        yield ",".join(_csv_header(columns))
+
+
+def _csv_header(columns: Sequence[str]) -> list[str]:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(list(columns))
+    return [buf.getvalue().rstrip("\n")]
+
+
+def arrow_schema(batch: ResultSchema, fields: ResultSchema) -> pa.Schema:
+    """The Parquet schema of a batch's results (the ``fields`` projected of the ``batch``),
+    decided up front by the rule in the module docstring. A column written as JSON text says
+    so in its metadata (``workbench.json``)."""
+    import pyarrow as pa
+
+    from workbench.client.frames import PROVENANCE_COLUMNS, field_dtype
+
+    def column(name: str, typ: pa.DataType, as_json: bool = False) -> pa.Field:
+        return pa.field(name, typ, metadata={"workbench.json": "1"} if as_json else None)
+
+    url = fields.get("url")
+    out = [column("item_id", pa.int64()),
+           column("url", *(_field_type(url) if url is not None and field_dtype(url) != "str"
+                           else (pa.string(), False)))]
+    out += [column(f.name, *_field_type(f)) for f in fields.fields
+            if f.name not in ("item_id", "url")]
+    provenance = _provenance_types()
+    names = set(batch.names)
+    out += [column(name if name not in names else f"_{name}", provenance[name](),
+                   name == "timings") for name in PROVENANCE_COLUMNS]
+    return pa.schema(out)
+
+
+def _field_type(field: ResultField) -> tuple[pa.DataType, bool]:
+    """A pipeline field's Arrow type, and whether its values are written as JSON text."""
+    import pyarrow as pa
+
+    text = pa.large_string() if field.bulky else pa.string()
+    kinds = field.kinds - {"n"}
+    if not kinds:
+        return pa.string(), False
+    if kinds == {"b"}:
+        return pa.bool_(), False
+    if kinds == {"i"}:
+        return pa.int64(), False
+    if kinds <= {"i", "f"}:
+        return pa.float64(), False
+    if kinds == {"s"}:
+        return text, False
+    lists = kinds - {"a"}
+    if lists <= {"as"}:
+        return pa.list_(pa.string()), False
+    if lists == {"ai"}:
+        return pa.list_(pa.int64()), False
+    if lists <= {"ai", "af"}:
+        return pa.list_(pa.float64()), False
+    if lists == {"ab"}:
+        return pa.list_(pa.bool_()), False
+    if all(k.startswith("v") and "/" not in k for k in kinds):
+        dtypes = {k[1:] for k in kinds}
+        if dtypes == {"float32"}:
+            return pa.list_(pa.float32()), False
+        if dtypes <= _NUMERIC_DTYPES:
+            return pa.list_(pa.float64()), False
+    return text, True
+
+
+_NUMERIC_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8"}
+
+
+def _provenance_types() -> dict[str, Callable[[], pa.DataType]]:
+    import pyarrow as pa
+
+    return {
+        "item_id": pa.int64, "url": pa.string, "final_url": pa.string, "http_status": pa.int64,
+        "fetched_at": lambda: pa.timestamp("us", tz="UTC"), "content_sha256": pa.string,
+        "pipeline": pa.string, "pipeline_version": pa.string, "params_hash": pa.string,
+        "workbench_version": pa.string, "cached": pa.bool_, "from_stored_page": pa.bool_,
+        "duration_s": pa.float64, "timings": pa.string,
+    }
+
+
+def arrow_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """A chunk of results as an Arrow table of ``schema`` (``arrow_schema``)."""
+    import pyarrow as pa
+
+    arrays = []
+    for field in schema:
+        col = df[field.name]
+        if field.metadata and field.metadata.get(b"workbench.json"):
+            values: Any = [_json_text(v) for v in col]
+        else:
+            values = col
+        arr = pa.array(values, type=field.type, from_pandas=True) \
+            if not isinstance(values, pa.ChunkedArray) else values
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return json.dumps(jsonable(value), ensure_ascii=False)
+
+
+async def write_parquet(
+    chunks: AsyncIterator[pd.DataFrame], schema: pa.Schema,
+    path: str | os.PathLike[str] | BinaryIO,
+) -> int:
+    """Write every chunk as one row group of a Parquet file of ``schema``; returns the rows.
+    A row group is written in a thread while the next chunk is read."""
+    import asyncio
+
+    import pyarrow.parquet as pq
+
+    rows = 0
+    writer = pq.ParquetWriter(path, schema, compression="zstd")
+    pending: asyncio.Future[None] | None = None
+    try:
+        async for df in chunks:
+            table = arrow_table(df, schema)
+            rows += table.num_rows
+            del df
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(asyncio.to_thread(writer.write_table, table))
+            del table
+        if pending is not None:
+            await pending
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+        writer.close()
+    return rows

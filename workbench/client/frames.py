@@ -1,14 +1,28 @@
-"""Ledger rows -> pandas DataFrames (pure functions, no I/O)."""
+"""Ledger chunks -> pandas DataFrames (pure functions, no I/O).
+
+The ledger hands back a batch column by column, a chunk at a time (``workbench.ledger.reads``);
+these functions turn one chunk into a DataFrame whose columns and dtypes depend only on the
+batch's schema, never on the chunk: every chunk of ``iter_results`` has the same dtypes.
+
+The dtype of a pipeline field follows from its JSON kinds over the whole batch
+(``ResultSchema``), by the rule pandas applies to a list of dicts, so ``results()`` is what it
+always was: integers -> int64 (float64 when some are null or missing), numbers -> float64,
+booleans -> bool (object with nulls), strings -> str, anything else or a mix -> object.
+Provenance columns have fixed dtypes in chunks (str, Int64, datetime64[us, UTC], bool, float64);
+``finish_whole`` then gives a whole-batch frame the dtypes pandas inferred before chunks
+existed (a column with no value at all is object, an all-NaT time is datetime64[s, UTC]).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from workbench.core import codec
 from workbench.core.status import ITEM_STATUSES, Counts
+from workbench.ledger.reads import ResultField, ResultSchema, decode_fields, decode_json
 
 ITEM_COLUMNS = [
     "item_id", "position", "url", "normalized_url", "status", "attempts", "tries",
@@ -25,6 +39,19 @@ PROVENANCE_COLUMNS = [
 ]
 _TIME_COLUMNS = ("submitted_at", "started_at", "finished_at", "next_try_at", "fetched_at",
                  "created_at", "first_started_at", "last_finished_at")
+_TIME = "datetime64[us, UTC]"
+_ITEM_DTYPES: dict[str, Any] = {
+    "item_id": "int64", "position": "int64", "attempts": "int64", "tries": "int64",
+    "duration_s": "float64", "cached": "bool", "retryable": "boolean",
+    "status": pd.CategoricalDtype(ITEM_STATUSES),
+    **{c: _TIME for c in ("submitted_at", "started_at", "finished_at", "next_try_at")},
+}
+_PROVENANCE_DTYPES: dict[str, Any] = {
+    "final_url": "str", "http_status": "Int64", "fetched_at": _TIME, "content_sha256": "str",
+    "pipeline": "str", "pipeline_version": "str", "params_hash": "str",
+    "workbench_version": "str", "cached": "bool", "from_stored_page": "bool",
+    "duration_s": "float64", "timings": object,
+}
 
 
 def _times(df: pd.DataFrame) -> pd.DataFrame:
@@ -34,57 +61,151 @@ def _times(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def items_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame([{**r, "item_id": r["id"]} for r in rows], columns=ITEM_COLUMNS)
-    df = _times(df)
-    df["status"] = pd.Categorical(df["status"], categories=ITEM_STATUSES)
-    for col in ("item_id", "position", "attempts", "tries"):
-        df[col] = df[col].astype("int64")
-    df["duration_s"] = df["duration_s"].astype("float64")
-    df["cached"] = df["cached"].astype(bool)
-    df["retryable"] = df["retryable"].astype("boolean")
+def _chunk_times(df: pd.DataFrame) -> pd.DataFrame:
+    """Times as stored (ISO text on SQLite, naive UTC on PostgreSQL) -> datetime64[us, UTC]."""
+    for col in _TIME_COLUMNS:
+        if col in df.columns:
+            df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601").astype(_TIME)
     return df
 
 
-def failures_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame([{**r, "item_id": r["id"]} for r in rows], columns=FAILURE_COLUMNS)
-    df = _times(df)
-    for col in ("item_id", "attempts", "tries"):
-        df[col] = df[col].astype("int64")
-    df["retryable"] = df["retryable"].astype("boolean")
-    return df
+def _objects(values: Sequence[Any]) -> pd.Series:
+    return pd.Series(values, dtype=object)
 
 
-def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """One row per done item: ``item_id``, ``url``, the pipeline's fields as columns, then
-    provenance. A pipeline field named like a provenance column wins; provenance gets a ``_``.
-    Built column by column: a dict per row cost more than a second per 100k results."""
+# ------------------------------------------------------------------ items
+def items_frame(chunk: Mapping[str, Sequence[Any]],
+                columns: Sequence[str] = ITEM_COLUMNS) -> pd.DataFrame:
+    """A chunk of items (``Ledger.item_chunks``) with ``columns``, in fixed dtypes."""
+    df = pd.DataFrame({c: _item_column(c, chunk[c]) for c in columns})
+    return _chunk_times(df)
+
+
+def _item_column(name: str, values: Sequence[Any]) -> Any:
+    dtype = _ITEM_DTYPES.get(name, "str")
+    if dtype == _TIME:
+        return _objects(values)
+    if dtype == "bool":
+        return np.array(values, dtype=bool)
+    return pd.array(values, dtype=dtype)
+
+
+def failures_frame(chunk: Mapping[str, Sequence[Any]],
+                   columns: Sequence[str] = FAILURE_COLUMNS) -> pd.DataFrame:
+    """A chunk of failed items with ``columns`` (``FAILURE_COLUMNS`` by default)."""
+    return items_frame(chunk, columns)
+
+
+# ------------------------------------------------------------------ results
+def field_dtype(field: ResultField) -> Any:
+    """The dtype of a pipeline field, from its JSON kinds over the whole batch."""
+    kinds = field.kinds - {"n"}
+    gaps = "n" in field.kinds or not field.complete
+    if kinds == {"b"}:
+        return object if gaps else "bool"
+    if kinds == {"i"}:
+        return "float64" if gaps else "int64"
+    if kinds and kinds <= {"i", "f"}:
+        return "float64"
+    if kinds == {"s"}:
+        return "str"
+    return object
+
+
+def _field_column(datas: Sequence[dict[str, Any]], field: ResultField) -> Any:
+    values = [d.get(field.name, np.nan) for d in datas]  # missing: NaN, as pandas gives
+    dtype = field_dtype(field)
+    if dtype is object:
+        return _objects(values)
+    try:
+        return pd.array(values, dtype=dtype) if dtype == "str" else np.array(values, dtype=dtype)
+    except (OverflowError, TypeError, ValueError):  # an integer beyond int64
+        return _objects(values)
+
+
+def result_columns(batch: ResultSchema, fields: ResultSchema) -> list[str]:
+    """The columns of a results frame: ``item_id``, ``url``, the ``fields``, provenance (a
+    provenance column named like a field of the batch gets a ``_``)."""
+    names = set(batch.names)
+    return ["item_id", "url", *(n for n in fields.names if n not in ("item_id", "url")),
+            *(c if c not in names else f"_{c}" for c in PROVENANCE_COLUMNS)]
+
+
+def results_frame(chunk: Mapping[str, Sequence[Any]], batch: ResultSchema,
+                  fields: ResultSchema | None = None) -> pd.DataFrame:
+    """A chunk of results (``Ledger.result_chunks``): ``item_id``, ``url``, the pipeline's
+    ``fields`` (all of the ``batch`` by default) as columns, then provenance. A pipeline field
+    named ``item_id`` or ``url`` wins where the item has one; one named like a provenance
+    column wins too, and provenance gets a ``_``."""
+    fields = batch if fields is None else fields
     datas = [d if isinstance(d, dict) else {"value": d}
-             for d in codec.loads_many([r["data"] for r in rows])]
-    fields = pd.DataFrame(datas) if datas else pd.DataFrame()
-    prov = [c if c not in fields.columns else f"_{c}" for c in PROVENANCE_COLUMNS]
-    columns: dict[str, Any] = {
-        "item_id": [r["item_id"] for r in rows],
-        "url": [r["url"] for r in rows],
-    }
-    for key in ("item_id", "url"):  # a pipeline field of that name wins where the item has one
-        if key in fields.columns:
-            has = [key in d for d in datas]
-            columns[key] = [d[key] if h else v for d, h, v in zip(datas, has, columns[key],
-                                                                    strict=True)]
-    df = pd.DataFrame(columns)
-    for key in fields.columns:
-        if key not in ("item_id", "url"):
-            df[key] = fields[key].to_numpy()
-    for name, col in zip(PROVENANCE_COLUMNS, prov, strict=True):
-        df[col] = [r.get(name) for r in rows]
-    df = _times(df)
-    df["item_id"] = df["item_id"].astype("int64")
-    if "http_status" in df.columns:
-        df["http_status"] = df["http_status"].astype("Int64")
+             for d in decode_fields(chunk["data"], chunk.get("bulk"))]
+    columns: dict[str, Any] = {"item_id": chunk["item_id"], "url": chunk["url"]}
+    for key in ("item_id", "url"):
+        if fields.get(key) is not None:
+            columns[key] = [d.get(key, v) for d, v in zip(datas, columns[key], strict=True)]
+    columns["item_id"] = np.asarray(columns["item_id"], dtype="int64")
+    columns["url"] = pd.array(columns["url"], dtype="str") if key_is_str(fields, "url") \
+        else _objects(columns["url"])
+    for f in fields.fields:
+        if f.name not in ("item_id", "url"):
+            columns[f.name] = _field_column(datas, f)
+    names = set(batch.names)
+    for name in PROVENANCE_COLUMNS:
+        col = name if name not in names else f"_{name}"
+        dtype = _PROVENANCE_DTYPES[name]
+        values = chunk[name]
+        if name == "timings":
+            values = [v if isinstance(v, dict) else {} for v in decode_json(values)]
+        columns[col] = _objects(values) if dtype in (object, _TIME) else pd.array(values, dtype)
+    return _chunk_times(pd.DataFrame(columns))
+
+
+def key_is_str(fields: ResultSchema, key: str) -> bool:
+    field = fields.get(key)
+    return field is None or field_dtype(field) == "str"
+
+
+def finish_whole(df: pd.DataFrame, object_if_empty: Collection[str]) -> pd.DataFrame:
+    """A whole-batch frame (the chunks concatenated) with the dtypes pandas infers for the
+    whole: a column of ``object_if_empty`` with no value at all is object (None), a time column
+    with none is datetime64[s, UTC]."""
+    for col in df.columns:
+        s = df[col]
+        if col in object_if_empty and s.dtype == "str" and s.isna().all():
+            df[col] = _objects([None] * len(s))
+        elif str(s.dtype) == _TIME and s.isna().all():
+            df[col] = s.astype("datetime64[s, UTC]")
     return df
 
 
+#: the string columns of items and results that hold None until there is a value
+NULLABLE_STRINGS = frozenset({
+    "url", "normalized_url", "worker_id", "error_type", "error_message", "traceback",
+    "final_url", "content_sha256", "_final_url", "_content_sha256",
+})
+
+
+def empty_results_frame(batch: ResultSchema, fields: ResultSchema | None = None
+                        ) -> pd.DataFrame:
+    """The frame of a batch with no results: the columns, and the dtypes pandas gave before."""
+    cols = result_columns(batch, batch if fields is None else fields)
+    df = pd.DataFrame(index=pd.RangeIndex(0), columns=cols, dtype="float64")
+    df["item_id"] = df["item_id"].astype("int64")
+    for name in ("http_status", "_http_status"):
+        if name in df.columns:
+            df[name] = df[name].astype("Int64")
+    return _times(df)
+
+
+def concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Chunks of one schema as one frame (a fresh RangeIndex)."""
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True)
+
+
+# ------------------------------------------------------------------ batches
 def batches_frame(batches: Sequence[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for b in batches:

@@ -1,8 +1,9 @@
 """A synchronous facade derived from the async API (never written out twice by hand).
 
-``SyncProxy`` wraps an async object: every coroutine method becomes a blocking call, and returned
-values of the types it is told to wrap are wrapped too (the client passes ``Workbench`` and
-``Batch``, so this module imports nothing of the client). With no running event loop (a script),
+``SyncProxy`` wraps an async object: every coroutine method becomes a blocking call, every async
+generator method (``batch.iter_results``) a plain generator, and returned values of the types it
+is told to wrap are wrapped too (the client passes ``Workbench`` and ``Batch``, so this module
+imports nothing of the client). With no running event loop (a script),
 calls run on a private loop kept for the proxy's lifetime, so connections stay bound to one loop.
 Inside a running loop (a Jupyter widget callback), nest-asyncio lets the call complete on that loop.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Coroutine
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -58,6 +59,13 @@ class SyncProxy:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._target, name)
+        if inspect.isasyncgenfunction(attr):
+
+            @functools.wraps(attr)
+            def iterate(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                return self._iterate(attr(*args, **kwargs))
+
+            return iterate
         if inspect.iscoroutinefunction(attr):
 
             @functools.wraps(attr)
@@ -68,6 +76,22 @@ class SyncProxy:
         if name == "sync":
             return self
         return self._wrap(attr) if not callable(attr) else attr
+
+    def _iterate(self, agen: AsyncGenerator[Any, None]) -> Iterator[Any]:
+        """An async generator (``iter_results``) as a blocking one, a step per item."""
+
+        async def step() -> Any:
+            return await agen.__anext__()
+
+        try:
+            while True:
+                try:
+                    item = self._runner.run(step())
+                except StopAsyncIteration:
+                    return
+                yield self._wrap(item)
+        finally:
+            self._runner.run(agen.aclose())
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._target, name, value)

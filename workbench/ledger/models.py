@@ -1,7 +1,9 @@
 """SQLAlchemy 2 models of the ledger: batches, items, results, stored pages, workers.
 
 Times are stored as naive UTC (SQLite has no time zones) and handed back as aware UTC.
-``ItemRow.status`` holds one of ``workbench.core.status.ITEM_STATUSES``.
+``ItemRow.status`` holds one of ``workbench.core.status.ITEM_STATUSES``. A result is stored in
+parts (``workbench.ledger.shapes``): its small fields in ``results.data``, its bulky values in
+``result_bulk``, and the shape of its fields once per distinct shape in ``result_shapes``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Base(DeclarativeBase):
 
 
 class BatchRow(Base):
+    """A batch. ``total`` is the number of its items: they are inserted with it and never
+    deleted alone (``Ledger.counts`` relies on it)."""
+
     __tablename__ = "batches"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -76,7 +81,9 @@ class BatchRow(Base):
 class ItemRow(Base):
     __tablename__ = "items"
     __table_args__ = (
-        Index("ix_items_batch_status", "batch_id", "status"),
+        # id last: a batch's items of one status in item order, for keyset pagination (SQLite
+        # appends the rowid anyway; PostgreSQL needs it named)
+        Index("ix_items_batch_status_id", "batch_id", "status", "id"),
         Index("ix_items_status_worker", "status", "worker_id"),
     )
 
@@ -109,19 +116,23 @@ class ResultRow(Base):
         Index(
             "ix_results_cache_key", "pipeline", "pipeline_version", "params_hash", "normalized_url"
         ),
+        # the distinct shapes of a batch, and the first item of each, by index seeks alone
+        Index("ix_results_batch_shape", "batch_id", "shape", "item_id"),
     )
 
     item_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
     )
-    batch_id: Mapped[str] = mapped_column(String(40), index=True)
+    batch_id: Mapped[str] = mapped_column(String(40))
     normalized_url: Mapped[str] = mapped_column(Text)
     pipeline: Mapped[str] = mapped_column(String(100))
     pipeline_version: Mapped[str] = mapped_column(String(64))
     params_hash: Mapped[str] = mapped_column(String(32))
     workbench_version: Mapped[str] = mapped_column(String(32))
-    # the pipeline's dict, encoded by workbench.core.codec (JSON, numpy arrays compact)
+    # the pipeline's dict, encoded by workbench.core.codec (JSON, numpy arrays compact), with
+    # its bulky values null here and kept in result_bulk (workbench.ledger.shapes)
     data: Mapped[str] = mapped_column(Text)
+    shape: Mapped[str] = mapped_column(String(16), server_default="")
     final_url: Mapped[str | None] = mapped_column(Text)
     http_status: Mapped[int | None] = mapped_column(Integer)
     content_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -130,6 +141,28 @@ class ResultRow(Base):
     from_stored_page: Mapped[bool] = mapped_column(Boolean, default=False)
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ResultBulkRow(Base):
+    """The bulky values of one result (a JSON object: field -> value), apart from the small
+    fields so that reading those never reads these."""
+
+    __tablename__ = "result_bulk"
+
+    item_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[str] = mapped_column(Text)
+
+
+class ResultShapeRow(Base):
+    """One distinct shape of results: its fields in order, with JSON kind and storage
+    (``workbench.ledger.shapes``)."""
+
+    __tablename__ = "result_shapes"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    fields: Mapped[str] = mapped_column(Text)
 
 
 class PageBlobRow(Base):

@@ -1,6 +1,7 @@
 """Submitting a batch: the batch row, its items (ids reserved up front, rows inserted in bulk)
 and, for URLs analysed before with the same pipeline, version and params, copies of the earlier
-results, all in one transaction. ``Ledger.create_batch`` is ``SubmitMixin.create_batch``.
+results (with their bulky parts, ``ledger.shapes``), all in one transaction.
+``Ledger.create_batch`` is ``SubmitMixin.create_batch``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.engine import translate_errors
-from workbench.ledger.models import BatchRow, ItemRow, ResultRow
+from workbench.ledger.models import BatchRow, ItemRow, ResultBulkRow, ResultRow
+from workbench.ledger.shapes import write_parts
 from workbench.ledger.sql import CHUNK, row_dict, table_of, utcnow
 
 
@@ -100,11 +102,15 @@ class SubmitMixin:
                 cached_rows: list[tuple[int, int, str, str]] = []
                 queued: list[tuple[int, int]] = []
                 results = []
+                bulk_rows: list[tuple[int, str]] = []
                 for offset, (pos, url, norm) in enumerate(entries):
                     item_id = first_id + offset
                     hit = cached.get(norm)
                     if hit:
                         cached_rows.append((item_id, pos, url, norm))
+                        bulk = hit.pop("bulk", None)
+                        if bulk is not None:
+                            bulk_rows.append((item_id, bulk))
                         results.append(
                             {**hit, "item_id": item_id, "batch_id": batch_id, "cached": True}
                         )
@@ -119,6 +125,8 @@ class SubmitMixin:
                                              finished_at=now, duration_s=0.0))
                 for i in range(0, len(results), 2000):
                     await conn.execute(insert(ResultRow), results[i : i + 2000])
+                # the copies name shapes already registered
+                await write_parts(conn, self._bulk, bulk_rows, {})
         return SubmitOutcome(batch_id, queued, len(results))
 
     async def _reserve_ids(self, conn: AsyncConnection, n: int) -> int:
@@ -145,13 +153,17 @@ class SubmitMixin:
         if not norms:
             return {}
         found: dict[str, dict[str, Any]] = {}
+        bulk = table_of(ResultBulkRow)
         cols = [
+            ResultRow.item_id,
             ResultRow.normalized_url,
             ResultRow.pipeline,
             ResultRow.pipeline_version,
             ResultRow.params_hash,
             ResultRow.workbench_version,
             ResultRow.data,
+            ResultRow.shape,
+            bulk.c.data.label("bulk"),
             ResultRow.final_url,
             ResultRow.http_status,
             ResultRow.content_sha256,
@@ -173,9 +185,13 @@ class SubmitMixin:
                 chunk = norms[i : i + CHUNK]
                 rows = await conn.execute(
                     select(*cols)
+                    .select_from(table_of(ResultRow).outerjoin(
+                        bulk, bulk.c.item_id == ResultRow.item_id))
                     .where(*key, ResultRow.normalized_url.in_(chunk))
-                    .order_by(ResultRow.created_at)
+                    .order_by(ResultRow.created_at, ResultRow.item_id)
                 )
                 for row in rows:
-                    found[row.normalized_url] = row_dict(row)  # newest wins
+                    hit = row_dict(row)
+                    del hit["item_id"]
+                    found[row.normalized_url] = hit  # newest wins
         return found

@@ -21,6 +21,7 @@ from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.committer import GroupCommitter
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import ItemRow, ResultRow, UTCDateTime, WorkerRow
+from workbench.ledger.shapes import StoredResult, delete_parts, store_result, write_parts
 from workbench.ledger.sql import TUPLE_CHUNK, chunks, row_dict, table_of, utcnow
 
 
@@ -116,8 +117,9 @@ class WorkMixin:
     async def _complete_many(
         self, conn: AsyncConnection, items: Sequence[tuple[int, int, dict[str, Any]]]
     ) -> list[bool]:
-        """One UPDATE ... RETURNING, one DELETE and one multi-row INSERT for every completion in
-        this commit; the attempt guard decides per item."""
+        """One UPDATE ... RETURNING, then DELETEs and multi-row INSERTs of the results and their
+        bulky parts (``ledger.shapes``), for every completion in this commit; the attempt guard
+        decides per item."""
         r = table_of(ResultRow)
         now = utcnow()
         done: set[tuple[int, int]] = set()
@@ -130,17 +132,23 @@ class WorkMixin:
             done.update((row.id, row.attempts) for row in res)
         out: list[bool] = []
         rows: list[tuple[Any, ...]] = []
+        bulk_rows: list[tuple[int, str]] = []
+        shapes: dict[str, str] = {}
         for item_id, attempt, result in items:
             ok = (item_id, attempt) in done
             done.discard((item_id, attempt))  # one result per item, even if asked twice
             out.append(ok)
             if ok:
-                rows.append((item_id, *_result_values(result)))
+                values, stored = _result_values(result)
+                rows.append((item_id, *values))
+                if stored.bulk is not None:
+                    bulk_rows.append((item_id, stored.bulk))
+                shapes[stored.shape_id] = stored.shape
         if rows:
-            for chunk in chunks([row[0] for row in rows]):
-                await conn.execute(r.delete().where(r.c.item_id.in_(chunk)))
-            await self._bulk.insert(conn, r, ("item_id", *_RESULT_FIELDS), rows,
+            await delete_parts(conn, r, [row[0] for row in rows])
+            await self._bulk.insert(conn, r, ("item_id", *_RESULT_FIELDS, "shape"), rows,
                                     {"created_at": now})
+            await write_parts(conn, self._bulk, bulk_rows, shapes)
         return out
 
     async def fail(self, item_id: int, attempt: int, error: dict[str, Any]) -> bool:
@@ -305,14 +313,20 @@ _RESULT_FIELDS = (
     "workbench_version", "data", "final_url", "http_status", "content_sha256", "fetched_at",
     "cached", "from_stored_page", "timings",
 )
+_GIVEN = frozenset(_RESULT_FIELDS)
 _RESULT_DEFAULTS: dict[str, Any] = {"cached": False, "from_stored_page": False, "timings": {}}
+_DATA = _RESULT_FIELDS.index("data")
 
 
-def _result_values(result: dict[str, Any]) -> tuple[Any, ...]:
-    unknown = result.keys() - _RESULT_FIELDS
+def _result_values(result: dict[str, Any]) -> tuple[tuple[Any, ...], StoredResult]:
+    """The results row's values (``_RESULT_FIELDS``, then ``shape``) and the stored parts."""
+    unknown = result.keys() - _GIVEN
     if unknown:
         raise ValueError(f"unknown result field(s): {', '.join(sorted(unknown))}")
-    return tuple(result.get(f, _RESULT_DEFAULTS.get(f)) for f in _RESULT_FIELDS)
+    values = [result.get(f, _RESULT_DEFAULTS.get(f)) for f in _RESULT_FIELDS]
+    stored = store_result(str(values[_DATA]))
+    values[_DATA] = stored.data
+    return (*values, stored.shape_id), stored
 
 
 def _seconds_since(dialect: str, start: Any, now: Any) -> Any:

@@ -1,0 +1,190 @@
+"""How results are stored (small fields apart from bulky ones, shapes), the migration of an
+existing ledger, projection that never reads the texts, and results() as it always was."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import event, text
+
+from workbench import Workbench
+from workbench.core import codec
+from workbench.core.errors import InvalidInputError
+from workbench.ledger.shapes import BULKY_CHARS, joined_data, kind_of, store_result
+
+from . import legacy
+from .conftest import article, fill
+
+
+# ------------------------------------------------------------------ the split (pure)
+def test_small_results_are_stored_as_they_are() -> None:
+    data = codec.dumps({"title": "t", "n": 1, "tags": ["a"]})
+    stored = store_result(data)
+    assert stored.data == data and stored.bulk is None
+    assert json.loads(stored.shape) == [["title", "s", 0], ["n", "i", 0], ["tags", "as", 0]]
+
+
+def test_bulky_values_go_apart_and_keep_their_place() -> None:
+    long = "x" * (BULKY_CHARS + 1)
+    value = {"title": "t", "text": long, "links": ["u"] * 300, "n": 2.5, "ok": True}
+    stored = store_result(codec.dumps(value))
+    assert json.loads(stored.data) == {"title": "t", "text": None, "links": None, "n": 2.5,
+                                       "ok": True}
+    assert json.loads(stored.bulk or "") == {"text": long, "links": ["u"] * 300}
+    assert [f[:3] for f in json.loads(stored.shape)] == [
+        ["title", "s", 0], ["text", "s", 1], ["links", "as", 1], ["n", "f", 0], ["ok", "b", 0]]
+    assert json.loads(joined_data(stored.data, stored.bulk)) == value
+    assert list(json.loads(joined_data(stored.data, stored.bulk))) == list(value)  # order
+
+
+def test_kinds() -> None:
+    arr = codec.loads(codec.dumps({"v": np.zeros(3, dtype=np.float32)}))["v"]
+    enc = json.loads(codec.dumps({"v": np.zeros((2, 2), dtype=np.float32)}))["v"]
+    assert [kind_of(v) for v in (None, True, 1, 1.5, "s", {"a": 1}, [], ["a"], [1], [1, 2.5],
+                                 [True], [1, "a"], [None])] == [
+        "n", "b", "i", "f", "s", "o", "a", "as", "ai", "af", "ab", "ax", "ax"]
+    assert kind_of(json.loads(codec.dumps({"v": arr}))["v"]) == "vfloat32"
+    assert kind_of(enc) == "vfloat32/2"
+
+
+# ------------------------------------------------------------------ results() as it was
+def _varied(i: int) -> Any:
+    """Results whose fields come and go and change kind: the dtypes pandas infers must not."""
+    d: dict[str, Any] = {"title": f"t{i}", "n": i, "maybe_int": i if i % 3 else None,
+                         "flag": i % 2 == 0, "maybe_flag": None if i % 5 == 0 else True,
+                         "ratio": i / 3 if i % 2 else i, "tags": [f"a{i}"] * (i % 3),
+                         "meta": {"k": i}, "mixed": i if i % 2 else f"s{i}",
+                         "text": "y" * (BULKY_CHARS + i)}
+    if i % 4 == 0:
+        d["sometimes"] = i
+    if i == 7:
+        d["cached"] = "a field named like provenance"
+        d["url"] = "http://pipeline.example/own-url"
+    if i % 6 == 0:
+        d["vec"] = np.arange(3, dtype=np.float32) + i
+    if i == 9:
+        return ["not", "a", "dict"]
+    return d
+
+
+async def test_results_unchanged_for_small_batches(wb: Workbench) -> None:
+    for page in (True, False):
+        batch = await fill(wb, 40, _varied, page=page, failed=3)
+        expected = legacy.results_frame(await legacy.result_rows(wb.ledger, batch.id))
+        got = await batch.results()
+        pd.testing.assert_frame_equal(got, expected, check_exact=True)
+        assert "sometimes" in got and "_cached" in got and "vec" in got
+
+        items = await wb.ledger.item_rows(batch.id)
+        pd.testing.assert_frame_equal(await batch.status(), legacy.items_frame(items))
+        failed = [r for r in items if r["status"] == "failed"]
+        pd.testing.assert_frame_equal(await batch.failures(), legacy.failures_frame(failed))
+
+
+async def test_empty_frames_unchanged(wb: Workbench) -> None:
+    batch = await wb.submit(["http://example.org/a", "http://example.org/b"], pipeline="noop")
+    pd.testing.assert_frame_equal(await batch.results(), legacy.results_frame([]))
+    pd.testing.assert_frame_equal(await batch.failures(), legacy.failures_frame([]))
+    items = await wb.ledger.item_rows(batch.id)
+    pd.testing.assert_frame_equal(await batch.status(), legacy.items_frame(items))
+
+
+# ------------------------------------------------------------------ projection
+def _statements(wb: Workbench) -> list[str]:
+    seen: list[str] = []
+
+    @event.listens_for(wb.ledger.read_engine.sync_engine, "before_cursor_execute")
+    def _log(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    return seen
+
+
+async def test_projection_never_reads_the_texts(wb: Workbench) -> None:
+    batch = await fill(wb, 30, article)
+    await batch.counts()  # opens the ledger
+    seen = _statements(wb)
+    df = await batch.results(columns=["title", "word_count", "language"])
+    assert list(df.columns[:5]) == ["item_id", "url", "title", "word_count", "language"]
+    assert "text" not in df and "keywords" not in df and "final_url" in df
+    assert seen and not any("result_bulk" in s for s in seen), seen
+    async for chunk in batch.iter_results(chunk_rows=7, columns=["title"]):
+        assert list(chunk.columns[:3]) == ["item_id", "url", "title"]
+    assert not any("result_bulk" in s for s in seen)
+    seen.clear()
+    with_text = await batch.results(columns=["text"])
+    assert any("result_bulk" in s for s in seen)
+    full = await batch.results()
+    assert with_text["text"].tolist() == full["text"].tolist() == [
+        article(i)["text"] for i in range(30)]
+    pd.testing.assert_frame_equal(df, full[df.columns.tolist()])
+
+
+async def test_projection_names_unknown_fields(wb: Workbench) -> None:
+    batch = await fill(wb, 3, article)
+    with pytest.raises(InvalidInputError, match=r"no field 'nope'.*fields: title, author"):
+        await batch.results(columns=["title", "nope"])
+    with pytest.raises(InvalidInputError, match="list of column names"):
+        await batch.results(columns="title")  # type: ignore[arg-type]
+    df = await batch.results(columns=["http_status", "title"])  # provenance: always there
+    assert df["http_status"].tolist() == [200, 200, 200]
+    st = await batch.status(columns=["status", "url"])
+    assert list(st.columns) == ["item_id", "status", "url"]
+    with pytest.raises(InvalidInputError, match="unknown item column"):
+        await batch.status(columns=["bogus"])
+    f = await batch.failures(columns=["error_type"])
+    assert list(f.columns) == ["item_id", "error_type"] and f.empty
+
+
+async def test_failures_projection_skips_tracebacks(wb: Workbench) -> None:
+    batch = await fill(wb, 6, article, failed=2)
+    await batch.counts()
+    seen = _statements(wb)
+    f = await batch.failures(columns=["url", "error_type", "error_message"])
+    assert f["error_type"].tolist() == ["http_404", "http_404"]
+    assert not any("traceback" in s for s in seen)
+
+
+# ------------------------------------------------------------------ cache copies, counts
+async def test_cached_copies_keep_their_bulky_parts(wb: Workbench) -> None:
+    first = await fill(wb, 5, article)
+    urls = (await first.status())["url"].tolist()
+    again = await wb.submit(urls, pipeline="noop")
+    assert again.cached == 5
+    a, b = await first.results(), await again.results()
+    assert b["text"].tolist() == a["text"].tolist() and b["cached"].all()
+
+
+async def test_counts_stay_exact_whichever_status_is_largest(wb: Workbench) -> None:
+    batch = await wb.submit([f"http://example.org/c/{i}" for i in range(20)], pipeline="noop")
+    ledger = wb.ledger
+    rows = await ledger.item_rows(batch.id)
+
+    async def check() -> None:
+        async with ledger.read_engine.connect() as conn:
+            truth = dict((await conn.execute(text(
+                "SELECT status, count(*) FROM items WHERE batch_id = :b GROUP BY status"),
+                {"b": batch.id})).all())
+        counts = await batch.counts()
+        assert {k: v for k, v in counts.items() if v} == truth
+
+    await check()  # all queued: counted, then derived
+    for r in rows[:15]:
+        await ledger.claim(r["id"], r["attempts"], "w")
+    await check()
+    for r in rows[:12]:
+        await ledger.complete(r["id"], r["attempts"], dict(
+            batch_id=batch.id, normalized_url=r["normalized_url"], pipeline="noop",
+            pipeline_version="1", params_hash="p", workbench_version="0", data="{}"))
+    await check()
+    await ledger.fail(rows[12]["id"], rows[12]["attempts"], {"error_type": "x"})
+    await check()
+    await batch.cancel()
+    await check()
+    await batch.retry([rows[12]["id"], rows[19]["id"]])
+    await check()
+    await check()

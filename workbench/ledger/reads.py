@@ -1,0 +1,241 @@
+"""Reading a batch back in bounded memory: its result schema, and results or items in chunks.
+
+Chunks are read by keyset pagination on the item id (``id > last ORDER BY id LIMIT n`` on the
+index (batch_id, status, id)), never by OFFSET: every chunk costs the same, the last of a million
+items as the first. Each chunk is one short read transaction: a long export holds no snapshot
+open (SQLite's WAL can checkpoint, PostgreSQL can vacuum), and items that finish meanwhile with an
+id past the cursor are included.
+
+Values come back column by column (``{name: [values in item order]}``), as stored: times are
+ISO text on SQLite and naive UTC datetimes on PostgreSQL (``pandas.to_datetime(..., utc=True)``
+reads both, vectorised: SQLAlchemy's per-value datetime parsing was most of the time of a
+1M-item ``status()``); ``timings`` is as the driver gives it (``decode_json``).
+
+A result's small fields (``results.data``) and bulky values (``result_bulk``) are stored apart
+(``workbench.ledger.shapes``): a chunk read with ``bulk=False`` never touches ``result_bulk``.
+``ResultSchema`` is every field of a batch's results, in the order pandas would give them, with
+their JSON kinds, read from the batch's distinct shapes by index seeks alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Text, bindparam, select, text, type_coerce
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from workbench.core import codec
+from workbench.core.errors import InvalidInputError
+from workbench.ledger.engine import translate_errors
+from workbench.ledger.models import ItemRow, ResultBulkRow, ResultRow
+from workbench.ledger.sql import table_of
+
+#: the item columns a chunk of items can hold (``item_id`` is the item's ``id``)
+ITEM_FIELDS = (
+    "item_id", "position", "url", "normalized_url", "status", "attempts", "tries",
+    "submitted_at", "started_at", "finished_at", "next_try_at", "duration_s", "worker_id",
+    "cached", "error_type", "error_message", "traceback", "retryable",
+)
+#: the columns of a results chunk besides the pipeline's fields (``data``/``bulk``)
+RESULT_COLUMNS = (
+    "item_id", "url", "final_url", "http_status", "fetched_at", "content_sha256", "pipeline",
+    "pipeline_version", "params_hash", "workbench_version", "cached", "from_stored_page",
+    "duration_s", "timings",
+)
+_TIMES = frozenset({"submitted_at", "started_at", "finished_at", "next_try_at", "fetched_at"})
+
+# The distinct shapes of a batch's results with the first item of each: a loose index scan of
+# (batch_id, shape, item_id), one seek per distinct shape (a batch has a handful), whatever the
+# batch's size.
+_SHAPES_SQL = text("""
+WITH RECURSIVE s(shape) AS (
+    SELECT min(shape) FROM results WHERE batch_id = :b
+    UNION ALL
+    SELECT (SELECT min(r.shape) FROM results r WHERE r.batch_id = :b AND r.shape > s.shape)
+    FROM s WHERE s.shape IS NOT NULL
+)
+SELECT s.shape,
+       (SELECT min(r.item_id) FROM results r WHERE r.batch_id = :b AND r.shape = s.shape)
+           AS first_item,
+       rs.fields
+FROM s JOIN result_shapes rs ON rs.id = s.shape
+""")
+
+
+@dataclass(frozen=True)
+class ResultField:
+    """One field of a batch's results: its JSON kinds (``ledger.shapes``), whether every result
+    has it, and whether it is stored apart (bulky) in any."""
+
+    name: str
+    kinds: frozenset[str]
+    complete: bool
+    bulky: bool
+
+
+@dataclass(frozen=True)
+class ResultSchema:
+    """The fields of a batch's results in first-appearance order (item order, then the order
+    of the pipeline's dict: the columns ``pandas.DataFrame(list_of_dicts)`` would give)."""
+
+    fields: tuple[ResultField, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def get(self, name: str) -> ResultField | None:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+    def select(self, names: Sequence[str] | None) -> ResultSchema:
+        """The fields named (in the order given; unknown names are left out), or all."""
+        if names is None:
+            return self
+        by_name = {f.name: f for f in self.fields}
+        return ResultSchema(tuple(by_name[n] for n in dict.fromkeys(names) if n in by_name))
+
+    @property
+    def bulky(self) -> bool:
+        return any(f.bulky for f in self.fields)
+
+
+def schema_from_shapes(shapes: Sequence[str]) -> ResultSchema:
+    """Merge shapes (JSON, in the order of their first item) into one schema."""
+    order: dict[str, None] = {}
+    kinds: dict[str, set[str]] = {}
+    seen: dict[str, int] = {}
+    bulky: set[str] = set()
+    for shape in shapes:
+        for name, kind, big in json.loads(shape):
+            order.setdefault(name)
+            kinds.setdefault(name, set()).add(kind)
+            seen[name] = seen.get(name, 0) + 1
+            if big:
+                bulky.add(name)
+    return ResultSchema(tuple(
+        ResultField(n, frozenset(kinds[n]), seen[n] == len(shapes), n in bulky) for n in order
+    ))
+
+
+def decode_json(values: Sequence[Any]) -> list[Any]:
+    """The values of a JSON column (``timings``) as read: text on SQLite, decoded already on
+    PostgreSQL (asyncpg's codec). Text is parsed in one go (``codec.loads_many``)."""
+    texts = [n for n, v in enumerate(values) if isinstance(v, str)]
+    if not texts:
+        return list(values)
+    if len(texts) == len(values):
+        return codec.loads_many(values)
+    out = list(values)
+    for n, v in zip(texts, codec.loads_many([values[n] for n in texts]), strict=True):
+        out[n] = v
+    return out
+
+
+def decode_fields(data: Sequence[str], bulk: Sequence[str | None] | None) -> list[Any]:
+    """The pipeline's values of each row of a chunk: small fields and, where read, bulky ones
+    in their places (one JSON parse per column of the chunk, ``codec.loads_many``)."""
+    values = codec.loads_many(data)
+    if bulk is not None:
+        rows = [n for n, b in enumerate(bulk) if b]
+        for n, extra in zip(rows, codec.loads_many([bulk[n] for n in rows]), strict=True):
+            if isinstance(values[n], dict):
+                values[n].update(extra)
+    return values
+
+
+class ReadsMixin:
+    """Schemas and chunked, projected reads, for ``Ledger``: uses its read engine."""
+
+    read_engine: AsyncEngine
+
+    async def result_schema(self, batch_id: str) -> ResultSchema:
+        """Every field of the batch's results, with kinds and storage (few index seeks)."""
+        with translate_errors("reading the fields of results"):
+            async with self.read_engine.connect() as conn:
+                rows = (await conn.execute(_SHAPES_SQL, {"b": batch_id})).all()
+        return schema_from_shapes([r.fields for r in sorted(rows, key=lambda r: r.first_item)])
+
+    async def result_chunks(
+        self, batch_id: str, *, chunk_rows: int, bulk: bool, after: int = 0
+    ) -> AsyncIterator[dict[str, list[Any]]]:
+        """The batch's done items with their results, ``chunk_rows`` a chunk in item order:
+        ``RESULT_COLUMNS``, ``data`` (JSON of the small fields) and, with ``bulk``, ``bulk``
+        (JSON of the bulky fields, or None). Without ``bulk`` the bulky parts are never read."""
+        i, r, b = table_of(ItemRow), table_of(ResultRow), table_of(ResultBulkRow)
+        cols: list[Any] = [
+            i.c.id.label("item_id"), i.c.url, r.c.final_url, r.c.http_status,
+            type_coerce(r.c.fetched_at, Text).label("fetched_at"), r.c.content_sha256,
+            r.c.pipeline, r.c.pipeline_version, r.c.params_hash, r.c.workbench_version,
+            r.c.cached, r.c.from_stored_page, i.c.duration_s,
+            type_coerce(r.c.timings, Text).label("timings"), r.c.data,
+        ]
+        joined = i.join(r, r.c.item_id == i.c.id)
+        if bulk:
+            cols.append(b.c.data.label("bulk"))
+            joined = joined.outerjoin(b, b.c.item_id == i.c.id)
+        q = (
+            select(*cols).select_from(joined)
+            .where(i.c.batch_id == bindparam("b"), i.c.status == "done",
+                   i.c.id > bindparam("after"))
+            .order_by(i.c.id).limit(bindparam("n"))
+        )
+        async for chunk in self._keyset(q, batch_id, chunk_rows, after, "reading results"):
+            yield chunk
+
+    async def item_chunks(
+        self,
+        batch_id: str,
+        *,
+        columns: Sequence[str],
+        chunk_rows: int,
+        statuses: Sequence[str] | None = None,
+        after: int = 0,
+    ) -> AsyncIterator[dict[str, list[Any]]]:
+        """The batch's items (of ``statuses``, or all), ``chunk_rows`` a chunk in item order,
+        with the ``columns`` named (of ``ITEM_FIELDS``; ``item_id`` always)."""
+        unknown = [c for c in columns if c not in ITEM_FIELDS]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown item column(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(ITEM_FIELDS)}"
+            )
+        t = table_of(ItemRow)
+        cols: list[Any] = [t.c.id.label("item_id")]
+        for name in dict.fromkeys(columns):
+            if name == "item_id":
+                continue
+            col = t.c[name]
+            cols.append(type_coerce(col, Text).label(name) if name in _TIMES else col)
+        q = select(*cols).where(t.c.batch_id == bindparam("b"), t.c.id > bindparam("after"))
+        if statuses:
+            q = q.where(t.c.status.in_(list(statuses)))
+        q = q.order_by(t.c.id).limit(bindparam("n"))
+        async for chunk in self._keyset(q, batch_id, chunk_rows, after, "reading items"):
+            yield chunk
+
+    async def _keyset(
+        self, q: Any, batch_id: str, chunk_rows: int, after: int, doing: str
+    ) -> AsyncIterator[dict[str, list[Any]]]:
+        if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+            raise InvalidInputError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+        while True:
+            with translate_errors(doing):
+                async with self.read_engine.connect() as conn:
+                    result = await conn.execute(q, {"b": batch_id, "after": after,
+                                                    "n": chunk_rows})
+                    keys = list(result.keys())
+                    rows = result.all()
+            if not rows:
+                return
+            chunk = {k: list(v) for k, v in zip(keys, zip(*rows, strict=True), strict=True)}
+            del rows
+            after = chunk["item_id"][-1]
+            yield chunk
+            if len(chunk["item_id"]) < chunk_rows:
+                return
