@@ -3,6 +3,8 @@
 SQLAlchemy processes every parameter of every row in Python; for these inserts that was most of
 the time. An ``InsertPlan`` compiles the INSERT once and converts only the values that need it;
 a ``BulkInserter`` (one per ``Ledger``) keeps a plan per table, columns and shared values.
+An INSERT may skip rows whose key exists (``ON CONFLICT DO NOTHING``, as the page store writes
+content-addressed blobs).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -29,10 +32,20 @@ class InsertPlan:
 
     @classmethod
     def build(
-        cls, dialect: Any, table: Table, columns: Sequence[str], fixed: dict[str, Any]
+        cls, dialect: Any, table: Table, columns: Sequence[str], fixed: dict[str, Any],
+        skip_existing: Sequence[str] = (),
     ) -> InsertPlan:
+        """``skip_existing``: key columns; a row whose key exists is skipped, not an error."""
         given = [*columns, *fixed]
-        compiled = insert(table).values({c: bindparam(c) for c in given}).compile(dialect=dialect)
+        values: dict[str, Any] = {c: bindparam(c) for c in given}
+        if skip_existing:
+            dialect_insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+            stmt: Any = dialect_insert(table).values(values).on_conflict_do_nothing(
+                index_elements=list(skip_existing)
+            )
+        else:
+            stmt = insert(table).values(values)
+        compiled = stmt.compile(dialect=dialect)
         order = list(compiled.positiontup or ())
         if sorted(order) != sorted(given):  # a column default would slip in unconverted
             raise AssertionError(f"parameters {order} are not the columns given {given}")
@@ -82,12 +95,17 @@ class BulkInserter:
         columns: Sequence[str],
         rows: Sequence[tuple[Any, ...]],
         fixed: dict[str, Any],
+        *,
+        skip_existing: Sequence[str] = (),
     ) -> None:
-        """INSERT ``rows`` (values of ``columns``) plus ``fixed`` values shared by every row."""
+        """INSERT ``rows`` (values of ``columns``) plus ``fixed`` values shared by every row;
+        with ``skip_existing`` (key columns), rows whose key exists are skipped."""
         if not rows:
             return
-        key = (table.name, tuple(columns), tuple(fixed))
+        key = (table.name, tuple(columns), tuple(fixed), tuple(skip_existing))
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = InsertPlan.build(conn.dialect, table, columns, fixed)
+            plan = self._plans[key] = InsertPlan.build(
+                conn.dialect, table, columns, fixed, skip_existing
+            )
         await plan.run(conn, rows, fixed)

@@ -1,58 +1,95 @@
-"""Stored raw pages: zlib-compressed, content-addressed blobs plus one snapshot row per fetch.
+"""Stored raw pages: compressed, content-addressed blobs plus one snapshot row per fetch.
 
 A rerun reads the newest snapshot of each URL instead of the network. Cleanup deletes snapshots
 older than the retention period and then every blob no snapshot still points at.
+
+Bodies are compressed with zstd (level 3); each blob says its codec by its first bytes (a zstd
+frame starts with the magic number ``28 b5 2f fd``, a zlib stream with ``78``), so blobs stored
+with zlib before stay readable and no column records the codec. Measured on the 181 pages of the
+article-extraction-benchmark corpus (170 KB on average, one core of the loaded 2-core machine):
+zlib level 6 (before) 3.75 ms/page, ratio 0.197; zlib 1 1.38 ms, 0.235; zstd 1 0.51 ms, 0.209;
+zstd 3 0.66-0.75 ms, 0.197 (zstd decompresses in 0.26 ms). At under 1 ms it runs on the event
+loop: a thread hand-off would cost a good part of that.
+
+Saves are a batched op of the group commit (``GroupCommitter.run_batched``): the pages fetched
+since the last commit are written with one executemany per table through prepared INSERTs
+(``ledger.bulk``), not two statements built per page.
 """
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import zlib
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
+import zstandard
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workbench.core.page import Page
+from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import PageBlobRow, SnapshotRow
 from workbench.ledger.sql import table_of, utcnow
 from workbench.ledger.store import Ledger
 
+#: zstd level 3: zlib 6's ratio at a fifth of its time (see the module docstring)
+ZSTD_LEVEL = 3
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_codecs = threading.local()  # zstd (de)compressors are not thread-safe: one per thread
+
+_SNAPSHOT_COLUMNS = ("normalized_url", "url", "final_url", "http_status", "content_type",
+                     "encoding", "headers", "sha256", "fetched_at")
+
+
+def compress_page(body: bytes) -> bytes:
+    """A page body as stored: a zstd frame (with its content size)."""
+    compressor = getattr(_codecs, "compressor", None)
+    if compressor is None:
+        compressor = _codecs.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return bytes(compressor.compress(body))
+
+
+def decompress_page(blob: bytes) -> bytes:
+    """A stored body's bytes, whichever codec stored it (zstd, or zlib before zstd)."""
+    if blob[:4] == _ZSTD_MAGIC:
+        decompressor = getattr(_codecs, "decompressor", None)
+        if decompressor is None:
+            decompressor = _codecs.decompressor = zstandard.ZstdDecompressor()
+        return bytes(decompressor.decompress(blob))
+    return zlib.decompress(blob)
+
 
 class PageStore:
     def __init__(self, ledger: Ledger):
         self._ledger = ledger
-        self._insert = postgresql.insert if ledger.dialect == "postgresql" else sqlite.insert
+        self._bulk = BulkInserter()
 
     async def save(self, page: Page, normalized_url: str) -> None:
-        # zlib releases the GIL: compressing a 200 KB page in a thread keeps the loop responsive
-        body = await asyncio.to_thread(zlib.compress, page.body, 6)
-        sha, now = page.sha256, utcnow()
-        blob_insert = (
-            self._insert(PageBlobRow)
-            .values(sha256=sha, body=body, size=len(page.body), stored_at=now)
-            .on_conflict_do_nothing(index_elements=["sha256"])
+        """Store ``page`` as the newest snapshot of ``normalized_url``, once committed."""
+        await self._ledger.committer.run_batched(
+            self._save_many, (page, normalized_url, compress_page(page.body))
         )
 
-        async def op(conn: AsyncConnection) -> None:
-            await conn.execute(blob_insert)
-            await conn.execute(
-                table_of(SnapshotRow).insert().values(
-                    normalized_url=normalized_url,
-                    url=page.url,
-                    final_url=page.final_url,
-                    http_status=page.status,
-                    content_type=page.content_type,
-                    encoding=page.encoding,
-                    headers=page.headers,
-                    sha256=sha,
-                    fetched_at=page.fetched_at,
-                )
-            )
-
-        await self._ledger.committer.run(op)
+    async def _save_many(
+        self, conn: AsyncConnection, saves: Sequence[tuple[Page, str, bytes]]
+    ) -> list[None]:
+        """The group commit's batched op: every blob not stored yet, then every snapshot."""
+        blobs: dict[str, tuple[Any, ...]] = {}
+        snapshots: list[tuple[Any, ...]] = []
+        for page, normalized_url, body in saves:
+            sha = page.sha256
+            blobs.setdefault(sha, (sha, body, len(page.body)))
+            snapshots.append((normalized_url, page.url, page.final_url, page.status,
+                              page.content_type, page.encoding, page.headers, sha,
+                              page.fetched_at))
+        await self._bulk.insert(conn, table_of(PageBlobRow), ("sha256", "body", "size"),
+                                list(blobs.values()), {"stored_at": utcnow()},
+                                skip_existing=("sha256",))
+        await self._bulk.insert(conn, table_of(SnapshotRow), _SNAPSHOT_COLUMNS, snapshots, {})
+        return [None] * len(saves)
 
     async def load(self, normalized_url: str) -> Page | None:
         """The newest stored page for a URL, or None."""
@@ -69,7 +106,7 @@ class PageStore:
                 row = (await conn.execute(q)).first()
         if row is None:
             return None
-        body = await asyncio.to_thread(zlib.decompress, row.body)
+        body = decompress_page(row.body)
         return Page(
             url=row.url,
             final_url=row.final_url,

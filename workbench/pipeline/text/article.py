@@ -1,7 +1,9 @@
 """Extraction and analysis in one round trip to the CPU pool: what the ``article`` pipeline runs.
 
 Both steps run in the same child, so the page travels to the pool once and its main text is not
-sent back and forth between two calls.
+sent back and forth between two calls. The page travels as its bytes and charset and is decoded
+in the child: pickling a 170 KB ``str`` (UTF-8 encoding it) and decoding it in the worker cost the
+worker's process ~0.8 ms per page, pickling the bytes ~0.04 ms.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ def extract_and_analyse(html: str, url: str | None, max_keywords: int = 10) -> d
     return {"document": document, "analysis": analysis}
 
 
+def extract_and_analyse_body(
+    body: bytes, encoding: str, url: str | None, max_keywords: int = 10
+) -> dict[str, Any]:
+    """``extract_and_analyse`` of ``body`` decoded as ``Page.text`` decodes it (the fetcher's
+    charset, errors replaced), in the child rather than in the worker's process."""
+    return extract_and_analyse(body.decode(encoding, errors="replace"), url, max_keywords)
+
+
 async def extract_and_analyse_page(
     pool: CpuPool, page: Page, *, max_keywords: int = 10, min_chars: int | None = None
 ) -> tuple[Document, dict[str, Any]]:
@@ -37,7 +47,8 @@ async def extract_and_analyse_page(
     Raises ``NoMainContent`` / ``ExtractionFailed`` as ``extract.extract`` does.
     """
     out = await run_in_pool(
-        pool, extract_and_analyse, page.text, page.final_url, max_keywords, url=page.final_url
+        pool, extract_and_analyse_body, page.body, page.encoding, page.final_url, max_keywords,
+        url=page.final_url,
     )
     if min_chars is None:
         check_main_content(out["document"], page.final_url)
