@@ -1,5 +1,8 @@
 """Fetcher politeness and safety: per-host concurrency and delay, Retry-After pauses, robots.txt,
-and the private-address guard. Real servers on loopback (127.0.0.1 and 127.0.0.2)."""
+and the private-address guard. Real servers on loopback (127.0.0.1 and 127.0.0.2).
+
+robots.txt is obeyed by default since issue 11; tests about something else that count every
+request turn it off. tests/pipeline/test_robots.py and test_pacing.py hold the rest."""
 
 from __future__ import annotations
 
@@ -11,9 +14,14 @@ import time
 import pytest
 from aiohttp import web
 
-from workbench.core.errors import BlockedAddress, RobotsDisallowed, TransientHTTPError
+from workbench.core.errors import (
+    BlockedAddress,
+    RobotsDisallowed,
+    RobotsUnavailable,
+    TransientHTTPError,
+)
 from workbench.pipeline.fetch.netguard import is_public_address
-from workbench.pipeline.fetch.politeness import robots_agent
+from workbench.pipeline.fetch.robots import robots_agent
 
 from .fetch_fixtures import html, make_fetcher, serve  # noqa: F401
 
@@ -40,7 +48,8 @@ async def test_per_host_concurrency_is_enforced(serve, make_fetcher):
         return html("<p>ok</p>")
 
     server = await serve({"/{n}": page})
-    fetcher = make_fetcher(per_host_concurrency=2)
+    # the cap alone: the adaptive gap would keep ~1 request in flight (target concurrency 1)
+    fetcher = make_fetcher(per_host_concurrency=2, per_host_target_concurrency=8)
     pages = await asyncio.gather(*(fetcher.fetch(str(server.make_url(f"/{n}"))) for n in range(8)))
     assert len(pages) == 8
     assert peak[0] == 2
@@ -54,7 +63,7 @@ async def test_per_host_delay_spaces_request_starts(serve, make_fetcher):
         return html("<p>ok</p>")
 
     server = await serve({"/{n}": page})
-    fetcher = make_fetcher(per_host_concurrency=10, per_host_delay_s=0.2)
+    fetcher = make_fetcher(per_host_concurrency=10, per_host_delay_s=0.2, obey_robots=False)
     await asyncio.gather(*(fetcher.fetch(str(server.make_url(f"/{n}"))) for n in range(4)))
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 4 and min(gaps) >= 0.18, gaps
@@ -152,14 +161,30 @@ async def test_robots_matches_a_browser_style_user_agent(serve, make_fetcher):
         await fetcher.fetch(str(server.make_url("/private/x")))
 
 
-@pytest.mark.parametrize("status", [404, 403, 500, 503])
-async def test_robots_errors_allow_everything(serve, make_fetcher, status):
+@pytest.mark.parametrize("status", [404, 403])
+async def test_robots_client_errors_allow_everything(serve, make_fetcher, status):
     hits, routes = robots_site(robots_status=status, robots_body="User-agent: *\nDisallow: /\n")
     server = await serve(routes)
     fetcher = make_fetcher(obey_robots=True)
     await fetcher.fetch(str(server.make_url("/a")))
     await fetcher.fetch(str(server.make_url("/b")))
     assert hits == {"robots": 1, "pages": 2}
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+async def test_robots_server_errors_disallow_until_asked_again(serve, make_fetcher, status):
+    """RFC 9309: an unreachable robots.txt means complete disallow (the default changed in
+    issue 11: it used to allow everything). The items are retried, robots.txt asked again later."""
+    hits, routes = robots_site(robots_status=status, robots_body="")
+    server = await serve(routes)
+    fetcher = make_fetcher(block_private_addresses=False)  # robots obeyed by default
+    for path in ("/a", "/b"):
+        with pytest.raises(RobotsUnavailable) as info:
+            await fetcher.fetch(str(server.make_url(path)))
+        assert info.value.error_type == "robots_unavailable" and info.value.retryable
+        assert 55 <= (info.value.retry_after_s or 0) <= 60  # asked again in a minute
+        assert f"HTTP {status}" in str(info.value)
+    assert hits == {"robots": 1, "pages": 0}
 
 
 # -- private-address guard --

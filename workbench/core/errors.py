@@ -28,6 +28,7 @@ underneath are translated at the boundary (``raise FetchTimeout(...) from exc``)
         │   ├── FetchTimeout          connect/read/total timeout
         │   ├── FetchConnectionError  refused, reset, DNS failure
         │   ├── TransientHTTPError    HTTP 408, 425, 429, 5xx (``status``, ``retry_after_s``)
+        │   ├── RobotsUnavailable     robots.txt answered 5xx: nothing is fetched until it answers
         │   └── LLMTransientError     the LLM endpoint said 429/5xx or timed out
         └── PermanentError            failed on the first attempt (retryable=False)
             ├── HTTPStatusError       other 4xx (``status``)
@@ -39,7 +40,7 @@ underneath are translated at the boundary (``raise FetchTimeout(...) from exc``)
             ├── TLSCertificateError   the site's certificate failed verification (self-signed,
             │                         expired, unknown CA, another host's); says which
             ├── TLSHandshakeError     no TLS could be agreed (old protocol, no shared cipher)
-            ├── RobotsDisallowed      robots.txt forbids the URL (when obeyed)
+            ├── RobotsDisallowed      robots.txt forbids the URL (names the rule; on by default)
             ├── InvalidPageURL        a URL the fetcher cannot request
             ├── NoMainContent         extraction found no main text
             ├── ExtractionFailed      the extractor crashed on the page
@@ -204,6 +205,17 @@ class LLMTransientError(TransientError):
 class HTTPStatusError(PermanentError):
     def __init__(self, status: int, message: str = ""):
         super().__init__(message or f"HTTP {status}", error_type=f"http_{status}")
+class RobotsUnavailable(TransientError):
+    """A site's robots.txt answered with a server error. RFC 9309 says to assume a complete
+    disallow then; the item is retried (``retry_after_s``: when robots.txt is asked again)."""
+
+    error_type = "robots_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
         self.status = status
 
 
@@ -247,6 +259,8 @@ class RobotsDisallowed(PermanentError):
 class InvalidPageURL(PermanentError):
     error_type = "invalid_url"
 
+
+    """robots.txt disallows the URL for Workbench's user agent; the message names the rule."""
 
 class NoMainContent(PermanentError):
     error_type = "no_main_content"

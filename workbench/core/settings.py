@@ -7,6 +7,7 @@ fails with a ``SettingsError`` naming it (a typo must never be silently ignored)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import ssl
 from pathlib import Path
@@ -17,8 +18,14 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workbench.core.errors import SettingsError
+from workbench.core.version import __version__
 
 ENV_PREFIX = "WORKBENCH_"
+#: the product token robots.txt groups are matched against, and the default user agent
+ROBOTS_TOKEN = "WorkbenchBot"
+DEFAULT_USER_AGENT = f"{ROBOTS_TOKEN}/{__version__} (+https://example.org/workbench)"
+# "Name/version" (RFC 9110 product) or "Mozilla/5.0 (compatible; Name/version...)"
+_PRODUCT = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+/[^\s/]")
 # Variables under this prefix belong to the test suite and .ci/run, not to the product.
 _IGNORED_ENV_PREFIXES = ("WORKBENCH_TEST_", "WORKBENCH_BENCH_")
 
@@ -56,16 +63,26 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # -- fetching --
-    user_agent: str = "WorkbenchBot/0.1 (+https://example.org/workbench)"
+    # Names Workbench and its version. A value without a product token ("jane@uni.edu",
+    # "https://lab.example/crawl") is contact details, added to the default; a full user agent
+    # ("LabBot/2.0 (+mailto:jane@uni.edu)") is sent as it is.
+    user_agent: str = DEFAULT_USER_AGENT
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(20.0, gt=0)
     fetch_timeout_s: float = Field(45.0, gt=0)
     max_redirects: int = Field(10, ge=0, le=50)
     max_page_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    # Politeness per host, shared by every worker process and machine on the same Redis
+    # (core/pacing.py states the rule): at most this many requests in flight...
     per_host_concurrency: int = Field(4, ge=1, le=1_000)
+    # ...starts at least this far apart (the floor; robots.txt's Crawl-delay may ask for more)...
     per_host_delay_s: float = Field(0.0, ge=0)
+    # ...and an adaptive gap that follows response time (about this many requests in flight on
+    # average, AutoThrottle-style) and backs off on 429/503/timeouts, up to this ceiling.
+    per_host_target_concurrency: float = Field(1.0, gt=0, le=1_000)
+    per_host_max_delay_s: float = Field(60.0, gt=0)
     retry_after_max_s: float = Field(120.0, ge=0)
-    obey_robots: bool = False
+    obey_robots: bool = True  # robots.txt (RFC 9309) and its Crawl-delay; false opts out
     block_private_addresses: bool = False
     # A PEM file of extra CAs (an institution's, a TLS-inspecting gateway's), trusted on top of
     # the OS store (pipeline/fetch/tls.py says why that store and not certifi or truststore).
@@ -148,6 +165,16 @@ class Settings(BaseSettings):
         if not probe.cert_store_stats()["x509"]:
             raise ValueError(f"{str(path)!r} holds no certificate")
         return path.resolve()
+
+    @field_validator("user_agent")
+    @classmethod
+    def _check_user_agent(cls, v: str) -> str:
+        v = " ".join(v.split())  # one line: a newline would split the header
+        if not v:
+            raise ValueError("must not be empty (add contact details, e.g. you@university.edu)")
+        if _PRODUCT.match(v):
+            return v
+        return f"{DEFAULT_USER_AGENT[:-1]}; {v})"
 
     @field_validator("smtp_url")
     @classmethod

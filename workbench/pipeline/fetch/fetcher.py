@@ -1,8 +1,9 @@
 """Polite, capped HTTP fetching with typed errors.
 
 One ``Fetcher`` per worker process, shared by all its jobs: one aiohttp session (connection pool
-and DNS cache), one set of per-host limits, one robots.txt cache. ``fetch`` raises only
-``workbench.core.errors.PipelineError`` subclasses; aiohttp's exceptions never escape.
+and DNS cache) and one ``Politeness`` (robots.txt and per-host pacing, whose state a worker keeps
+in Redis for all its processes and machines: ``politeness``, ``pacing``, ``robots``). ``fetch``
+raises only ``workbench.core.errors.PipelineError`` subclasses; aiohttp's exceptions never escape.
 
 Decisions worth knowing:
 
@@ -16,7 +17,8 @@ Decisions worth knowing:
 - ``Page.headers`` has lowercased names; ``Page.redirects`` lists the URLs that answered with a
   redirect, in order (the first is the requested URL; ``final_url`` is not included).
 - ``fetch_timeout_s`` bounds the network time of the whole fetch, all hops together; time spent
-  waiting for a per-host slot (politeness) does not count against it.
+  waiting for a per-host slot (politeness) does not count against it. A worker's fetcher waits
+  at most ``defer_after_s`` for its host, then raises ``HostPaced`` (the item is re-queued).
 
 HTTPS, proxies and encodings (``tls``, ``proxies`` and ``netguard`` hold the details):
 
@@ -61,7 +63,6 @@ from workbench.core.errors import (
     InvalidPageURL,
     PipelineError,
     ResponseTooLarge,
-    RobotsDisallowed,
     TooManyRedirects,
     TransientHTTPError,
     UnsupportedContent,
@@ -84,8 +85,10 @@ from workbench.pipeline.fetch.netguard import (
     ip_literal,
     is_public_address,
 )
-from workbench.pipeline.fetch.politeness import HostLimiter, RobotsCache
+from workbench.pipeline.fetch.pacing import HostPacer
+from workbench.pipeline.fetch.politeness import Politeness
 from workbench.pipeline.fetch.proxies import ProxyConfig
+from workbench.pipeline.fetch.robots import ROBOTS_MAX_REDIRECTS, ROBOTS_TIMEOUT_S, read_robots
 from workbench.pipeline.fetch.tls import client_context
 from workbench.pipeline.fetch.translate import client_error
 
@@ -97,15 +100,10 @@ T = TypeVar("T")
 
 #: 4xx statuses that are worth retrying (all 5xx are too)
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
-_PAUSE_STATUSES = frozenset({429, 503})  # the host asked us to back off
 _ACCEPT = "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1"
 _CHUNK = 64 * 1024
 #: decode big bodies off the event loop (charset detection is pure Python)
 _DECODE_IN_THREAD_BYTES = 512 * 1024
-# robots.txt: a short timeout, Google's size limit (longer files are truncated), a few redirects
-ROBOTS_TIMEOUT_S = 10.0
-ROBOTS_MAX_BYTES = 512 * 1024
-ROBOTS_MAX_REDIRECTS = 5
 # Servers with big cookies or CSP headers exceed aiohttp's 8 KiB default and would fail to parse.
 _MAX_HEADER_BYTES = 32 * 1024
 
@@ -156,9 +154,18 @@ class Fetcher:
     ``address_allowed`` replaces the private-address guard's check (used when
     ``settings.block_private_addresses`` is on); tests use it to allow one loopback address.
     Proxies are read from the environment when the fetcher is made (``proxies.ProxyConfig``).
+    ``pacer`` keeps the per-host politeness state (default: this process's memory; a worker
+    passes Redis'); ``defer_after_s``: wait at most this long for a host, then raise ``HostPaced``.
     """
 
-    def __init__(self, settings: Settings, *, address_allowed: AddressCheck | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        address_allowed: AddressCheck | None = None,
+        pacer: HostPacer | None = None,
+        defer_after_s: float | None = None,
+    ) -> None:
         self.settings = settings
         self._allowed: AddressCheck | None = None
         if settings.block_private_addresses:
@@ -169,10 +176,9 @@ class Fetcher:
             self._proxied_check = ProxiedTargetCheck(self._allowed)
         self._ssl: ssl.SSLContext | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._limiter = HostLimiter(settings.per_host_concurrency, settings.per_host_delay_s)
-        self._robots: RobotsCache | None = None
-        if settings.obey_robots:
-            self._robots = RobotsCache(settings.user_agent, self._load_robots)
+        self.politeness = Politeness(
+            settings, pacer, self._load_robots, defer_after_s=defer_after_s
+        )
 
     # -- lifecycle --
 
@@ -219,8 +225,7 @@ class Fetcher:
 
     async def close(self) -> None:
         """Close the connection pool. Idempotent; a later ``fetch`` opens a new one."""
-        if self._robots is not None:
-            self._robots.close()
+        self.politeness.close()
         if self._proxied_check is not None:
             await self._proxied_check.close()
         if self._session is not None:
@@ -246,8 +251,7 @@ class Fetcher:
             cookie = _cookie_header(jar, target)
             seen.add((str(target), cookie))
             self._check_literal(target)
-            if self._robots is not None and not await self._robots.allowed(target):
-                raise RobotsDisallowed(f"robots.txt of {target.host} disallows fetching {target}")
+            await self.politeness.check(target)  # robots.txt, every hop
             outcome = await self._exchange(
                 target, partial(self._handle, url=target), budget=budget, cookie=cookie
             )
@@ -286,9 +290,6 @@ class Fetcher:
             retry_after = parse_retry_after(
                 resp.headers.get("Retry-After"), self.settings.retry_after_max_s
             )
-            if retry_after is not None and status in _PAUSE_STATUSES:
-                # Every job in this process waits, not only the one that got the answer.
-                self._limiter.pause(url.host or "", retry_after)
             wait = f", retry after {retry_after:g}s" if retry_after is not None else ""
             raise TransientHTTPError(
                 status, f"{_status_text(resp)} from {url}{wait}", retry_after_s=retry_after
@@ -381,7 +382,8 @@ class Fetcher:
         if proxy is not None and proxy.headers and url.scheme == "http":
             headers = {**(headers or {}), **proxy.headers}  # the proxy reads the request itself
         try:
-            async with self._limiter.slot(url.host or ""):
+            # the host's start and concurrency lease; the outcome paces its later requests
+            async with self.politeness.slot(url.host or "") as slot:
                 started = loop.time()
                 try:
                     async with asyncio.timeout(budget.left):
@@ -392,6 +394,7 @@ class Fetcher:
                             proxy=proxy.url if proxy else None,
                             proxy_headers=dict(proxy.headers) if proxy and proxy.headers else None,
                         ) as resp:
+                            slot.responded(resp.status)
                             return await handle(resp)
                 finally:
                     budget.spend(loop.time() - started)
@@ -428,24 +431,11 @@ class Fetcher:
         target = URL(robots_url)
         budget = _Budget(min(ROBOTS_TIMEOUT_S, self.settings.fetch_timeout_s))
         for _ in range(ROBOTS_MAX_REDIRECTS + 1):
-            status, location, body = await self._exchange(target, _read_robots, budget=budget)
+            status, location, body = await self._exchange(target, read_robots, budget=budget)
             if location is None:
                 return status, body
             target = _redirect_target(target, location)
         return 404, b""  # too many redirects: Google treats it as "no robots.txt"
-
-
-async def _read_robots(resp: aiohttp.ClientResponse) -> tuple[int, str | None, bytes]:
-    if 300 <= resp.status < 400 and resp.headers.get("Location"):
-        return resp.status, resp.headers["Location"], b""
-    if not 200 <= resp.status < 300:
-        return resp.status, None, b""
-    body = bytearray()
-    async for chunk in resp.content.iter_chunked(_CHUNK):
-        body += chunk
-        if len(body) >= ROBOTS_MAX_BYTES:  # longer files are truncated, not refused
-            break
-    return resp.status, None, bytes(body[:ROBOTS_MAX_BYTES])
 
 
 def _redirect_target(current: URL, location: str) -> URL:

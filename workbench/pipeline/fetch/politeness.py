@@ -1,164 +1,132 @@
-"""Per-host politeness shared by every job in a worker process: concurrency, spacing, back-off,
-and robots.txt.
+"""What the fetcher asks before each request, and tells after it: ``Politeness``.
 
-Plain asyncio, no I/O of its own: the fetcher hands ``RobotsCache`` a loader coroutine, so these
-classes are easy to reason about and to reuse for anything else that calls out to web hosts.
+- ``check(url)``: may the URL be fetched at all (robots.txt, ``robots.py``)?
+- ``slot(host)``: wait for the host's next start (``core/pacing.py`` states the rule), hold one
+  of its concurrency leases during the request, and report the outcome, which moves the host's
+  gap: response time (to the headers), 429, 503, timeouts, Retry-After.
+
+The state is in a ``HostPacer`` (``pacing.py``): Redis for workers (one schedule per host across
+every process and machine), in-process memory for a fetcher on its own.
+
+A fetch waits in place for at most ``defer_after_s`` (the worker's setting: 1 s); a longer wait
+raises ``HostPaced`` and the worker re-queues the item for when its host is free, so paced hosts
+never hold worker slots and other hosts keep flowing. Without ``defer_after_s`` (scripts, tests)
+a fetch waits however long its host needs. A deferred item comes back ``DEFER_LEAD_S`` before its
+start, to be in time for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from urllib.robotparser import RobotFileParser
 
-import structlog
+import aiohttp
 from yarl import URL
 
-from workbench.core.errors import PipelineError
+from workbench.core.errors import FetchTimeout, PipelineError, TransientHTTPError
+from workbench.core.pacing import Outcome, PacingRule
+from workbench.core.settings import Settings
+from workbench.pipeline.fetch.pacing import HostPaced, HostPacer, LocalPacer
+from workbench.pipeline.fetch.robots import RobotsLoader, RobotsPolicy, robots_agent
 
-log = structlog.get_logger("workbench.pipeline.fetch")
+__all__ = ["DEFER_LEAD_S", "Politeness", "Slot", "robots_agent"]
+
+#: a deferred item is due this long before its host's start (queue pick-up and claim take time)
+DEFER_LEAD_S = 0.5
 
 
-@dataclass
-class _Host:
-    sem: asyncio.Semaphore
-    next_start: float = 0.0  # loop time before which no new request may start (delay)
-    paused_until: float = 0.0  # loop time before which no new request may start (Retry-After)
-    users: int = 0  # holders and waiters; an idle entry can be forgotten
+class Slot:
+    """One request's hold on its host; the fetcher calls ``responded`` when headers arrive."""
+
+    def __init__(self, started: float):
+        self.started = started
+        self.status: int | None = None
+        self.latency_s = 0.0
+
+    def responded(self, status: int) -> None:
+        self.status = status
+        self.latency_s = asyncio.get_running_loop().time() - self.started
 
 
-class HostLimiter:
-    """At most ``concurrency`` requests in flight per host, starts at least ``delay_s`` apart,
-    and no starts while a host is paused (after it answered 429/503 with Retry-After)."""
+def classify(slot: Slot, exc: BaseException | None) -> tuple[Outcome, float]:
+    """The pacing outcome of a request, and the Retry-After it carried (0 for none)."""
+    retry_after = exc.retry_after_s or 0.0 if isinstance(exc, TransientHTTPError) else 0.0
+    if slot.status == 429:
+        return "too_many", retry_after
+    if slot.status == 503 or isinstance(exc, FetchTimeout | TimeoutError):  # aiohttp's read
+        return "overloaded", retry_after  # timeouts are TimeoutErrors too
+    if exc is not None and not isinstance(exc, PipelineError | aiohttp.ClientError | OSError):
+        return "cancelled", 0.0  # cancelled, or a bug: says nothing about the host
+    if slot.status is None:
+        return "error", 0.0
+    return ("ok" if slot.status < 400 else "http_error"), 0.0
 
-    #: past this many known hosts, idle ones are forgotten (a worker may see millions of hosts)
-    MAX_HOSTS = 10_000
 
-    def __init__(self, concurrency: int, delay_s: float = 0.0) -> None:
-        self.concurrency = concurrency
-        self.delay_s = delay_s
-        self._hosts: dict[str, _Host] = {}
+class Politeness:
+    """robots.txt and per-host pacing for one fetcher."""
 
-    def _host(self, host: str) -> _Host:
-        state = self._hosts.get(host)
-        if state is None:
-            if len(self._hosts) >= self.MAX_HOSTS:
-                self._forget_idle()
-            state = self._hosts[host] = _Host(asyncio.Semaphore(self.concurrency))
-        return state
+    def __init__(
+        self,
+        settings: Settings,
+        pacer: HostPacer | None,
+        load_robots: RobotsLoader,
+        *,
+        defer_after_s: float | None = None,
+    ):
+        self.pacer: HostPacer = pacer or LocalPacer(PacingRule.from_settings(settings))
+        self.defer_after_s = defer_after_s
+        self.robots: RobotsPolicy | None = None
+        if settings.obey_robots:
+            self.robots = RobotsPolicy(settings.user_agent, self.pacer, load_robots)
 
-    def _forget_idle(self) -> None:
-        now = asyncio.get_running_loop().time()
-        for name in [
-            n
-            for n, s in self._hosts.items()
-            if s.users == 0 and s.next_start <= now and s.paused_until <= now
-        ]:
-            del self._hosts[name]
+    async def check(self, url: URL) -> None:
+        """Raise ``RobotsDisallowed``/``RobotsUnavailable`` unless robots.txt allows ``url``."""
+        if self.robots is not None:
+            await self.robots.check(url)
 
     @asynccontextmanager
-    async def slot(self, host: str) -> AsyncIterator[None]:
-        """Hold one of the host's request slots, waiting for its delay and any pause first."""
-        state = self._host(host)
-        state.users += 1
-        try:
-            async with state.sem:
-                loop = asyncio.get_running_loop()
-                # Re-check after every sleep: another task may have started (moving next_start)
-                # or a 429 may have paused the host while we slept.
-                # A deadline, not an event: nothing signals "the delay is over" (hence the noqa).
-                while (wait := max(state.next_start, state.paused_until) - loop.time()) > 0:  # noqa: ASYNC110
-                    await asyncio.sleep(wait)
-                # No await between the check and this update, so starts are spaced exactly.
-                state.next_start = loop.time() + self.delay_s
-                yield
-        finally:
-            state.users -= 1
-
-    def pause(self, host: str, seconds: float) -> None:
-        """Start no new request to ``host`` for ``seconds`` (requests in flight are not touched)."""
-        if seconds <= 0:
-            return
-        state = self._host(host)
-        state.paused_until = max(state.paused_until, asyncio.get_running_loop().time() + seconds)
-
-
-def robots_agent(user_agent: str) -> str:
-    """The product token robots.txt groups are matched against: "WorkbenchBot" from
-    "WorkbenchBot/0.1 (+url)" or from "Mozilla/5.0 (compatible; WorkbenchBot/0.1; +url)"."""
-    m = re.search(r"compatible;\s*([^/;\s)]+)", user_agent)
-    if m:
-        return m.group(1)
-    return user_agent.split("/", 1)[0].strip() or user_agent
-
-
-#: loads a robots.txt URL; returns (status, body) or raises a PipelineError when unreachable
-RobotsLoader = Callable[[str], Awaitable[tuple[int, bytes]]]
-
-
-@dataclass
-class _RobotsEntry:
-    expires: float
-    task: asyncio.Task[RobotFileParser | None] = field(repr=False)
-
-
-class RobotsCache:
-    """robots.txt rules per origin, fetched once and shared by all jobs (concurrent callers for
-    the same origin wait on one load).
-
-    A 4xx robots.txt allows everything (there are no rules); a 5xx or an unreachable one is
-    logged and also allows everything, so a broken robots.txt never fails a batch. Matching is
-    urllib.robotparser's: the first matching rule in a group wins (not Google's longest match),
-    and Crawl-delay is not read (``per_host_delay_s`` spaces requests instead).
-    """
-
-    MAX_ENTRIES = 10_000
-
-    def __init__(self, user_agent: str, load: RobotsLoader, ttl_s: float = 3600.0) -> None:
-        self.user_agent = user_agent
-        self.agent = robots_agent(user_agent)
-        self._load = load
-        self.ttl_s = ttl_s
-        self._entries: dict[str, _RobotsEntry] = {}
-
-    async def allowed(self, url: URL) -> bool:
-        """Whether our user agent may fetch ``url``."""
-        rules = await self.rules_for(url)
-        return rules is None or rules.can_fetch(self.agent, str(url))
-
-    async def rules_for(self, url: URL) -> RobotFileParser | None:
-        """The parsed rules for the URL's origin; None means everything is allowed."""
-        origin = str(url.origin())
+    async def slot(self, host: str) -> AsyncIterator[Slot]:
+        """Hold a start and a concurrency lease on ``host`` for one request."""
+        lease = await self._acquire(host)
         loop = asyncio.get_running_loop()
-        entry = self._entries.get(origin)
-        if entry is None or entry.expires <= loop.time():
-            if len(self._entries) >= self.MAX_ENTRIES:
-                # dicts keep insertion order: drop the oldest entry
-                self._entries.pop(next(iter(self._entries))).task.cancel()
-            task = loop.create_task(self._fetch(origin + "/robots.txt"))
-            entry = self._entries[origin] = _RobotsEntry(loop.time() + self.ttl_s, task)
-        # shield: one caller being cancelled must not cancel the load the others wait for
-        return await asyncio.shield(entry.task)
-
-    async def _fetch(self, robots_url: str) -> RobotFileParser | None:
+        slot = Slot(loop.time())
+        failure: BaseException | None = None
         try:
-            status, body = await self._load(robots_url)
-        except PipelineError as exc:
-            log.warning("robots_unreachable", robots_url=robots_url, error=str(exc), allow="all")
-            return None
-        if status >= 500:
-            log.warning("robots_server_error", robots_url=robots_url, status=status, allow="all")
-            return None
-        if not 200 <= status < 300:
-            return None  # 4xx (or an unfollowed redirect): no rules
-        parser = RobotFileParser(robots_url)
-        parser.parse(body.decode("utf-8", errors="replace").splitlines())
-        return parser
+            yield slot
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            outcome, retry_after = classify(slot, failure)
+            # shielded: a cancelled fetch still frees its lease (else it would hold it until
+            # the lease expires); and the host's gap learns from what did happen
+            await asyncio.shield(self.pacer.release(
+                host, lease, outcome, latency_s=slot.latency_s, retry_after_s=retry_after
+            ))
+
+    async def _acquire(self, host: str) -> str:
+        waited = 0.0
+        while True:
+            verdict, wait_s, lease = await self.pacer.acquire(host, max_wait_s=self.defer_after_s)
+            if verdict == "go":
+                if wait_s > 0:
+                    try:
+                        await asyncio.sleep(wait_s)
+                    except BaseException:
+                        await asyncio.shield(self.pacer.release(
+                            host, lease, "cancelled", latency_s=0.0, retry_after_s=0.0
+                        ))
+                        raise
+                return lease
+            if verdict == "defer":
+                raise HostPaced(host, max(0.0, wait_s - DEFER_LEAD_S))
+            # busy: every concurrency lease of the host is taken
+            if self.defer_after_s is not None and waited + wait_s > self.defer_after_s:
+                raise HostPaced(host, max(wait_s, self.defer_after_s))
+            await asyncio.sleep(wait_s)
+            waited += wait_s
 
     def close(self) -> None:
-        for entry in self._entries.values():
-            entry.task.cancel()
-        self._entries.clear()
+        if self.robots is not None:
+            self.robots.close()

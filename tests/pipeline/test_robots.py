@@ -1,0 +1,135 @@
+"""robots.txt by RFC 9309 (Protego): wildcards, longest match, the rule named in the error,
+Crawl-delay pacing, one fetch per origin for every fetcher sharing a Redis pacer, and an
+unreachable site asked again on the next try. Real servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+
+import pytest
+from aiohttp import web
+
+from workbench.core.errors import FetchConnectionError, RobotsDisallowed
+from workbench.core.settings import Settings
+from workbench.pipeline.fetch.fetcher import Fetcher
+from workbench.pipeline.fetch.robots import RobotsRules
+from workbench.queue.arq_adapter import open_pool
+from workbench.queue.hosts import RedisHostPacer, host_rows
+
+from .fetch_fixtures import closed_port, html, make_fetcher, serve  # noqa: F401
+
+RULES = """\
+User-agent: *
+Disallow: /
+
+User-agent: WorkbenchBot
+Disallow: /private/
+Allow: /private/open/
+Disallow: /*sessionid=
+Disallow: /*.pdf$
+Crawl-delay: 0.3
+"""
+
+
+def test_rules_by_rfc_9309():
+    rules = RobotsRules(RULES, "WorkbenchBot")
+    base = "http://site.example"
+    assert rules.allows(f"{base}/")
+    assert not rules.allows(f"{base}/private/report")
+    assert rules.allows(f"{base}/private/open/report")  # the longest match wins
+    assert not rules.allows(f"{base}/search?q=x&sessionid=42")  # a wildcard
+    assert not rules.allows(f"{base}/paper.pdf") and rules.allows(f"{base}/paper.pdf?v=2")
+    assert rules.allows(f"{base}/robots.txt")
+    assert rules.crawl_delay_s() == 0.3
+    assert rules.rule_for(f"{base}/private/x") == "Disallow: /private/ (User-agent: WorkbenchBot)"
+    assert rules.rule_for(f"{base}/a?sessionid=1") == (
+        "Disallow: /*sessionid= (User-agent: WorkbenchBot)"
+    )
+    # another bot falls to the * group
+    other = RobotsRules(RULES, "OtherBot")
+    assert not other.allows(f"{base}/")
+    assert other.rule_for(f"{base}/") == "Disallow: / (User-agent: *)"
+    assert other.crawl_delay_s() == 0
+
+
+def test_request_rate_counts_as_a_crawl_delay():
+    rules = RobotsRules("User-agent: *\nRequest-rate: 1/5s\n", "WorkbenchBot")
+    assert rules.crawl_delay_s() == 5.0
+
+
+def site(body: str = RULES):
+    hits: dict[str, list[float]] = {"robots": [], "pages": []}
+
+    async def robots(request: web.Request) -> web.Response:
+        hits["robots"].append(time.monotonic())
+        await asyncio.sleep(0.05)  # concurrent fetchers must share this one load
+        return web.Response(text=body)
+
+    async def page(request: web.Request) -> web.Response:
+        hits["pages"].append(time.monotonic())
+        return html("<p>content</p>")
+
+    return hits, {"/robots.txt": robots, "/{tail:.*}": page}
+
+
+async def test_a_disallowed_url_names_its_rule_and_is_never_requested(serve, make_fetcher):
+    hits, routes = site()
+    server = await serve(routes)
+    fetcher = make_fetcher(block_private_addresses=False)  # robots obeyed by default
+    url = str(server.make_url("/search?q=1&sessionid=9"))
+    with pytest.raises(RobotsDisallowed) as info:
+        await fetcher.fetch(url)
+    assert "Disallow: /*sessionid=" in str(info.value) and url in str(info.value)
+    assert hits["pages"] == []
+
+
+async def test_crawl_delay_spaces_requests(serve, make_fetcher):
+    hits, routes = site()
+    server = await serve(routes)
+    fetcher = make_fetcher(block_private_addresses=False)
+    await asyncio.gather(*(fetcher.fetch(str(server.make_url(f"/p/{n}"))) for n in range(4)))
+    starts = hits["robots"] + hits["pages"]
+    gaps = [b - a for a, b in itertools.pairwise(sorted(starts))]
+    assert len(hits["pages"]) == 4 and min(gaps) >= 0.28, gaps
+
+
+async def test_fetchers_sharing_redis_fetch_robots_once_and_share_the_pace(
+    serve, embedded_redis
+):
+    """Two fetchers (as in two worker processes) on one Redis: one robots.txt request, and the
+    Crawl-delay holds across both."""
+    hits, routes = site()
+    server = await serve(routes)
+    settings = Settings(queue_name=f"wbrobots:{uuid.uuid4().hex[:8]}",
+                        block_private_addresses=False)
+    redis = await open_pool(embedded_redis, settings.queue_name)
+    fetchers = [Fetcher(settings, pacer=RedisHostPacer(redis, settings)) for _ in range(2)]
+    try:
+        await asyncio.gather(*(
+            fetchers[n % 2].fetch(str(server.make_url(f"/p/{n}"))) for n in range(6)
+        ))
+        with pytest.raises(RobotsDisallowed):
+            await fetchers[1].fetch(str(server.make_url("/private/x")))
+        rows = {r["host"]: r for r in await host_rows(redis, settings)}
+    finally:
+        for f in fetchers:
+            await f.close()
+        await redis.aclose()
+    assert len(hits["robots"]) == 1
+    gaps = [b - a for a, b in itertools.pairwise(sorted(hits["robots"] + hits["pages"]))]
+    assert min(gaps) >= 0.28, gaps
+    row = rows["127.0.0.1"]
+    assert row["robots"] == "rules" and row["crawl_delay_s"] == pytest.approx(0.3)
+    assert row["robots_allowed"] == 6 and row["robots_disallowed"] == 1
+    assert row["requests"] == 7  # robots.txt and 6 pages
+
+
+async def test_an_unreachable_site_is_asked_again_on_the_next_try(make_fetcher):
+    fetcher = make_fetcher(block_private_addresses=False)
+    url = f"http://127.0.0.1:{closed_port()}/page"
+    for _ in range(2):  # not cached: each try asks for robots.txt again, and says why it failed
+        with pytest.raises(FetchConnectionError):
+            await fetcher.fetch(url)

@@ -1,0 +1,308 @@
+"""Per-host politeness shared by every worker process and machine: ``RedisHostPacer``.
+
+The fetcher's ``HostPacer`` (``pipeline/fetch/pacing.py``) with its state in Redis, so four
+worker processes on two machines press a host no harder than one: one schedule of request
+starts, one count of requests in flight, one robots.txt fetch per host. The rule is
+``core/pacing.py``'s; the two scripts below are its twin in Lua (tests/pipeline/test_pacing.py
+runs the same checks on both), run atomically inside Redis on Redis' own clock (``TIME``), so
+machines with skewed clocks still space their requests right.
+
+Keys, under the queue's name (``<queue>:``), so deployments and test runs sharing a Redis stay
+apart; like ARQ, one Redis server, not a cluster:
+
+- ``host:<host>``: a hash, the host's ``HostPace`` in milliseconds plus its counts and robots
+  state; expires 7 days after its last request.
+- ``host:<host>:leases``: a sorted set of the host's requests in flight (score: expiry, so a
+  lease of a process that died frees itself).
+- ``hosts``: a sorted set of hosts by last request, for ``wb.hosts()``.
+- ``robots:<origin>`` and ``robots:<origin>:claim``: the shared robots.txt record and the
+  claim of the one process loading it.
+- ``waiting:<batch>``: a sorted set of the batch's items deferred on a paced host (``host item``,
+  score: when they are due plus a grace); what the monitor shows as "items waiting on paced hosts".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import fields
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from workbench.core.errors import QueueError
+from workbench.core.pacing import HostPace, Outcome, PacingRule, Verdict, gap_s
+from workbench.core.settings import Settings
+from workbench.queue.arq_adapter import QueueRedis
+
+__all__ = ["HOST_TTL_S", "RedisHostPacer", "host_rows", "waiting_on_hosts"]
+
+HOST_TTL_S = 7 * 24 * 3600
+_WAITING_GRACE_MS = 2000
+
+# KEYS: host hash, leases, hosts index. ARGV: max wait ms (-1: wait however long), floor ms,
+# ceiling ms, max concurrency, lease ttl ms, lease id, host, key ttl s, hard margin.
+# core.pacing.acquire, in milliseconds of Redis' clock.
+_ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = redis.call('HMGET', KEYS[1], 'next_at', 'defer_at', 'paused_until', 'latency_gap',
+                     'penalty', 'crawl_delay', 'streak')
+local next_at, defer_at, paused = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
+local lat, pen, crawl = tonumber(f[4]) or 0, tonumber(f[5]) or 0, tonumber(f[6]) or 0
+local streak = tonumber(f[7]) or 0
+local max_wait, floor, ceiling = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local gap = math.max(tonumber(ARGV[9]) * math.max(floor, crawl),
+                     math.min(ceiling, math.max(lat, pen)))
+local start = math.max(now, next_at, paused)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 1)
+redis.call('ZADD', KEYS[3], now, ARGV[7])
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+if max_wait < 0 or start - now <= max_wait then
+  if redis.call('ZCARD', KEYS[2]) >= math.min(tonumber(ARGV[4]), 1 + streak) then
+    return {'busy', tostring(math.min(500, math.max(10, lat)))}
+  end
+  redis.call('HSET', KEYS[1], 'next_at', start + gap, 'last_at', start)
+  redis.call('HINCRBY', KEYS[1], 'requests', 1)
+  local lease = string.format('%d:%s', start, ARGV[6])
+  redis.call('ZADD', KEYS[2], start + tonumber(ARGV[5]), lease)
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
+  return {'go', tostring(start - now), lease}
+end
+local due = math.max(start, defer_at)
+redis.call('HSET', KEYS[1], 'defer_at', due + gap)
+redis.call('HINCRBY', KEYS[1], 'deferred', 1)
+return {'defer', tostring(due - now)}
+"""
+
+# KEYS: host hash, leases. ARGV: lease, outcome, latency ms, retry-after ms, target concurrency,
+# floor ms, ceiling ms, backoff factor, recover factor, 429 step ms, 503/timeout step ms,
+# hard margin.
+# core.pacing.release, in milliseconds of Redis' clock.
+_RELEASE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', KEYS[2], ARGV[1])
+local start = tonumber(string.match(ARGV[1], '^(%d+):')) or now
+local outcome = ARGV[2]
+local f = redis.call('HMGET', KEYS[1], 'latency_gap', 'penalty', 'backoff_at', 'next_at',
+                     'paused_until', 'crawl_delay')
+local lat, pen, backoff_at = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
+local next_at, paused, crawl = tonumber(f[4]) or 0, tonumber(f[5]) or 0, tonumber(f[6]) or 0
+local floor, ceiling = tonumber(ARGV[6]), tonumber(ARGV[7])
+if outcome == 'ok' then
+  redis.call('HINCRBY', KEYS[1], 'streak', 1)
+  local target = tonumber(ARGV[3]) / tonumber(ARGV[5])
+  if lat <= 0 then lat = target else lat = (lat + target) / 2 end
+  pen = pen * tonumber(ARGV[9])
+  if pen < 1 then pen = 0 end
+  redis.call('HSET', KEYS[1], 'latency_gap', lat, 'penalty', pen)
+elseif outcome == 'too_many' or outcome == 'overloaded' then
+  redis.call('HINCRBY', KEYS[1], 'errors', 1)
+  redis.call('HINCRBY', KEYS[1], 'throttled', 1)
+  redis.call('HSET', KEYS[1], 'streak', 0)
+  if start > backoff_at then
+    local step = tonumber(ARGV[11])
+    if outcome == 'too_many' then step = tonumber(ARGV[10]) end
+    pen = math.min(ceiling, math.max(pen * tonumber(ARGV[8]), step, 2 * lat))
+    redis.call('HSET', KEYS[1], 'penalty', pen, 'backoff_at', now)
+  end
+  local ra = tonumber(ARGV[4])
+  if ra > 0 and now + ra > paused then
+    paused = now + ra
+    redis.call('HSET', KEYS[1], 'paused_until', paused)
+  end
+  local gap = math.max(tonumber(ARGV[12]) * math.max(floor, crawl),
+                       math.min(ceiling, math.max(lat, pen)))
+  if now + gap > next_at then redis.call('HSET', KEYS[1], 'next_at', now + gap) end
+elseif outcome == 'http_error' or outcome == 'error' then
+  redis.call('HINCRBY', KEYS[1], 'errors', 1)
+end
+return 1
+"""
+
+# KEYS: host hash. ARGV: robots state, crawl delay ms, key ttl s, hard margin.
+# core.pacing.set_crawl_delay.
+_SET_ROBOTS_LUA = """
+local f = redis.call('HMGET', KEYS[1], 'next_at', 'last_at')
+local next_at, last_at = tonumber(f[1]) or 0, tonumber(f[2]) or 0
+local crawl = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'robots', ARGV[1], 'crawl_delay', crawl)
+local after = last_at + crawl * tonumber(ARGV[4])
+if after > next_at then redis.call('HSET', KEYS[1], 'next_at', after) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+#: HostPace fields kept in milliseconds in Redis (the others are counts)
+_MS_FIELDS = ("next_at", "defer_at", "paused_until", "latency_gap", "penalty", "backoff_at",
+              "crawl_delay", "last_at")
+
+
+class RedisHostPacer:
+    """``HostPacer`` in Redis, shared by everyone on the same Redis and queue name."""
+
+    def __init__(self, redis: QueueRedis, settings: Settings):
+        self.redis = redis
+        self.rule = PacingRule.from_settings(settings)
+        self.prefix = f"{settings.queue_name}:"
+        self._acquire = redis.register_script(_ACQUIRE_LUA)
+        self._release = redis.register_script(_RELEASE_LUA)
+        self._set_robots = redis.register_script(_SET_ROBOTS_LUA)
+        # a script, not HINCRBY: a count never makes a host hash without its expiry
+        self._count = redis.register_script(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then "
+            "redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end"
+        )
+
+    def _host_keys(self, host: str) -> list[str]:
+        key = f"{self.prefix}host:{host}"
+        return [key, key + ":leases", self.prefix + "hosts"]
+
+    async def acquire(self, host: str, *, max_wait_s: float | None) -> Verdict:
+        r = self.rule
+        args: list[str | int | float] = [
+            -1 if max_wait_s is None else int(max_wait_s * 1000), r.floor_s * 1000,
+            r.ceiling_s * 1000, r.max_concurrency, int(r.lease_ttl_s * 1000),
+            os.urandom(4).hex(), host, HOST_TTL_S, r.hard_margin,
+        ]
+        try:
+            reply = await self._acquire(keys=self._host_keys(host), args=args)
+        except (RedisError, OSError) as exc:
+            raise QueueError(f"Redis refused to pace {host}: {exc}") from exc
+        verdict = _text(reply[0])
+        wait_s = max(0.0, float(_text(reply[1])) / 1000)
+        lease = _text(reply[2]) if len(reply) > 2 else ""
+        if verdict == "go":
+            return ("go", wait_s, lease)
+        return ("busy", wait_s, "") if verdict == "busy" else ("defer", wait_s, "")
+
+    async def release(
+        self, host: str, lease: str, outcome: Outcome, *, latency_s: float, retry_after_s: float
+    ) -> None:
+        r = self.rule
+        args: list[str | int | float] = [
+            lease, outcome, latency_s * 1000, retry_after_s * 1000, r.target_concurrency,
+            r.floor_s * 1000, r.ceiling_s * 1000, r.backoff_factor, r.recover_factor,
+            r.too_many_step_s * 1000, r.overloaded_step_s * 1000, r.hard_margin,
+        ]
+        try:
+            await self._release(keys=self._host_keys(host)[:2], args=args)
+        except (RedisError, OSError) as exc:
+            raise QueueError(f"Redis refused to record a request to {host}: {exc}") from exc
+
+    async def set_robots(self, host: str, *, state: str, crawl_delay_s: float) -> None:
+        try:
+            await self._set_robots(
+                keys=self._host_keys(host)[:1],
+                args=[state, crawl_delay_s * 1000, HOST_TTL_S, self.rule.hard_margin],
+            )
+        except (RedisError, OSError) as exc:
+            raise QueueError(f"Redis refused to record robots.txt of {host}: {exc}") from exc
+
+    async def count(self, host: str, field: str) -> None:
+        try:
+            await self._count(keys=[f"{self.prefix}host:{host}"], args=[field])
+        except (RedisError, OSError) as exc:
+            raise QueueError(f"Redis refused to count a robots.txt check of {host}: {exc}") from exc
+
+    async def robots_record(self, origin: str) -> str | None:
+        raw = await self.redis.get(f"{self.prefix}robots:{origin}")
+        return None if raw is None else _text(raw)
+
+    async def claim_robots(self, origin: str, ttl_s: float) -> bool:
+        key = f"{self.prefix}robots:{origin}:claim"
+        return bool(await self.redis.set(key, "1", px=int(ttl_s * 1000), nx=True))
+
+    async def store_robots(self, origin: str, record: str, ttl_s: float) -> None:
+        key = f"{self.prefix}robots:{origin}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if record:
+                pipe.set(key, record, px=int(ttl_s * 1000))
+            pipe.delete(key + ":claim")
+            await pipe.execute()
+
+    async def note_waiting(self, batch_id: str, item_id: int, host: str, wait_s: float) -> None:
+        """Record that an item of ``batch_id`` waits ``wait_s`` for its paced ``host``."""
+        key = f"{self.prefix}waiting:{batch_id}"
+        now_ms = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {f"{host} {item_id}": now_ms + int(wait_s * 1000) + _WAITING_GRACE_MS})
+            pipe.zremrangebyscore(key, "-inf", now_ms)
+            pipe.expire(key, HOST_TTL_S)
+            await pipe.execute()
+
+
+async def waiting_on_hosts(
+    redis: QueueRedis, queue_name: str, batch_id: str, *, limit: int = 10_000
+) -> tuple[int, int]:
+    """(items, hosts) of a batch deferred on paced hosts right now (hosts among the first
+    ``limit`` items)."""
+    key = f"{queue_name}:waiting:{batch_id}"
+    now_ms = int(time.time() * 1000)
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(key, now_ms, "+inf")
+            pipe.zrangebyscore(key, now_ms, "+inf", start=0, num=limit)
+            items, members = await pipe.execute()
+    except (RedisError, OSError) as exc:
+        raise QueueError(f"Redis refused to read the paced items: {exc}") from exc
+    return int(items), len({_text(m).split(" ", 1)[0] for m in members})
+
+
+async def host_rows(
+    redis: QueueRedis, settings: Settings, *, limit: int = 10_000
+) -> list[dict[str, Any]]:
+    """One dict per host that was fetched in the last 7 days, most recent first: its counts,
+    current gap, Crawl-delay, robots state, pause and deferred items (``wb.hosts()``)."""
+    prefix = f"{settings.queue_name}:"
+    rule = PacingRule.from_settings(settings)
+    now = time.time()
+    try:
+        await redis.zremrangebyscore(prefix + "hosts", "-inf", (now - HOST_TTL_S) * 1000)
+        hosts = [_text(h) for h in await redis.zrevrange(prefix + "hosts", 0, limit - 1)]
+        async with redis.pipeline(transaction=False) as pipe:
+            for host in hosts:
+                pipe.hgetall(f"{prefix}host:{host}")
+                pipe.zcount(f"{prefix}host:{host}:leases", now * 1000, "+inf")
+            replies = await pipe.execute()
+    except (RedisError, OSError) as exc:
+        raise QueueError(f"Redis refused to read the hosts: {exc}") from exc
+    rows = []
+    for host, raw, in_flight in zip(hosts, replies[::2], replies[1::2], strict=True):
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        pace = _pace(data)
+        rows.append(dict(
+            host=host,
+            requests=pace.requests,
+            errors=pace.errors,
+            throttled=pace.throttled,
+            in_flight=int(in_flight),
+            delay_s=round(gap_s(pace, rule), 3),
+            response_gap_s=round(pace.latency_gap, 3),
+            backoff_s=round(pace.penalty, 3),
+            crawl_delay_s=pace.crawl_delay or None,
+            robots=data.get("robots", ""),
+            robots_allowed=int(data.get("robots_allowed", 0)),
+            robots_disallowed=int(data.get("robots_disallowed", 0)),
+            paused_until=pace.paused_until if pace.paused_until > now else None,
+            deferred=pace.deferred,
+            next_free_in_s=round(max(0.0, pace.next_at - now, pace.defer_at - now), 3),
+            last_request_at=pace.last_at or None,
+        ))
+    return rows
+
+
+def _pace(data: dict[str, str]) -> HostPace:
+    """A host hash as ``HostPace`` in seconds (epoch seconds for times)."""
+    values: dict[str, Any] = {}
+    for f in fields(HostPace):
+        if f.name == "leases" or f.name not in data:
+            continue
+        number = float(data[f.name])
+        values[f.name] = number / 1000 if f.name in _MS_FIELDS else int(number)
+    return HostPace(**values)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
