@@ -138,13 +138,10 @@ async def stream_text(
             yield piece
         first = False
     if first and fmt == "csv":
-        yield ",".join(_csv_header(columns))
+        import pandas as pd
 
-
-def _csv_header(columns: Sequence[str]) -> list[str]:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(list(columns))
-    return [buf.getvalue().rstrip("\n")]
+        for piece in iter_csv(pd.DataFrame(columns=list(columns))):
+            yield piece
 
 
 def arrow_schema(batch: ResultSchema, fields: ResultSchema) -> pa.Schema:

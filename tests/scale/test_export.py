@@ -1,0 +1,101 @@
+"""Streaming exports: Parquet row groups under a schema decided up front, CSV and JSONL chunk by
+chunk, identical to exporting the whole frame."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from workbench import Workbench
+from workbench.client.export import iter_csv, iter_jsonl, stream_text
+from workbench.client.frames import result_columns
+
+from .conftest import article, fill
+
+
+def _kinds(i: int) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "n": i, "maybe_n": None if i % 4 == 0 else i, "x": i / 2, "ok": i % 2 == 0,
+        "maybe_ok": None if i == 3 else True, "title": f"t{i}", "tags": [f"a{i}"] * (i % 3),
+        "counts": [i, i + 1], "scores": [i, 0.5], "meta": {"k": i},
+        "vec": np.full(3, i, dtype=np.float32), "shifty": i if i < 8 else f"s{i}",
+        "mixed_list": [1, "a"], "nothing": None,
+    }
+    if i >= 9:
+        d["late"] = "only at the end"
+    return d
+
+
+async def test_parquet_schema_rule_and_round_trip(wb: Workbench, tmp_path: Path) -> None:
+    batch = await fill(wb, 11, _kinds)
+    path = tmp_path / "out.parquet"
+    assert await batch.to_parquet(path, chunk_rows=4) == 11
+    f = pq.ParquetFile(path)
+    assert f.metadata.num_row_groups == 3
+    types = {field.name: field.type for field in f.schema_arrow}
+    assert types["n"] == pa.int64() and types["maybe_n"] == pa.int64()
+    assert types["x"] == pa.float64() and types["ok"] == types["maybe_ok"] == pa.bool_()
+    assert types["title"] == pa.string() and types["tags"] == pa.list_(pa.string())
+    assert types["counts"] == pa.list_(pa.int64()) and types["scores"] == pa.list_(pa.float64())
+    assert types["vec"] == pa.list_(pa.float32()) and types["nothing"] == pa.string()
+    for json_text in ("meta", "shifty", "mixed_list", "timings"):
+        assert types[json_text] == pa.string()
+        assert f.schema_arrow.field(json_text).metadata == {b"workbench.json": b"1"}
+    assert types["fetched_at"] == pa.timestamp("us", tz="UTC")
+    table = pq.read_table(path)
+    got = table.to_pylist()
+    assert [r["maybe_n"] for r in got[:5]] == [None, 1, 2, 3, None]
+    assert got[3]["maybe_ok"] is None and got[2]["tags"] == ["a2", "a2"]
+    assert [r["shifty"] for r in got[6:10]] == ["6", "7", '"s8"', '"s9"']
+    assert got[1]["meta"] == '{"k": 1}' and got[5]["vec"] == [5.0, 5.0, 5.0]
+    assert got[0]["late"] is None and got[10]["late"] == "only at the end"
+    assert [r["item_id"] for r in got] == sorted(r["item_id"] for r in got)
+    df = await batch.results()
+    assert table.column_names == list(df.columns)
+    assert table.column("title").to_pylist() == df["title"].tolist()
+
+
+async def test_parquet_of_a_projection_and_of_nothing(wb: Workbench, tmp_path: Path) -> None:
+    batch = await fill(wb, 5, article)
+    path = tmp_path / "p.parquet"
+    assert await batch.to_parquet(path, columns=["title", "word_count"]) == 5
+    names = pq.read_schema(path).names
+    assert names[:4] == ["item_id", "url", "title", "word_count"] and "text" not in names
+    empty = await wb.submit(["http://example.org/none"], pipeline="noop")
+    assert await empty.to_parquet(tmp_path / "e.parquet") == 0
+    assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
+    buf = io.BytesIO()  # a file object, as the CLI writes to stdout
+    assert await batch.to_parquet(buf) == 5
+    assert pq.read_table(io.BytesIO(buf.getvalue())).num_rows == 5
+
+
+async def test_csv_and_jsonl_in_chunks_equal_the_whole(wb: Workbench) -> None:
+    batch = await fill(wb, 23, _kinds)
+    whole = await batch.results()
+    for fmt, one in (("csv", iter_csv), ("jsonl", iter_jsonl)):
+        chunks = batch.iter_results(chunk_rows=5)
+        streamed = "".join([p async for p in stream_text(chunks, fmt, list(whole.columns))])
+        assert streamed == "".join(one(whole)), fmt
+    rows = [json.loads(line) for line in "".join(iter_jsonl(whole)).splitlines()]
+    assert rows[2]["tags"] == ["a2", "a2"] and rows[1]["meta"] == {"k": 1}
+    assert pd.read_csv(io.StringIO("".join(iter_csv(whole))))["n"].tolist() == list(range(23))
+
+
+async def test_csv_of_nothing_has_its_header(wb: Workbench) -> None:
+    batch = await wb.submit(["http://example.org/none"], pipeline="noop")
+    schema = await wb.ledger.result_schema(batch.id)
+
+    async def no_chunks() -> Any:
+        return
+        yield
+
+    text = "".join([p async for p in stream_text(no_chunks(), "csv",
+                                                 result_columns(schema, schema))])
+    assert text.startswith("item_id,url,final_url,") and text.count("\n") == 1
