@@ -198,13 +198,6 @@ class TransientHTTPError(TransientError):
         self.retry_after_s = retry_after_s
 
 
-class LLMTransientError(TransientError):
-    error_type = "llm_unavailable"
-
-
-class HTTPStatusError(PermanentError):
-    def __init__(self, status: int, message: str = ""):
-        super().__init__(message or f"HTTP {status}", error_type=f"http_{status}")
 class RobotsUnavailable(TransientError):
     """A site's robots.txt answered with a server error. RFC 9309 says to assume a complete
     disallow then; the item is retried (``retry_after_s``: when robots.txt is asked again)."""
@@ -216,6 +209,13 @@ class RobotsUnavailable(TransientError):
         self.retry_after_s = retry_after_s
 
 
+class LLMTransientError(TransientError):
+    error_type = "llm_unavailable"
+
+
+class HTTPStatusError(PermanentError):
+    def __init__(self, status: int, message: str = ""):
+        super().__init__(message or f"HTTP {status}", error_type=f"http_{status}")
         self.status = status
 
 
@@ -253,14 +253,14 @@ class TLSHandshakeError(PermanentError):
 
 
 class RobotsDisallowed(PermanentError):
+    """robots.txt disallows the URL for Workbench's user agent; the message names the rule."""
+
     error_type = "robots_disallowed"
 
 
 class InvalidPageURL(PermanentError):
     error_type = "invalid_url"
 
-
-    """robots.txt disallows the URL for Workbench's user agent; the message names the rule."""
 
 class NoMainContent(PermanentError):
     error_type = "no_main_content"
