@@ -12,14 +12,25 @@ if TYPE_CHECKING:
     from workbench.pipeline.cpu import CpuPool
     from workbench.pipeline.embed import Embedder
     from workbench.pipeline.fetch.fetcher import Fetcher
+    from workbench.pipeline.fetch.pacing import HostPacer
     from workbench.pipeline.llm import LLMClient
 
 
 class Tools:
+    """``pacer`` and ``defer_after_s`` go to the fetcher (``Fetcher`` says what they do)."""
+
     def __init__(
-        self, settings: Settings, pages: PageStore | None, *, cpu_processes: int | None = None
+        self,
+        settings: Settings,
+        pages: PageStore | None,
+        *,
+        cpu_processes: int | None = None,
+        pacer: HostPacer | None = None,
+        defer_after_s: float | None = None,
     ):
         self.settings = settings
+        self.pacer = pacer
+        self.defer_after_s = defer_after_s
         self.cpu_processes = cpu_processes or settings.extract_processes or 1
         self.pages = pages
         self._fetcher: Fetcher | None = None
@@ -33,7 +44,9 @@ class Tools:
         if self._fetcher is None:
             from workbench.pipeline.fetch.fetcher import Fetcher
 
-            self._fetcher = Fetcher(self.settings)
+            self._fetcher = Fetcher(
+                self.settings, pacer=self.pacer, defer_after_s=self.defer_after_s
+            )
         return self._fetcher
 
     @property

@@ -15,6 +15,8 @@ measured reason, and all of them are here:
 - **ARQ's key layout** (``JOB_KEY_PREFIX``, ``RETRY_KEY_PREFIX``, ``IN_PROGRESS_KEY_PREFIX``): to
   drop, check and sweep jobs without ARQ's per-job round trips.
 - **``Job``'s private constructor arguments** (``arq_job``), to read a job back in tests.
+- **``Retry``** (``deferral``): a job whose host is paced goes back to the queue, due later, with
+  its id and payload unchanged and without holding a worker slot meanwhile.
 
 tests/queue/test_arq_adapter.py names every ARQ attribute, method and signature relied on here:
 an ARQ upgrade that renames or removes one fails that test, loudly, not a running worker.
@@ -36,6 +38,7 @@ from arq.jobs import Job
 from arq.typing import WorkerCoroutine
 from arq.utils import timestamp_ms
 from arq.worker import Function, Worker, func
+from arq.worker import Retry as ArqRetry
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -54,6 +57,7 @@ __all__ = [
     "arq_job",
     "create_worker",
     "daily_cron_job",
+    "deferral",
     "job_function",
     "open_pool",
     "payload_template",
@@ -110,6 +114,12 @@ def payload_template(function_name: str) -> bytes:
 def arq_job(redis: QueueRedis, job_id: str, queue_name: str) -> Job:
     """ARQ's own view of a job (status, info), readable because our payloads are ARQ's."""
     return Job(job_id, redis, _queue_name=queue_name, _deserializer=job_loads)
+
+
+def deferral(delay_s: float) -> Exception:
+    """What a job function raises to be run again in ``delay_s``, same id and payload (ARQ's
+    ``Retry``: the job's score moves, its in-progress key goes, nothing else changes)."""
+    return ArqRetry(defer=max(0.0, delay_s))
 
 
 def job_function(

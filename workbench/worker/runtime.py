@@ -4,6 +4,12 @@ The outcome is committed to the ledger before the ARQ job returns. A transient e
 item under a new attempt number with exponential backoff and jitter (honouring Retry-After) until
 ``max_tries``; a permanent one fails it with type, message and traceback. On shutdown, an item still
 running is handed back to the queue, never lost. Heart-beats and reconcile passes run beside jobs.
+
+Politeness is shared through Redis (``queue.hosts.RedisHostPacer``, handed to the fetcher): every
+worker process and machine on the queue keeps one schedule per host. An item whose host's next free
+start is more than ``DEFER_AFTER_S`` away is handed back (same attempt, the try not counted) and
+its job deferred until then: it waits in the queue, not in a worker slot, and other hosts' items
+take the slot meanwhile.
 """
 
 from __future__ import annotations
@@ -36,16 +42,21 @@ from workbench.ledger.pages import PageStore
 from workbench.ledger.store import BatchInfo, ClaimedItem, Ledger
 from workbench.notify.notifier import Notifier
 from workbench.pipeline.context import Context
+from workbench.pipeline.fetch.pacing import HostPaced
 from workbench.pipeline.registry import get_pipeline
 from workbench.pipeline.tools import Tools
 from workbench.queue import QueueRedis
 from workbench.queue import jobs as queue
+from workbench.queue.arq_adapter import deferral
+from workbench.queue.hosts import RedisHostPacer
 from workbench.queue.reconcile import reconcile
 
 log = structlog.get_logger("workbench.worker")
 
 _MAX_TRACEBACK = 20_000
 _MAX_MESSAGE = 2_000
+#: a fetch waits in place for its host at most this long; a longer wait defers the item
+DEFER_AFTER_S = 1.0
 #: called after an item of a batch with ``notify`` finishes (done or failed)
 SettledHook = Callable[[BatchInfo], Awaitable[None]]
 
@@ -74,8 +85,13 @@ class WorkerRuntime:
         self.ledger = ledger or Ledger(
             settings.effective_database_url, commit_linger_s=settings.commit_interval_ms / 1000
         )
-        self.tools = Tools(settings, PageStore(self.ledger), cpu_processes=cpu_processes)
+        self.pacer = RedisHostPacer(redis, settings)
+        self.tools = Tools(
+            settings, PageStore(self.ledger), cpu_processes=cpu_processes,
+            pacer=self.pacer, defer_after_s=DEFER_AFTER_S,
+        )
         self.items_done = 0
+        self.items_deferred = 0
         self.running: dict[int, int] = {}
         self.settled_hooks: list[SettledHook] = []
         #: sends the completion emails; installed by ``start`` when WORKBENCH_SMTP_URL is set
@@ -160,6 +176,10 @@ class WorkerRuntime:
         try:
             batch = await self.batch_info(claim.batch_id)
             outcome = await self._execute(claim, batch)
+        except HostPaced as paced:
+            if not await self._defer(claim, paced):
+                return "stale"
+            raise deferral(paced.wait_s) from None  # ARQ re-runs this job then
         except asyncio.CancelledError:
             # shutdown: give the item back (same attempt; ARQ keeps the job queued)
             with contextlib.suppress(Exception):
@@ -172,6 +192,19 @@ class WorkerRuntime:
             if batch.notify and self.settled_hooks:
                 await self._run_settled_hooks(batch)
         return outcome
+
+    async def _defer(self, claim: ClaimedItem, paced: HostPaced) -> bool:
+        """Give a paced item back to the queue (the try is not counted)."""
+        if not await self.ledger.hand_back(claim.item_id, claim.attempt):
+            return False  # cancelled meanwhile
+        self.items_deferred += 1
+        try:  # what the monitor shows; the deferral itself does not depend on it
+            await self.pacer.note_waiting(claim.batch_id, claim.item_id, paced.host, paced.wait_s)
+        except Exception as exc:
+            self.log.warning("noting a paced item failed", error=str(exc)[:300])
+        self.log.debug("item deferred", item=claim.item_id, host=paced.host,
+                       wait_s=round(paced.wait_s, 2))
+        return True
 
     async def _execute(self, claim: ClaimedItem, batch: BatchInfo) -> str:
         t0 = time.perf_counter()
