@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import structlog
 
-from workbench.client import export, frames, reading
+from workbench.client import carried, export, frames, reading
 from workbench.core import codec
 from workbench.core.errors import (
     EmptyBatchError,
@@ -70,6 +70,8 @@ class Batch:
         self.total: int = row["total"]
         self.use_stored_pages: bool = bool(row["use_stored_pages"])
         self.source_batch_id: str | None = row.get("source_batch_id")
+        #: the input's columns carried with each item (``submit(df)``, ``submit_warc``)
+        self.carried_columns = carried.specs_from_json(row.get("carried"))
         #: entries left out by ``on_invalid="skip"``: (position, entry, reason)
         self.invalid: list[tuple[int, object, str]] = []
         #: items answered from the result cache at submit
@@ -100,9 +102,12 @@ class Batch:
 
     async def status(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per item: status, attempts, timestamps, worker, last error. ``columns``
-        names the item columns to read (``item_id`` always comes first)."""
-        return await reading.whole_items(await self._wb.open_ledger(), self.id,
-                                         columns=columns, default=frames.ITEM_COLUMNS)
+        names the item columns to read (``item_id`` always comes first). Carried columns
+        (``client.carried``) follow ``url``."""
+        ledger = await self._wb.open_ledger()
+        df = await reading.whole_items(ledger, self.id, columns=columns,
+                                       default=frames.ITEM_COLUMNS)
+        return await carried.with_carried(df, ledger, self.id, self.carried_columns)
 
     async def results(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Done items with the pipeline's fields as columns, then provenance.
@@ -110,9 +115,11 @@ class Batch:
         ``columns`` names the pipeline fields to read (``item_id``, ``url`` and provenance
         come always): the others are never read, and a projection naming no bulky field (a
         page's text) never reads the texts. For batches too large for one frame, see
-        ``iter_results`` and ``to_parquet``."""
-        return await reading.whole_results(await self._wb.open_ledger(), self.id,
-                                           columns=columns)
+        ``iter_results`` and ``to_parquet``. Carried columns (``client.carried``) follow
+        ``url``."""
+        ledger = await self._wb.open_ledger()
+        df = await reading.whole_results(ledger, self.id, columns=columns)
+        return await carried.with_carried(df, ledger, self.id, self.carried_columns, ["done"])
 
     async def iter_results(
         self, chunk_rows: int = 50_000, columns: Sequence[str] | None = None
@@ -162,10 +169,12 @@ class Batch:
 
     async def failures(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Failed items with ``error_type``, ``error_message``, ``retryable`` and traceback;
-        ``columns`` names the columns to read (without ``traceback``, none is read)."""
-        return await reading.whole_items(await self._wb.open_ledger(), self.id,
-                                         columns=columns, default=frames.FAILURE_COLUMNS,
-                                         statuses=["failed"])
+        ``columns`` names the columns to read (without ``traceback``, none is read). Carried
+        columns (``client.carried``) follow ``url``."""
+        ledger = await self._wb.open_ledger()
+        df = await reading.whole_items(ledger, self.id, columns=columns,
+                                       default=frames.FAILURE_COLUMNS, statuses=["failed"])
+        return await carried.with_carried(df, ledger, self.id, self.carried_columns, ["failed"])
 
     async def embeddings(self, column: str = "embedding") -> tuple[np.ndarray, pd.Index]:
         """The ``column`` of every done item stacked into a matrix (rows follow the returned

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import structlog
 
-from workbench.client import frames
+from workbench.client import carried, frames
 from workbench.client.batch import Batch
 from workbench.client.sync import SyncProxy, SyncRunner
 from workbench.core import codec
@@ -103,6 +104,8 @@ class Workbench:
         *,
         on_invalid: str = "raise",
         notify: str | None = None,
+        url_column: str | None = None,
+        columns: Sequence[str] | None = None,
     ) -> Batch:
         """Validate, normalize and dedupe ``urls``, record the batch, and queue its items.
 
@@ -110,9 +113,16 @@ class Workbench:
         result (marked ``cached``) unless ``refresh=True``. Invalid entries raise
         ``InvalidURLError`` naming each one, or with ``on_invalid="skip"`` are left out and
         listed in ``batch.invalid``.
+
+        ``urls`` may also be a table: a pandas or polars DataFrame, or the path of a CSV,
+        Parquet or JSONL file, with its URLs in ``url_column`` (default ``"url"``). Then every
+        row is one item (not deduplicated) and the row's other columns (or those named by
+        ``columns``) are carried with it: they come back beside ``url`` in ``status()``,
+        ``failures()`` and ``results()`` (see ``workbench.client.carried``).
         """
         spec = get_pipeline(pipeline)
-        entries = _url_list(urls)
+        table = url_column is not None or _is_table(urls)
+        entries = [] if table else _url_list(urls)
         try:
             clean_params = codec.check_json_object(params)
         except ValueError as exc:
@@ -123,6 +133,26 @@ class Workbench:
             raise InvalidInputError("name must be a string of at most 200 characters")
         if notify is not None and (not isinstance(notify, str) or "@" not in notify):
             raise InvalidInputError(f"notify must be an email address, got {notify!r}")
+        if table:
+            read = await asyncio.to_thread(carried.read_table, urls, url_column=url_column or "url",
+                                           columns=columns)
+            carried.check_table(read, on_invalid=on_invalid)
+            return await self.create_batch(
+                NewBatch(
+                    pipeline=spec.name,
+                    pipeline_version=spec.version,
+                    params=clean_params,
+                    params_hash=codec.params_hash(clean_params),
+                    name=name,
+                    notify=notify,
+                    invalid=len(read.invalid),
+                    carried=carried.specs_to_json(read.columns) or None,
+                ),
+                read.entries,
+                use_cache=not refresh,
+                invalid=read.invalid,
+                carried=read.carried if read.columns else None,
+            )
         checked = check_urls(entries)
         if checked.invalid and on_invalid == "raise":
             raise InvalidURLError(checked.invalid)
@@ -153,12 +183,13 @@ class Workbench:
         *,
         use_cache: bool,
         invalid: Sequence[tuple[int, object, str]] = (),
+        carried: Sequence[str | None] | None = None,
     ) -> Batch:
         """Record a batch of checked ``(position, url, normalized url)`` entries and queue its
         items: the step ``submit`` and ``Batch.rerun`` share. Prefer those; this is for tools
         built on Workbench that validate their own input."""
         ledger = await self.open_ledger()
-        outcome = await ledger.create_batch(spec, entries, use_cache=use_cache)
+        outcome = await ledger.create_batch(spec, entries, use_cache=use_cache, carried=carried)
         try:
             redis = await self.open_queue()
             await queue.enqueue(redis, self.settings.queue_name, outcome.queued)
@@ -307,6 +338,13 @@ class Workbench:
 def SyncWorkbench(**settings: Any) -> SyncProxy:  # noqa: N802 - reads like a class to users
     """``with SyncWorkbench() as wb: batch = wb.submit(urls); batch.wait()`` for plain scripts."""
     return Workbench(**settings).sync
+
+
+def _is_table(urls: Any) -> bool:
+    """A DataFrame (pandas, polars) or a path object: ``submit`` reads it as a table."""
+    return isinstance(urls, pd.DataFrame | os.PathLike) or (
+        type(urls).__module__.split(".")[0] == "polars" and hasattr(urls, "columns")
+    )
 
 
 def _url_list(urls: Any) -> list[Any]:

@@ -1,7 +1,9 @@
 """SQLAlchemy 2 models of the ledger: batches, items, results, stored pages, workers.
 
 Times are stored as naive UTC (SQLite has no time zones) and handed back as aware UTC.
-``ItemRow.status`` holds one of ``workbench.core.status.ITEM_STATUSES``. A result is stored in
+``ItemRow.status`` holds one of ``workbench.core.status.ITEM_STATUSES``. ``ItemRow.carried`` holds
+the input row's other columns (``workbench.inputs.tables``) as JSON text, ``BatchRow.carried``
+their names and dtypes. A result is stored in
 parts (``workbench.ledger.shapes``): its small fields in ``results.data``, its bulky values in
 ``result_bulk``, and the shape of its fields once per distinct shape in ``result_shapes``.
 """
@@ -76,6 +78,8 @@ class BatchRow(Base):
     # claimed by exactly one worker when the batch settles (one email per batch)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # the columns carried with each item (workbench.inputs.tables): [[name, stored, dtype], ...]
+    carried: Mapped[list[list[str]] | None] = mapped_column(JSON)
 
 
 class ItemRow(Base):
@@ -108,6 +112,8 @@ class ItemRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
     retryable: Mapped[bool | None] = mapped_column(Boolean)
+    # the input row's other columns, a JSON object of stored name -> value (or None)
+    carried: Mapped[str | None] = mapped_column(Text)
 
 
 class ResultRow(Base):

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Text, bindparam, select, text, type_coerce
+from sqlalchemy import Text, bindparam, func, select, text, type_coerce
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workbench.core import codec
@@ -37,7 +37,7 @@ from workbench.ledger.sql import table_of
 ITEM_FIELDS = (
     "item_id", "position", "url", "normalized_url", "status", "attempts", "tries",
     "submitted_at", "started_at", "finished_at", "next_try_at", "duration_s", "worker_id",
-    "cached", "error_type", "error_message", "traceback", "retryable",
+    "cached", "error_type", "error_message", "traceback", "retryable", "carried",
 )
 #: the columns of a results chunk besides the pipeline's fields (``data``/``bulk``)
 RESULT_COLUMNS = (
@@ -212,12 +212,37 @@ class ReadsMixin:
                 continue
             col = t.c[name]
             cols.append(type_coerce(col, Text).label(name) if name in _TIMES else col)
-        q = select(*cols).where(t.c.batch_id == bindparam("b"), t.c.id > bindparam("after"))
-        if statuses:
-            q = q.where(t.c.status.in_(list(statuses)))
+        q = select(*cols)
+        if statuses and len(statuses) == 1:
+            # (batch_id, status, id): the items of one status in id order, straight
+            q = q.where(t.c.batch_id == bindparam("b"), t.c.status == statuses[0],
+                        t.c.id > bindparam("after"))
+        else:
+            # Items of every status in id order: a primary-key range over the batch's ids (a
+            # batch's ids are consecutive), the batch compared as an expression so that no
+            # planner walks (batch_id, status, id) and sorts the whole batch for every chunk:
+            # that was 7 s a chunk of a 1M-item status() on SQLite.
+            lo, hi = await self._id_span(batch_id)
+            if lo is None:
+                return
+            after = max(after, lo - 1)
+            q = q.where(t.c.id > bindparam("after"), t.c.id <= hi,
+                        (t.c.batch_id + "") == bindparam("b"))
+            if statuses:
+                q = q.where(t.c.status.in_(list(statuses)))
         q = q.order_by(t.c.id).limit(bindparam("n"))
         async for chunk in self._keyset(q, batch_id, chunk_rows, after, "reading items"):
             yield chunk
+
+    async def _id_span(self, batch_id: str) -> tuple[int | None, int | None]:
+        """The first and last item id of a batch (one pass over its index entries)."""
+        t = table_of(ItemRow)
+        with translate_errors("reading items"):
+            async with self.read_engine.connect() as conn:
+                row = (await conn.execute(
+                    select(func.min(t.c.id), func.max(t.c.id)).where(t.c.batch_id == batch_id)
+                )).one()
+        return row[0], row[1]
 
     async def _keyset(
         self, q: Any, batch_id: str, chunk_rows: int, after: int, doing: str

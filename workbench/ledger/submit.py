@@ -40,6 +40,8 @@ class NewBatch:
     duplicates: int = 0
     use_stored_pages: bool = False
     source_batch_id: str | None = None
+    #: the columns carried with each item: [[name, stored, dtype], ...] (``inputs.tables``)
+    carried: list[list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class SubmitOutcome:
 
 
 _ITEM_ROW = ("id", "position", "url", "normalized_url")
+_ITEM_ROW_CARRIED = (*_ITEM_ROW, "carried")
 
 
 class SubmitMixin:
@@ -66,12 +69,16 @@ class SubmitMixin:
         entries: Sequence[tuple[int, str, str]],
         *,
         use_cache: bool = True,
+        carried: Sequence[str | None] | None = None,
     ) -> SubmitOutcome:
         """Insert the batch and its items in one transaction.
 
         Items whose (normalized URL, pipeline, version, params) already have a result are created
         ``done`` with a copy of that result marked cached, unless ``use_cache`` is false.
+        ``carried``: per entry, the JSON text of its input row's other columns (or None).
         """
+        if carried is not None and len(carried) != len(entries):
+            raise ValueError(f"{len(carried)} carried rows for {len(entries)} entries")
         now = utcnow()
         batch_id = new_batch_id(now)
         with translate_errors("creating a batch"):
@@ -94,20 +101,24 @@ class SubmitMixin:
                             use_stored_pages=spec.use_stored_pages,
                             source_batch_id=spec.source_batch_id,
                             notify=spec.notify,
+                            carried=spec.carried,
                         )
                     ],
                 )
                 first_id = await self._reserve_ids(conn, len(entries))
-                queued_rows: list[tuple[int, int, str, str]] = []
-                cached_rows: list[tuple[int, int, str, str]] = []
+                queued_rows: list[tuple[Any, ...]] = []
+                cached_rows: list[tuple[Any, ...]] = []
                 queued: list[tuple[int, int]] = []
                 results = []
                 bulk_rows: list[tuple[int, str]] = []
                 for offset, (pos, url, norm) in enumerate(entries):
                     item_id = first_id + offset
                     hit = cached.get(norm)
+                    row: tuple[Any, ...] = (item_id, pos, url, norm)
+                    if carried is not None:
+                        row = (*row, carried[offset])
                     if hit:
-                        cached_rows.append((item_id, pos, url, norm))
+                        cached_rows.append(row)
                         bulk = hit.pop("bulk", None)
                         if bulk is not None:
                             bulk_rows.append((item_id, bulk))
@@ -115,12 +126,13 @@ class SubmitMixin:
                             {**hit, "item_id": item_id, "batch_id": batch_id, "cached": True}
                         )
                     else:
-                        queued_rows.append((item_id, pos, url, norm))
+                        queued_rows.append(row)
                         queued.append((item_id, 1))
                 common = dict(batch_id=batch_id, attempts=1, tries=0, submitted_at=now)
-                await self._bulk.insert(conn, table_of(ItemRow), _ITEM_ROW, queued_rows,
+                names = _ITEM_ROW if carried is None else _ITEM_ROW_CARRIED
+                await self._bulk.insert(conn, table_of(ItemRow), names, queued_rows,
                                         dict(common, status="queued", cached=False))
-                await self._bulk.insert(conn, table_of(ItemRow), _ITEM_ROW, cached_rows,
+                await self._bulk.insert(conn, table_of(ItemRow), names, cached_rows,
                                         dict(common, status="done", cached=True,
                                              finished_at=now, duration_s=0.0))
                 for i in range(0, len(results), 2000):
