@@ -74,7 +74,8 @@ class BenchEnv:
     def settings(self, **over: Any) -> dict[str, Any]:
         """Keyword settings for ``Workbench(...)``."""
         kw: dict[str, Any] = {
-            "data_dir": str(self.data_dir), "queue_name": self.queue_name, "log_level": "warning"
+            "data_dir": str(self.data_dir), "queue_name": self.queue_name, "log_level": "warning",
+            "block_private_addresses": False,  # the benchmark sites are on loopback
         }
         kw.update({k.lower(): v for k, v in self.extra.items()})
         kw.update(over)
@@ -88,6 +89,7 @@ class BenchEnv:
             WORKBENCH_QUEUE_NAME=self.queue_name,
             WORKBENCH_LOG_FORMAT="json",
             WORKBENCH_LOG_LEVEL="warning",
+            WORKBENCH_BLOCK_PRIVATE_ADDRESSES="false",  # the benchmark sites are on loopback
             PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
         )
         env.update({f"WORKBENCH_{k.upper()}": v for k, v in self.extra.items()})

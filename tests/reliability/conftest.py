@@ -41,6 +41,8 @@ FAST_SETTINGS: dict[str, str] = {
     "SHUTDOWN_GRACE_S": "1",
     "LOG_FORMAT": "json",
     "LOG_LEVEL": "info",
+    # the hostile test sites are on loopback: allowed explicitly (the guard is on by default)
+    "BLOCK_PRIVATE_ADDRESSES": "false",
 }
 
 # Pipelines the worker subprocesses import (--pipelines relpipes) and the client submits to.

@@ -23,60 +23,32 @@ map to ARQ's job words, in ``workbench.api.seed``; the request and response mode
 ``workbench.api.models``. Their order here is the OpenAPI document's, which a test keeps equal to
 ``tests/surfaces/openapi.json``.
 
-With ``WORKBENCH_API_TOKEN`` set, every request (docs and schema included) needs
-``Authorization: Bearer <token>``; otherwise 401. The comparison is constant-time.
+With ``WORKBENCH_API_TOKEN`` set, every request (the schema included) needs
+``Authorization: Bearer <token>``; otherwise 401. The comparison is constant-time. Without a
+token, only requests to localhost or a loopback address are answered (DNS rebinding). Request
+bodies are capped (413) and so are the URLs of one ``POST /batches`` (422); a 422 repeats at
+most a clipped copy of the input. All of that is ``workbench.api.guards``; ``/docs`` (Swagger UI
+served from this machine, asking for the token itself) is ``workbench.api.docs``.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request, Security
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 
-from workbench.api import batches, seed
+from workbench.api import batches, docs, seed
 from workbench.api.deps import WorkbenchHolder
+from workbench.api.guards import BearerAuth, BodyLimit, LocalHostOnly, clean_text, echo
 from workbench.api.models import unprocessable
 from workbench.client.workbench import Workbench
 from workbench.core.errors import BatchNotFoundError, InvalidInputError, ServiceError
 from workbench.core.version import __version__
-
-
-# ============================================================================ auth
-class _BearerAuth:
-    """Pure ASGI middleware: every HTTP request needs the bearer token when one is configured."""
-
-    def __init__(self, app: Any, holder: WorkbenchHolder):
-        self.app = app
-        self.holder = holder
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            token = self.holder.get().settings.api_token
-            if token and not _token_ok(scope, token):
-                response = JSONResponse(
-                    {"detail": "missing or wrong bearer token (Authorization: Bearer <token>)"},
-                    status_code=401, headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def _token_ok(scope: dict[str, Any], token: str) -> bool:
-    value = b""
-    for name, v in scope.get("headers", []):
-        if name == b"authorization":
-            value = v
-            break
-    scheme, _, given = value.partition(b" ")
-    if scheme.lower() != b"bearer":
-        given = b""
-    return hmac.compare_digest(given.strip(), token.encode())
 
 
 # ============================================================================ errors
@@ -91,6 +63,18 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
 async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": [unprocessable(["body"], str(exc), "invalid_input")]},
                         status_code=422)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, repeating only a clipped copy of each input (``guards.echo``)."""
+    assert isinstance(exc, RequestValidationError)
+    detail = []
+    for error in exc.errors():
+        entry = {k: v for k, v in error.items() if k not in ("input", "url")}
+        if "input" in error:
+            entry["input"] = echo(error["input"])
+        detail.append(entry)
+    return JSONResponse({"detail": clean_text(jsonable_encoder(detail))}, status_code=422)
 
 
 # ============================================================================ the app
@@ -116,14 +100,21 @@ def create_app(wb_factory: Callable[[], Workbench] | None = None) -> FastAPI:
         lifespan=lifespan,
         # documents the bearer scheme; the middleware enforces it on every request
         dependencies=[Security(bearer)],
+        # our own /docs: local assets, and a page that asks for the token (api.docs)
+        docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
     )
-    app.add_middleware(_BearerAuth, holder=holder)
+    # the last added runs first: the Host check, then the token, then the body's size
+    app.add_middleware(BodyLimit, holder=holder)
+    app.add_middleware(BearerAuth, holder=holder, public=docs.is_public)
+    app.add_middleware(LocalHostOnly, holder=holder)
     app.state.workbench_holder = holder  # what get_workbench hands to the routes
 
     app.add_exception_handler(BatchNotFoundError, _not_found)
     app.add_exception_handler(ServiceError, _unavailable)
     app.add_exception_handler(InvalidInputError, _invalid_input)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
 
     app.include_router(batches.router)  # /batches
     app.include_router(seed.router)  # /analyses and /jobs
+    docs.add_docs(app, holder)  # /docs, not in the schema
     return app

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from workbench.api.deps import get_workbench
+from workbench.api.guards import echo
 from workbench.api.models import (
     NOT_FOUND,
     BatchCreated,
@@ -29,6 +30,7 @@ from workbench.api.models import (
     ItemsPage,
     ItemStatusName,
     Requeued,
+    check_request,
     format_job_id,
     input_error,
 )
@@ -43,6 +45,7 @@ router = APIRouter()
 @router.post("/batches", status_code=201, response_model=BatchCreated, tags=["batches"])
 async def create_batch(body: BatchIn, wb: Workbench = Depends(get_workbench)) -> dict[str, Any]:
     """Submit a batch; 422 names each invalid URL (or skips them with on_invalid=skip)."""
+    check_request(wb.settings, urls=len(body.urls), params=body.params)
     try:
         batch = await wb.submit(
             body.urls, pipeline=body.pipeline, params=body.params, name=body.name,
@@ -55,7 +58,7 @@ async def create_batch(body: BatchIn, wb: Workbench = Depends(get_workbench)) ->
         "batch_id": batch.id, "items": batch.total,
         "status": counts.state.value,
         "cached": batch.cached,
-        "invalid": [{"position": p, "entry": jsonable(e), "reason": r}
+        "invalid": [{"position": p, "entry": echo(jsonable(e)), "reason": r}
                     for p, e, r in batch.invalid],
     }
 

@@ -2,16 +2,23 @@
 draws the OpenAPI schema from them), path parameters, job ids (``"<item>:<attempt>"``) and the
 422 body for our input errors, in FastAPI's validation-error shape. Shared by ``workbench.api.app``
 (the error handlers), ``workbench.api.batches`` and ``workbench.api.seed`` (analyses, jobs).
+
+Every text field refuses a lone surrogate (``"\ud800"``: valid in a JSON string, not text) with
+a 422 naming the field, and ``notify`` is checked as strictly as the client checks it
+(``workbench.notify.email.parse_recipients``). ``check_request`` holds what depends on the
+server's settings: at most ``WORKBENCH_API_MAX_URLS`` URLs a request, and ``params.embed_model``
+naming only a configured model (never a path of the caller's choosing).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException, Path
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
+from workbench.api.guards import echo, has_surrogate
 from workbench.client.export import jsonable
 from workbench.core.errors import (
     EmptyBatchError,
@@ -20,6 +27,8 @@ from workbench.core.errors import (
     InvalidURLError,
     UnknownPipelineError,
 )
+from workbench.core.settings import Settings
+from workbench.notify.email import normalize_notify
 
 JOB_ID_PATTERN = r"^[0-9]{1,18}:[0-9]{1,9}$"
 BATCH_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,40}$"
@@ -33,22 +42,51 @@ class Problem(BaseModel):
     detail: str
 
 
+def _text(v: str) -> str:
+    if has_surrogate(v):
+        raise ValueError("contains a lone surrogate (such as \\ud800): not valid Unicode text")
+    return v
+
+
+#: a string that is valid text (no lone surrogate); the OpenAPI schema is that of ``str``
+Text = Annotated[str, AfterValidator(_text)]
+
+
 def _check_email(v: str | None) -> str | None:
-    if v is not None and "@" not in v:
-        raise ValueError("must be an email address")
+    try:
+        return normalize_notify(v)
+    except ValueError as exc:
+        raise ValueError(f"must be email addresses: {exc}") from None
+
+
+def _check_params(v: dict[str, Any] | None) -> dict[str, Any] | None:
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, str) and has_surrogate(value):
+            raise ValueError(f"{path} contains a lone surrogate (such as \\ud800)")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(key, f"{path} key")
+                walk(item, f"{path}[{echo(str(key))!r}]")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+
+    walk(v, "params")
     return v
 
 
 class BatchIn(BaseModel):
-    urls: list[str] = Field(..., min_length=1, description="http(s) URLs; duplicates folded")
-    pipeline: str = Field("article", min_length=1, max_length=100)
+    urls: list[Text] = Field(..., min_length=1, description="http(s) URLs; duplicates folded")
+    pipeline: Text = Field("article", min_length=1, max_length=100)
     params: dict[str, Any] | None = None
-    name: str | None = Field(None, max_length=200)
-    notify: str | None = Field(None, max_length=320, description="email when the batch completes")
+    name: Text | None = Field(None, max_length=200)
+    notify: Text | None = Field(None, max_length=320,
+                                description="email when the batch completes")
     refresh: bool = False
     on_invalid: Literal["raise", "skip"] = "raise"
 
     _email = field_validator("notify")(_check_email)
+    _params = field_validator("params")(_check_params)
 
 
 class InvalidEntry(BaseModel):
@@ -128,13 +166,14 @@ class Cancelled(BaseModel):
 
 
 class AnalysisIn(BaseModel):
-    url: str = Field(..., description="one http(s) URL")
-    pipeline: str = Field("article", min_length=1, max_length=100)
+    url: Text = Field(..., description="one http(s) URL")
+    pipeline: Text = Field("article", min_length=1, max_length=100)
     params: dict[str, Any] | None = None
     refresh: bool = False
-    notify: str | None = Field(None, max_length=320)
+    notify: Text | None = Field(None, max_length=320)
 
     _email = field_validator("notify")(_check_email)
+    _params = field_validator("params")(_check_params)
 
 
 class AnalysisCreated(BaseModel):
@@ -211,8 +250,28 @@ def unprocessable(loc: list[Any], msg: str, kind: str, value: Any = None) -> dic
     """One entry of a 422 ``detail`` list, as FastAPI writes its own validation errors."""
     out: dict[str, Any] = {"loc": loc, "msg": msg, "type": kind}
     if value is not None:
-        out["input"] = jsonable(value)
+        out["input"] = echo(jsonable(value))  # clipped: a 422 never repeats a huge input
     return out
+
+
+def check_request(settings: Settings, *, urls: int, params: dict[str, Any] | None) -> None:
+    """What the server's settings allow one request: 422 beyond ``api_max_urls`` URLs, or for
+    an ``embed_model`` param that is not one of the configured models."""
+    if urls > settings.api_max_urls:
+        raise HTTPException(422, detail=[unprocessable(
+            ["body", "urls"],
+            f"{urls} URLs; at most {settings.api_max_urls} per request "
+            "(WORKBENCH_API_MAX_URLS): send several requests, or submit a file with "
+            "python -m workbench submit", "too_many_urls")])
+    model = (params or {}).get("embed_model")
+    if model is not None and model not in settings.allowed_embed_models:
+        allowed = settings.allowed_embed_models
+        raise HTTPException(422, detail=[unprocessable(
+            ["body", "params", "embed_model"],
+            "through the API, embed_model must name a configured model ("
+            + (", ".join(repr(m) for m in allowed) if allowed
+               else "none is: set WORKBENCH_EMBED_MODEL or WORKBENCH_EMBED_MODELS")
+            + ")", "unknown_embed_model", model)])
 
 
 def input_error(exc: InvalidInputError, url_loc: list[Any], single: bool = False) -> HTTPException:
@@ -225,7 +284,9 @@ def input_error(exc: InvalidInputError, url_loc: list[Any], single: bool = False
     elif isinstance(exc, UnknownPipelineError):
         detail = [unprocessable(["body", "pipeline"], str(exc), "unknown_pipeline")]
     elif isinstance(exc, InvalidParamsError):
-        detail = [unprocessable(["body", "params"], str(exc), "invalid_params")]
+        detail = [unprocessable(["body", "params", *([name] if name != "(params)" else [])],
+                                msg, "invalid_params") for name, msg in exc.fields]
+        detail = detail or [unprocessable(["body", "params"], str(exc), "invalid_params")]
     elif isinstance(exc, EmptyBatchError):
         detail = [unprocessable(url_loc, str(exc), "empty_batch")]
     else:

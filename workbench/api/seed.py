@@ -40,6 +40,7 @@ from workbench.api.models import (
     JobStatus,
     Problem,
     Reprocessed,
+    check_request,
     format_job_id,
     input_error,
     parse_job_id,
@@ -70,6 +71,7 @@ async def create_analysis(
     body: AnalysisIn, wb: Workbench = Depends(get_workbench)
 ) -> dict[str, Any]:
     """Analyse one URL (a batch of one). Poll ``GET /jobs/{job_id}``."""
+    check_request(wb.settings, urls=1, params=body.params)
     try:
         batch = await wb.submit([body.url], pipeline=body.pipeline, params=body.params,
                                 name="analysis", refresh=body.refresh, notify=body.notify)

@@ -37,8 +37,10 @@ async def run_demo(args: argparse.Namespace) -> int:
     started_redis = server is not None and not await asyncio.to_thread(server.is_running)
     cpu = max(1, min(2, os.cpu_count() or 1))
     t0 = time.monotonic()
-    # quick automatic retries so the demo's broken routes settle in a few seconds
-    wb = open_workbench(retry_backoff_s=0.2, retry_backoff_max_s=1.0)
+    # quick automatic retries so the demo's broken routes settle in a few seconds; the sample
+    # site is on loopback, which the address guard refuses unless allowed: allowed here only
+    wb = open_workbench(retry_backoff_s=0.2, retry_backoff_max_s=1.0,
+                        block_private_addresses=False)
     try:
         async with serve_sample_site() as site:
             err(f"sample site: {len(site.article_urls())} articles and "

@@ -31,6 +31,7 @@ from workbench.core.errors import (
 from workbench.core.settings import Settings, load_settings
 from workbench.core.urls import check_urls
 from workbench.ledger.store import Ledger, NewBatch
+from workbench.notify.email import normalize_notify
 from workbench.pipeline.registry import get_pipeline, load_pipeline_modules
 from workbench.queue import QueueRedis
 from workbench.queue import jobs as queue
@@ -127,12 +128,15 @@ class Workbench:
             clean_params = codec.check_json_object(params)
         except ValueError as exc:
             raise InvalidParamsError(str(exc)) from None
+        spec.check_params(clean_params)  # before the URLs: a wrong param fails fast
         if on_invalid not in ("raise", "skip"):
             raise InvalidInputError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
         if name is not None and (not isinstance(name, str) or len(name) > 200):
             raise InvalidInputError("name must be a string of at most 200 characters")
-        if notify is not None and (not isinstance(notify, str) or "@" not in notify):
-            raise InvalidInputError(f"notify must be an email address, got {notify!r}")
+        try:  # strict: plain addresses, at most notify.email.MAX_RECIPIENTS, no line breaks
+            notify = normalize_notify(notify)
+        except ValueError as exc:
+            raise InvalidInputError(f"notify: {exc}") from None
         if table:
             read = await asyncio.to_thread(carried.read_table, urls, url_column=url_column or "url",
                                            columns=columns)
@@ -187,7 +191,9 @@ class Workbench:
     ) -> Batch:
         """Record a batch of checked ``(position, url, normalized url)`` entries and queue its
         items: the step ``submit`` and ``Batch.rerun`` share. Prefer those; this is for tools
-        built on Workbench that validate their own input."""
+        built on Workbench that validate their own input. The params are checked against the
+        pipeline's declared params here, so every way of making a batch checks them."""
+        get_pipeline(spec.pipeline).check_params(spec.params)
         ledger = await self.open_ledger()
         outcome = await ledger.create_batch(spec, entries, use_cache=use_cache, carried=carried)
         try:

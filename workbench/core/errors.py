@@ -85,7 +85,14 @@ class UnknownPipelineError(InvalidInputError):
 
 
 class InvalidParamsError(InvalidInputError):
-    """Pipeline params are not a JSON object."""
+    """Pipeline params are not a JSON object, or not what the pipeline declares.
+
+    ``fields`` lists ``(param, reason)`` for each param the pipeline's declaration refused.
+    """
+
+    def __init__(self, message: str, fields: Sequence[tuple[str, str]] = ()):
+        super().__init__(message)
+        self.fields = list(fields)
 
 
 class EmptyBatchError(InvalidInputError):

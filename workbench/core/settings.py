@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workbench.core.errors import SettingsError
@@ -83,7 +83,10 @@ class Settings(BaseSettings):
     per_host_max_delay_s: float = Field(60.0, gt=0)
     retry_after_max_s: float = Field(120.0, ge=0)
     obey_robots: bool = True  # robots.txt (RFC 9309) and its Crawl-delay; false opts out
-    block_private_addresses: bool = False
+    # Refuse to connect to loopback, private, link-local and other non-public addresses (the
+    # resolved address, every redirect hop; netguard.py). False is the opt-out for intranet
+    # crawls; the demo, the sample site and the tests pass it explicitly.
+    block_private_addresses: bool = True
     # A PEM file of extra CAs (an institution's, a TLS-inspecting gateway's), trusted on top of
     # the OS store (pipeline/fetch/tls.py says why that store and not certifi or truststore).
     ca_bundle: Path | None = None
@@ -92,16 +95,25 @@ class Settings(BaseSettings):
     # -- extraction and analysis --
     extract_processes: int | None = Field(None, ge=1, le=256)
     embed_model: str | None = None  # local path of a model2vec model
+    # further models an API caller may name in params.embed_model (comma-separated specs);
+    # through the API only these and embed_model are accepted, never an arbitrary path
+    embed_models: str = ""
     llm_url: str | None = None  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
     llm_model: str | None = None
-    llm_api_key: str | None = None
+    llm_api_key: SecretStr | None = None
     llm_requests_per_minute: float = Field(60.0, gt=0)
     llm_max_tokens: int = Field(512, ge=1)
     llm_timeout_s: float = Field(60.0, gt=0)
 
     # -- service surfaces --
-    api_token: str | None = None
+    api_token: SecretStr | None = None
+    # what one API request may bring: its body (413 beyond) and the URLs of POST /batches
+    # (422 beyond); a larger submission is a file through the CLI, or several requests
+    api_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    api_max_urls: int = Field(100_000, ge=1)
     smtp_url: str | None = None
+    # smtp:// with user:password sends them in clear text; refused unless this is true
+    smtp_allow_insecure_auth: bool = False
     smtp_from: str = "workbench@localhost"
     smtp_timeout_s: float = Field(30.0, gt=0)
     smtp_max_tries: int = Field(4, ge=1, le=20)  # transient SMTP failures: tries with backoff
@@ -130,11 +142,13 @@ class Settings(BaseSettings):
             return None
         parts = urlsplit(v)
         if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"must be redis://, rediss:// or unix:// URL, got {v!r}")
+            raise ValueError(
+                f"must be redis://, rediss:// or unix:// URL, got {_mask_password(v)!r}"
+            )
         if parts.scheme == "unix" and not parts.path:
             raise ValueError("a unix:// URL needs a socket path, e.g. unix:///tmp/redis.sock?db=0")
         if parts.scheme != "unix" and not parts.hostname:
-            raise ValueError(f"has no host: {v!r}")
+            raise ValueError(f"has no host: {_mask_password(v)!r}")
         return v
 
     @field_validator("redis_server")
@@ -195,6 +209,30 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) base URL such as http://127.0.0.1:8000/v1")
         return v.rstrip("/")
 
+    @field_validator("api_token", "llm_api_key", mode="before")
+    @classmethod
+    def _check_secret(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None  # unset, as an empty variable means
+        return v
+
+    @field_validator("embed_models")
+    @classmethod
+    def _check_embed_models(cls, v: str) -> str:
+        return ",".join(m.strip() for m in v.split(",") if m.strip())
+
+    @model_validator(mode="after")
+    def _check_smtp_auth(self) -> Settings:
+        if self.smtp_url and not self.smtp_allow_insecure_auth:
+            parts = urlsplit(self.smtp_url)
+            if parts.scheme == "smtp" and (parts.username or parts.password):
+                raise ValueError(
+                    "smtp_url: smtp:// with a user and password would send them in clear text; "
+                    "use smtps:// or smtp+starttls://, or set WORKBENCH_SMTP_ALLOW_INSECURE_AUTH="
+                    "true for a server on a trusted network"
+                )
+        return self
+
     @field_validator("pipelines")
     @classmethod
     def _check_pipelines(cls, v: str) -> str:
@@ -205,6 +243,22 @@ class Settings(BaseSettings):
         return ",".join(mods)
 
     # -- derived values --
+    @property
+    def api_token_value(self) -> str | None:
+        """The API token itself (``api_token`` is a ``SecretStr``: masked in reprs and dumps)."""
+        return self.api_token.get_secret_value() if self.api_token else None
+
+    @property
+    def llm_api_key_value(self) -> str | None:
+        """The LLM API key itself (``llm_api_key`` is a ``SecretStr``)."""
+        return self.llm_api_key.get_secret_value() if self.llm_api_key else None
+
+    @property
+    def allowed_embed_models(self) -> list[str]:
+        """The models an API caller may name: ``embed_model`` and ``embed_models``."""
+        named = [self.embed_model] if self.embed_model else []
+        return named + [m for m in self.embed_models.split(",") if m and m not in named]
+
     @property
     def pipeline_modules(self) -> list[str]:
         return [m for m in self.pipelines.split(",") if m]
@@ -230,19 +284,35 @@ class Settings(BaseSettings):
     def describe(self) -> dict[str, Any]:
         """Settings with secrets masked, for logs and reprs."""
         out = self.model_dump()
-        for key in ("api_token", "llm_api_key"):
+        for key in _SECRET_FIELDS:
             if out.get(key):
                 out[key] = "***"
-        for key in ("database_url", "redis_url", "smtp_url"):
+        for key in _URL_FIELDS:
             if out.get(key):
                 out[key] = _mask_password(out[key])
         return out
 
+    def __repr_args__(self) -> Any:
+        # repr(settings) masks the passwords in URLs (SecretStr already masks the secrets)
+        for key, value in super().__repr_args__():
+            if key in _URL_FIELDS and isinstance(value, str):
+                value = _mask_password(value)
+            yield key, value
+
+
+_SECRET_FIELDS = ("api_token", "llm_api_key")
+_URL_FIELDS = ("database_url", "redis_url", "smtp_url")
+
 
 def _mask_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # a malformed URL (a bad port, a stray bracket): mask all userinfo
+        head, sep, rest = url.partition("://")
+        return f"{head}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+    if password:
+        return url.replace(f":{password}@", ":***@", 1)
     return url
 
 
@@ -275,7 +345,10 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "?"
+            name = ".".join(str(p) for p in err["loc"])
+            if not name:  # a check of several settings together names them in its message
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
             source = "keyword argument" if name in overrides else f"{ENV_PREFIX}{name.upper()}"
             problems.append(f"{name} ({source}): {err['msg']}")
         raise SettingsError("invalid setting(s): " + "; ".join(problems)) from None

@@ -5,6 +5,14 @@ replies) are retried with exponential backoff (``core.backoff``, no jitter: ``ba
 per try); a permanent failure (5xx: recipient or sender refused, authentication failed, STARTTLS
 not offered) raises ``PermanentSmtpError`` at once. What happens to the batch's claim after a
 failure is ``workbench.notify.notifier``'s business.
+
+Recipients (``parse_recipients``) are checked strictly when a batch is submitted, and again
+before sending: plain ASCII addresses (``local@domain.tld``, no display names, no quoted or
+commented forms), separated by commas, semicolons or spaces, at most ``MAX_RECIPIENTS``. What
+could smuggle a header or a second envelope recipient (CR, LF, ``<``, ``>``, a quote) fails
+the check, so ``"a@b.org\r\nBcc: x@y"`` is an error, not two recipients. Credentials are never
+sent over a plain connection: ``smtp://user:pass@`` is refused unless
+``WORKBENCH_SMTP_ALLOW_INSECURE_AUTH`` says the network is trusted.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import math
+import re
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,9 +36,12 @@ from workbench.notify.summary import BatchSummary
 log = structlog.get_logger("workbench.notify.email")
 
 __all__ = [
+    "MAX_RECIPIENTS",
     "PermanentSmtpError",
     "SmtpTarget",
     "compose_email",
+    "normalize_notify",
+    "parse_recipients",
     "parse_smtp_url",
     "recipients_of",
     "send_email",
@@ -106,9 +118,73 @@ def _domain_of(address: str) -> str:
     return addr.rpartition("@")[2] or "localhost"
 
 
+#: recipients of one batch's email: a lab list, not a mailing list
+MAX_RECIPIENTS = 10
+_MAX_ADDRESS = 254  # RFC 5321's path limit
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LOCAL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_SEPARATORS = re.compile(r"[,;\s]+")
+
+
+def _check_address(address: str) -> str | None:
+    """Why ``address`` is not a plain ``local@domain`` address, or None if it is."""
+    if len(address) > _MAX_ADDRESS:
+        return f"longer than {_MAX_ADDRESS} characters"
+    if not address.isascii() or not address.isprintable():
+        return "only plain ASCII addresses, without control characters, are accepted"
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        return "is not an email address (local@domain)"
+    if len(local) > 64 or not _LOCAL.fullmatch(local):
+        return f"has an invalid part before the @ ({local!r})"
+    labels = domain.rstrip(".").split(".")
+    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+        return f"has an invalid domain ({domain!r}: expected a name such as example.org)"
+    return None
+
+
+def parse_recipients(notify: str, *, limit: int = MAX_RECIPIENTS) -> list[str]:
+    """The addresses of a ``notify`` value: ``"a@b.org, c@d.org"`` -> both, in order, each once.
+
+    Raises ``ValueError`` saying what is wrong: an invalid address (naming it), none at all, or
+    more than ``limit``."""
+    if not isinstance(notify, str):
+        raise ValueError(f"must be a string of email addresses, got {type(notify).__name__}")
+    if "\r" in notify or "\n" in notify:
+        raise ValueError("must not contain line breaks (one line of addresses)")
+    found: list[str] = []
+    for address in _SEPARATORS.split(notify.strip()):
+        if not address:
+            continue
+        problem = _check_address(address)
+        if problem:
+            shown = address if len(address) <= 80 else address[:80] + "…"
+            raise ValueError(f"{shown!r} {problem}")
+        if address.lower() not in (a.lower() for a in found):
+            found.append(address)
+        if len(found) > limit:
+            raise ValueError(f"at most {limit} recipients per batch")
+    if not found:
+        raise ValueError("no email address given")
+    return found
+
+
+def normalize_notify(notify: str | None) -> str | None:
+    """The value stored with a batch: its recipients joined by ``", "`` (None stays None).
+    Raises ``ValueError`` like ``parse_recipients``."""
+    if notify is None:
+        return None
+    return ", ".join(parse_recipients(notify))
+
+
 def recipients_of(notify: str) -> list[str]:
-    """``"a@b.org, c@d.org"`` -> both addresses."""
-    return [a for _, a in email.utils.getaddresses([notify]) if "@" in a]
+    """``"a@b.org, c@d.org"`` -> both addresses; none if the value is not valid (a batch
+    recorded before addresses were checked strictly)."""
+    try:
+        return parse_recipients(notify)
+    except ValueError:
+        return []
 
 
 # ---------------------------------------------------------------------------- SMTP
@@ -127,10 +203,11 @@ class SmtpTarget:
         return f"SmtpTarget({mode}://{user}{self.hostname}:{self.port})"
 
 
-def parse_smtp_url(url: str) -> SmtpTarget:
+def parse_smtp_url(url: str, *, allow_insecure_auth: bool = False) -> SmtpTarget:
     """``smtp://host:port`` (plain, default port 25), ``smtps://host:port`` (implicit TLS, 465),
     ``smtp+starttls://user:pass@host:port`` (STARTTLS, 587). User and password are
-    percent-decoded."""
+    percent-decoded; with ``smtp://`` they are refused (``PermanentSmtpError``: they would
+    cross the network in clear text) unless ``allow_insecure_auth``."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     defaults = {"smtp": 25, "smtps": 465, "smtp+starttls": 587}
@@ -138,6 +215,11 @@ def parse_smtp_url(url: str) -> SmtpTarget:
         raise ValueError(
             "WORKBENCH_SMTP_URL must look like smtp://host:port, smtps://host:port or "
             "smtp+starttls://user:pass@host:port"
+        )
+    if scheme == "smtp" and (parts.username or parts.password) and not allow_insecure_auth:
+        raise PermanentSmtpError(
+            "refusing to send SMTP credentials over a plain connection: use smtps:// or "
+            "smtp+starttls://, or set WORKBENCH_SMTP_ALLOW_INSECURE_AUTH=true"
         )
     return SmtpTarget(
         hostname=parts.hostname,

@@ -61,7 +61,9 @@ async def deliver_notification(
     try:
         if not settings.smtp_url:
             raise PermanentSmtpError("WORKBENCH_SMTP_URL is not set")
-        target = parse_smtp_url(settings.smtp_url)
+        target = parse_smtp_url(
+            settings.smtp_url, allow_insecure_auth=settings.smtp_allow_insecure_auth
+        )
         summary = await summarize_batch(ledger, batch_id)
         to = recipients_of(summary.notify or "")
         if not to:

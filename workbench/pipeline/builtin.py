@@ -10,13 +10,19 @@
 ``llm_prompt``     a template with ``{title}``, ``{text}``, ``{url}``, ``{language}``,
                    ``{description}``: adds ``llm_answer``, ``llm_model``, ``llm_usage``
 ``llm_max_chars``  characters of text given to the LLM (default 6000)
+``embed``          true: add ``embedding`` with WORKBENCH_EMBED_MODEL (default false)
 =================  =====================================================================
+
+Each pipeline declares its params (``ArticleParams``, ``LinksParams``, ``NoParams``), so
+``submit`` refuses a wrong one at once; the worker checks them again when it runs an item.
 """
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urljoin, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.core.errors import PermanentError
 from workbench.pipeline.context import Context
@@ -26,6 +32,30 @@ from workbench.pipeline.text.article import extract_and_analyse_page
 
 _DOC_FIELDS = ("title", "author", "date", "sitename", "description", "language", "categories",
                "tags", "hostname", "image")
+
+
+class NoParams(BaseModel):
+    """A pipeline that takes no params: any param is a mistake worth reporting."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ArticleParams(NoParams):
+    """``article``'s params (see the module docs)."""
+
+    max_keywords: int = Field(10, ge=0, le=100)
+    include_text: bool = True
+    min_chars: int = Field(50, ge=0, le=1_000_000)
+    embed: bool = False
+    embed_model: str | None = Field(None, min_length=1, max_length=4096)
+    llm_prompt: str | None = Field(None, max_length=100_000)
+    llm_max_chars: int = Field(6000, ge=100, le=1_000_000)
+
+
+class LinksParams(NoParams):
+    """``links``' params."""
+
+    max_links: int = Field(500, ge=0, le=100_000)
 
 
 def _int_param(params: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
@@ -38,7 +68,8 @@ def _int_param(params: dict[str, Any], name: str, default: int, lo: int, hi: int
     return value
 
 
-@pipeline("article", version="1", description="Main text, metadata, language, keywords, stats")
+@pipeline("article", version="1", description="Main text, metadata, language, keywords, stats",
+          params=ArticleParams)
 async def article(url: str, ctx: Context) -> dict[str, Any]:
     """Fetch, extract (trafilatura) and analyse one article page."""
     p = ctx.params
@@ -99,7 +130,8 @@ def _metadata(html: str, url: str) -> dict[str, Any]:
                                   "categories", "tags", "image", "hostname", "language")}
 
 
-@pipeline("metadata", version="1", description="Title, author, date and other metadata only")
+@pipeline("metadata", version="1", description="Title, author, date and other metadata only",
+          params=NoParams)
 async def metadata(url: str, ctx: Context) -> dict[str, Any]:
     """Cheap: page metadata without main-text extraction."""
     page = await ctx.fetch()
@@ -137,7 +169,8 @@ def _links(html: str, base_url: str, limit: int) -> dict[str, Any]:
     }
 
 
-@pipeline("links", version="1", description="Outgoing links: counts and the list")
+@pipeline("links", version="1", description="Outgoing links: counts and the list",
+          params=LinksParams)
 async def links(url: str, ctx: Context) -> dict[str, Any]:
     """The page's distinct http(s) links (``max_links`` param, default 500)."""
     limit = _int_param(ctx.params, "max_links", 500, 0, 100_000)

@@ -120,7 +120,10 @@ class LLMClient:
         self.model: str | None = getattr(settings, "llm_model", None)
         self.max_tokens: int = int(getattr(settings, "llm_max_tokens", 512))
         self.timeout_s: float = float(getattr(settings, "llm_timeout_s", 60.0))
-        self._api_key: str | None = getattr(settings, "llm_api_key", None)
+        key: Any = getattr(settings, "llm_api_key", None)  # a SecretStr in Settings
+        self._api_key: str | None = (
+            key.get_secret_value() if hasattr(key, "get_secret_value") else key
+        )
         self.limiter = RateLimiter(float(getattr(settings, "llm_requests_per_minute", 60.0)))
         self.max_attempts = max(1, max_attempts)
         self.backoff_base_s = backoff_base_s

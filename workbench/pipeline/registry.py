@@ -3,6 +3,12 @@
 Registration is per process (decorators run at import). Redefining a pipeline in a notebook cell
 replaces it. Without an explicit version, the version is derived from the function's source, so a
 changed notebook pipeline never reuses results cached for its old code.
+
+A pipeline may declare its params as a pydantic model (``@pipeline(..., params=Model)``):
+``submit`` checks them against it (``PipelineSpec.check_params``), so ``max_keywords: -5`` is an
+``InvalidParamsError`` (a 422 through the API) naming the param, not a failure of every item
+later. Declare ``model_config = ConfigDict(extra="forbid")`` to refuse unknown params too. A
+pipeline that declares nothing takes any JSON object.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workbench.core.errors import SettingsError, UnknownPipelineError
+from pydantic import BaseModel, ValidationError
+
+from workbench.core.errors import InvalidParamsError, SettingsError, UnknownPipelineError
 
 if TYPE_CHECKING:
     from workbench.pipeline.context import Context
@@ -31,9 +39,28 @@ class PipelineSpec:
     fn: PipelineFn
     description: str = ""
     module: str = ""
+    #: the declared params (a pydantic model), or None: any JSON object
+    params: type[BaseModel] | None = None
 
     def __repr__(self) -> str:
         return f"<pipeline {self.name!r} v{self.version} from {self.module}>"
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Raise ``InvalidParamsError`` naming each param the declaration refuses."""
+        if self.params is None:
+            return
+        try:
+            self.params.model_validate(params)
+        except ValidationError as exc:
+            fields = []
+            for err in exc.errors(include_url=False, include_input=False):
+                name = ".".join(str(p) for p in err["loc"]) or "(params)"
+                fields.append((name, err["msg"]))
+            raise InvalidParamsError(
+                f"invalid params for pipeline {self.name!r}: "
+                + "; ".join(f"{name}: {msg}" for name, msg in fields),
+                fields,
+            ) from None
 
 
 class Registry:
@@ -79,15 +106,22 @@ def _source_version(fn: Callable[..., Any]) -> str:
 
 
 def pipeline(
-    name: str, version: str | int | None = None, *, description: str | None = None
+    name: str,
+    version: str | int | None = None,
+    *,
+    description: str | None = None,
+    params: type[BaseModel] | None = None,
 ) -> Callable[[PipelineFn], PipelineFn]:
     """Register an async ``(url, ctx) -> dict`` function as a pipeline.
 
     ``version`` goes into every result's provenance and the cache key: bump it when the output
-    changes. Left out, it is a hash of the function's source.
+    changes. Left out, it is a hash of the function's source. ``params``: a pydantic model of
+    the params it takes, checked at submit.
     """
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise ValueError(f"pipeline name must be a non-empty string of at most 100 chars: {name!r}")
+    if params is not None and not (isinstance(params, type) and issubclass(params, BaseModel)):
+        raise TypeError(f"params of pipeline {name!r} must be a pydantic model class")
 
     def decorate(fn: PipelineFn) -> PipelineFn:
         if not inspect.iscoroutinefunction(fn):
@@ -100,6 +134,7 @@ def pipeline(
                 fn=fn,
                 description=description or (inspect.getdoc(fn) or "").split("\n")[0],
                 module=getattr(fn, "__module__", ""),
+                params=params,
             )
         )
         return fn

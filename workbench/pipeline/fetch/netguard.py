@@ -26,15 +26,42 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressCheck = Callable[[IPAddress], bool]
 
 
+# IPv6 ranges whose last 32 bits are an IPv4 address a gateway or the host's own stack connects
+# to (Python 3.11's ``is_global`` calls the first three global, so they must be unwrapped):
+_EMBEDDING_V4 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64, well-known prefix (RFC 6052)
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # SIIT, IPv4-translated (RFC 2765)
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible, deprecated (RFC 4291); :: and ::1 too
+)
+
+
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries, if any: IPv4-mapped (``::ffff:a.b.c.d``),
+    NAT64 (``64:ff9b::a.b.c.d``), 6to4 (``2002:AABB:CCDD::/48``), IPv4-translated
+    (``::ffff:0:a.b.c.d``) or IPv4-compatible (``::a.b.c.d``)."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in _EMBEDDING_V4):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return None
+
+
 def is_public_address(ip: IPAddress) -> bool:
     """True for a globally routable unicast address.
 
     ``is_global`` already excludes private, loopback, link-local, reserved, unspecified and
-    shared (CGNAT) ranges; multicast is excluded explicitly. IPv4-mapped IPv6 addresses
-    (``::ffff:127.0.0.1``) are judged by the IPv4 address they carry.
+    shared (CGNAT) ranges; multicast is excluded explicitly. An IPv6 address that carries an
+    IPv4 address (``embedded_ipv4``: mapped, NAT64, 6to4, translated, compatible) is judged by
+    that IPv4 address, since that is where a packet to it ends up: ``64:ff9b::127.0.0.1``
+    through a NAT64 gateway is 127.0.0.1 as surely as ``::ffff:127.0.0.1`` is.
     """
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    inner = embedded_ipv4(ip)
+    if inner is not None:
+        ip = inner
     return ip.is_global and not ip.is_multicast
 
 
