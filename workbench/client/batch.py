@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import structlog
 
-from workbench.client import carried, export, frames, reading
+from workbench.client import archive, carried, export, frames, reading
 from workbench.core import codec
 from workbench.core.errors import (
     EmptyBatchError,
@@ -52,7 +52,9 @@ class BatchOwner(Protocol):
     async def open_queue(self) -> QueueRedis: ...
     async def batches(self) -> pd.DataFrame: ...
     async def create_batch(
-        self, spec: NewBatch, entries: Sequence[tuple[int, str, str]], *, use_cache: bool
+        self, spec: NewBatch, entries: Sequence[tuple[int, str, str]], *, use_cache: bool,
+        invalid: Sequence[tuple[int, object, str]] = (),
+        carried: Sequence[str | None] | None = None,
     ) -> Batch: ...
 
 
@@ -283,6 +285,14 @@ class Batch:
             entries,
             use_cache=True,
         )
+
+    async def export_warc(self, path: str | os.PathLike[str] | BinaryIO) -> int:
+        """Write the pages this batch's done items analysed as a WARC/1.1 file (gzip per
+        record; ``client.archive``). Returns the number of response records written."""
+        info = {"pipeline": f"{self.pipeline} {self.pipeline_version}"}
+        if self.name:
+            info["batch-name"] = self.name
+        return await archive.export_warc(await self._wb.open_ledger(), self.id, path, info=info)
 
     def widget(self) -> BatchMonitor:
         """A live ipywidgets monitor of this batch."""

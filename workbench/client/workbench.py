@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import structlog
 
-from workbench.client import carried, frames
+from workbench.client import archive, carried, frames
 from workbench.client.batch import Batch
 from workbench.client.sync import SyncProxy, SyncRunner
 from workbench.core import codec
@@ -179,6 +179,31 @@ class Workbench:
             use_cache=not refresh,
             invalid=checked.invalid,
         )
+
+    async def submit_warc(
+        self,
+        paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        pipeline: str = "article",
+        params: dict[str, Any] | None = None,
+        name: str | None = None,
+        *,
+        notify: str | None = None,
+        max_payload_bytes: int | None = None,
+    ) -> Batch:
+        """Analyse the HTTP responses archived in WARC/WARC.gz files with no network request:
+        each usable record's page is stored and becomes an item carrying ``warc_file``,
+        ``warc_record_id`` and ``warc_offset``; skipped records (not HTML, revisits,
+        truncated, non-2xx) are listed in ``batch.invalid``. See ``workbench.client.archive``."""
+        try:
+            notify = normalize_notify(notify)
+        except ValueError as exc:
+            raise InvalidInputError(f"notify: {exc}") from None
+        read = await archive.read_warc(
+            await self.open_ledger(), paths, pipeline=pipeline, params=params, name=name,
+            notify=notify, max_payload_bytes=max_payload_bytes,
+        )
+        return await self.create_batch(read.spec, read.entries, use_cache=False,
+                                       invalid=read.skipped, carried=read.carried)
 
     async def create_batch(
         self,
