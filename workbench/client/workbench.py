@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import structlog
 
-from workbench.client import archive, carried, frames
+from workbench.client import archive, carried, discover, frames
 from workbench.client.batch import Batch
 from workbench.client.sync import SyncProxy, SyncRunner
 from workbench.core import codec
@@ -30,8 +30,11 @@ from workbench.core.errors import (
 )
 from workbench.core.settings import Settings, load_settings
 from workbench.core.urls import check_urls
+from workbench.inputs.feeds import FeedLimits
+from workbench.inputs.sitemaps import SitemapLimits
 from workbench.ledger.store import Ledger, NewBatch
 from workbench.notify.email import normalize_notify
+from workbench.pipeline.fetch.fetcher import Fetcher
 from workbench.pipeline.registry import get_pipeline, load_pipeline_modules
 from workbench.queue import QueueRedis
 from workbench.queue import jobs as queue
@@ -54,6 +57,7 @@ class Workbench:
         self._connect_lock: asyncio.Lock | None = None
         self._workers: list[tuple[Any, WorkerRuntime, asyncio.Task[None]]] = []
         self._sync: SyncProxy | None = None
+        self._fetcher: Fetcher | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ connections
@@ -205,6 +209,29 @@ class Workbench:
         return await self.create_batch(read.spec, read.entries, use_cache=False,
                                        invalid=read.skipped, carried=read.carried)
 
+    # ------------------------------------------------------------------ input documents
+    async def _input_fetcher(self) -> Fetcher:
+        if self._closed:
+            raise InvalidInputError("this Workbench is closed; create a new one")
+        if self._fetcher is None:
+            self._fetcher = discover.input_fetcher(self.settings, await self.open_queue())
+        return self._fetcher
+
+    async def sitemap_urls(
+        self, url: str, *, limits: SitemapLimits | None = None
+    ) -> pd.DataFrame:
+        """The page URLs a site's sitemaps list (``url``, ``lastmod``, ``sitemap``), following
+        sitemap indexes and gzipped sitemaps; given a site root (``https://site/``), the
+        ``Sitemap:`` lines of its robots.txt (else ``/sitemap.xml``). Fetched by Workbench's
+        polite fetcher (robots.txt, pacing shared with the workers, caps: ``limits``). The frame
+        is ``submit`` input: ``await wb.submit(df)`` carries ``lastmod`` and ``sitemap``."""
+        return await discover.sitemap_urls(await self._input_fetcher(), url, limits=limits)
+
+    async def feed_urls(self, url: str, *, limits: FeedLimits | None = None) -> pd.DataFrame:
+        """The entries of an RSS 2.0 or Atom feed (``url``, ``title``, ``published``), fetched
+        politely as ``sitemap_urls`` is; ``submit`` input as it is."""
+        return await discover.feed_urls(await self._input_fetcher(), url, limits=limits)
+
     async def create_batch(
         self,
         spec: NewBatch,
@@ -305,6 +332,9 @@ class Workbench:
         share it); ``stop_redis=True`` stops it too, for a notebook or script that owns its data
         dir. Nothing is lost either way: the queue is in its AOF and the ledger is the truth."""
         await self.stop_workers()
+        if self._fetcher is not None:
+            await self._fetcher.close()
+            self._fetcher = None
         if self._redis is not None:
             await self._redis.aclose(close_connection_pool=True)
             self._redis = None

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -240,9 +240,17 @@ class Fetcher:
 
     # -- fetching --
 
-    async def fetch(self, url: str) -> Page:
-        """Fetch ``url`` politely and return the page; raises PipelineError subclasses only."""
+    async def fetch(
+        self, url: str, *, accept: Collection[str] | None = None, max_bytes: int | None = None
+    ) -> Page:
+        """Fetch ``url`` politely and return the page; raises PipelineError subclasses only.
+
+        ``accept``: the media types to take instead of HTML, XHTML and plain text (the input
+        readers pass ``inputs.source.INPUT_CONTENT_TYPES`` for sitemaps and feeds; a body with no
+        Content-Type is then returned unsniffed); ``max_bytes``: the size cap instead of
+        ``max_page_bytes``. robots.txt, pacing, the address guard and timeouts are the same."""
         target = _check_url(url)
+        accepted = frozenset(accept) if accept is not None else None
         budget = _Budget(self.settings.fetch_timeout_s)
         redirects: list[str] = []
         jar: aiohttp.CookieJar | None = None
@@ -253,10 +261,11 @@ class Fetcher:
             self._check_literal(target)
             await self.politeness.check(target)  # robots.txt, every hop
             outcome = await self._exchange(
-                target, partial(self._handle, url=target), budget=budget, cookie=cookie
+                target, partial(self._handle, url=target, accept=accepted, max_bytes=max_bytes),
+                budget=budget, cookie=cookie,
             )
             if isinstance(outcome, _Final):
-                return await self._page(url, target, outcome, redirects)
+                return await self._page(url, target, outcome, redirects, sniff=accepted is None)
             # A redirect: check the next hop before taking it.
             redirects.append(str(target))
             if outcome.cookies:
@@ -276,7 +285,10 @@ class Fetcher:
             log.debug("fetch_redirect", url=str(target), to=str(nxt))
             target = nxt
 
-    async def _handle(self, resp: aiohttp.ClientResponse, url: URL) -> _Redirect | _Final:
+    async def _handle(
+        self, resp: aiohttp.ClientResponse, url: URL, *,
+        accept: frozenset[str] | None = None, max_bytes: int | None = None,
+    ) -> _Redirect | _Final:
         """Turn one response into a redirect to follow, a final body, or a typed error."""
         status = resp.status
         if 300 <= status < 400 and status != 304:
@@ -297,33 +309,45 @@ class Fetcher:
         if status >= 300:  # 304 (never asked for), other 4xx, nonsense above 599
             raise HTTPStatusError(status, f"{_status_text(resp)} from {url}")
         ctype = media_type(resp.headers.get("Content-Type"))
-        check_content_type(ctype, url)  # before downloading a PDF or a video
+        if accept is None:
+            check_content_type(ctype, url)  # before downloading a PDF or a video
+        elif ctype and ctype not in accept:
+            raise UnsupportedContent(
+                f"{url} has content type {ctype}; expected one of {', '.join(sorted(accept))}"
+            )
         check_content_encoding(resp.headers.get("Content-Encoding"), url)
-        body = await self._read_capped(resp, url)
+        body = await self._read_capped(resp, url, max_bytes)
         return _Final(status, resp.headers, body, datetime.now(UTC))
 
-    async def _read_capped(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
+    async def _read_capped(
+        self, resp: aiohttp.ClientResponse, url: URL, max_bytes: int | None = None
+    ) -> bytes:
         # The chunks are decoded (gzip, br...) as they arrive, so the cap counts decoded bytes; a
         # compressed Content-Length over the cap can only decode to more.
-        cap = self.settings.max_page_bytes
+        cap = self.settings.max_page_bytes if max_bytes is None else max_bytes
+        what = "max_page_bytes" if max_bytes is None else "max_bytes"
         if resp.content_length is not None and resp.content_length > cap:
             raise ResponseTooLarge(
                 f"{url} declares Content-Length {resp.content_length} bytes, "
-                f"over the {cap}-byte cap (max_page_bytes)"
+                f"over the {cap}-byte cap ({what})"
             )
         buf = bytearray()
         async for chunk in resp.content.iter_chunked(_CHUNK):
             buf += chunk
             if len(buf) > cap:
                 # Leaving the response context closes the connection: the rest is never read.
-                raise ResponseTooLarge(f"{url} sent more than the {cap}-byte cap (max_page_bytes)")
+                raise ResponseTooLarge(f"{url} sent more than the {cap}-byte cap ({what})")
         return bytes(buf)
 
-    async def _page(self, url: str, final: URL, res: _Final, redirects: list[str]) -> Page:
+    async def _page(
+        self, url: str, final: URL, res: _Final, redirects: list[str], *, sniff: bool = True
+    ) -> Page:
         if not res.body:
             raise EmptyResponse(f"{final} answered HTTP {res.status} with an empty body")
         raw_type = res.headers.get("Content-Type")
         ctype = media_type(raw_type)
+        if not ctype and not sniff:
+            ctype = "application/octet-stream"  # an input document: its reader judges the bytes
         if not ctype:
             if res.body[:1024].lstrip()[:5] == b"%PDF-":
                 raise UnsupportedContent(
