@@ -46,7 +46,16 @@ async def fill(
     tag = uuid.uuid4().hex[:8]
     batch = await wb.submit([f"http://h{i % 7}.example.org/{tag}/{i}" for i in range(n)],
                             pipeline="noop")
+    return await complete(wb, batch, data, page=page, failed=failed)
+
+
+async def complete(
+    wb: Workbench, batch: Batch, data: Callable[[int], Any], *, page: bool = True,
+    failed: int = 0,
+) -> Batch:
+    """Finish every item of a submitted batch as ``fill`` does."""
     ledger = wb.ledger
+    n = batch.total
     rows = await ledger.item_rows(batch.id)
     params_hash = (await ledger.batch_info(batch.id)).params_hash
     now = datetime.now(UTC)

@@ -17,7 +17,7 @@ from workbench import Workbench
 from workbench.client.export import iter_csv, iter_jsonl, stream_text
 from workbench.client.frames import result_columns
 
-from .conftest import article, fill
+from .conftest import article, complete, fill
 
 
 def _kinds(i: int) -> dict[str, Any]:
@@ -99,3 +99,37 @@ async def test_csv_of_nothing_has_its_header(wb: Workbench) -> None:
     text = "".join([p async for p in stream_text(no_chunks(), "csv",
                                                  result_columns(schema, schema))])
     assert text.startswith("item_id,url,final_url,") and text.count("\n") == 1
+
+
+async def test_carried_columns_travel_in_every_chunk(wb: Workbench, tmp_path: Path) -> None:
+    table = pd.DataFrame({
+        "url": [f"http://example.org/carried/{i}" for i in range(12)],
+        "label": [f"l{i}" for i in range(12)], "score": list(range(12)),
+        "title": ["clashes with a field"] * 12,
+    })
+    batch = await complete(wb, await wb.submit(table, url_column="url", pipeline="noop"),
+                           article)
+    whole = await batch.results()
+    assert list(whole.columns[:5]) == ["item_id", "url", "label", "score", "input_title"]
+    chunks = [df async for df in batch.iter_results(chunk_rows=5)]
+    assert all(list(c.columns) == list(whole.columns) for c in chunks)
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
+    text = "".join([p async for p in batch.export_text("csv", chunk_rows=5)])
+    assert text == "".join(iter_csv(whole))
+    assert await batch.to_parquet(tmp_path / "c.parquet", chunk_rows=5) == 12
+    f = pq.read_table(tmp_path / "c.parquet")
+    assert f.column_names == list(whole.columns)
+    assert f.schema.field("score").type == pa.int64()
+    assert f.column("label").to_pylist() == table["label"].tolist()
+
+
+async def test_export_text_of_nothing_and_of_a_projection(wb: Workbench) -> None:
+    empty = await wb.submit(["http://example.org/none"], pipeline="noop")
+    text = "".join([p async for p in empty.export_text("csv")])
+    assert text.startswith("item_id,url,final_url,") and text.count("\n") == 1
+    assert "".join([p async for p in empty.export_text("jsonl")]) == ""
+    batch = await fill(wb, 4, article)
+    lines = [json.loads(x) for x in "".join(
+        [p async for p in batch.export_text("jsonl", ["title"])]).splitlines()]
+    assert [x["title"] for x in lines] == [f"Article {i}" for i in range(4)]
+    assert "text" not in lines[0]

@@ -34,7 +34,7 @@ from workbench.api.models import (
     format_job_id,
     input_error,
 )
-from workbench.client.export import iter_csv, iter_jsonl, jsonable
+from workbench.client.export import jsonable
 from workbench.client.workbench import Workbench
 from workbench.core.errors import InvalidInputError
 from workbench.core.status import ITEM_STATUSES, Counts
@@ -138,14 +138,11 @@ async def results(
     wb: Workbench = Depends(get_workbench),
 ) -> StreamingResponse:
     """The done items' results, streamed: the pipeline's fields, then provenance."""
+    # read a chunk at a time while the response is sent: memory follows the chunk
     batch = await wb.get_batch(batch_id)
-    df = await batch.results()
-    if format == "csv":
-        body, media = iter_csv(df), "text/csv; charset=utf-8"
-    else:
-        body, media = iter_jsonl(df), "application/x-ndjson"
+    media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     return StreamingResponse(
-        body, media_type=media,
+        batch.export_text(format), media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{batch_id}.{format}"'},
     )
 

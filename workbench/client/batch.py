@@ -131,8 +131,25 @@ class Batch:
         whole batch up front); memory follows the chunk, not the batch."""
         reading.check_chunk_rows(chunk_rows)
         async for df in reading.iter_results(await self._wb.open_ledger(), self.id,
-                                             chunk_rows=chunk_rows, columns=columns):
+                                             chunk_rows=chunk_rows, columns=columns,
+                                             carried_columns=self.carried_columns):
             yield df
+
+    async def export_text(
+        self, fmt: str = "csv", columns: Sequence[str] | None = None, *,
+        chunk_rows: int = 20_000,
+    ) -> AsyncIterator[str]:
+        """The results as CSV (one header row) or JSONL text, a piece at a time, read
+        ``chunk_rows`` at a time: for a streamed response or file (``client.export``)."""
+        if fmt not in ("csv", "jsonl"):
+            raise InvalidInputError(f"format must be 'csv' or 'jsonl', got {fmt!r}")
+        ledger = await self._wb.open_ledger()
+        schemas = await reading.result_schemas(ledger, self.id, columns)
+        names = export.arrow_schema(*schemas, self.carried_columns).names
+        chunks = reading.iter_results(ledger, self.id, chunk_rows=chunk_rows, columns=columns,
+                                      schemas=schemas, carried_columns=self.carried_columns)
+        async for piece in export.stream_text(chunks, fmt, names):
+            yield piece
 
     async def iter_status(
         self, chunk_rows: int = 200_000, columns: Sequence[str] | None = None
@@ -166,8 +183,9 @@ class Batch:
         ledger = await self._wb.open_ledger()
         schemas = await reading.result_schemas(ledger, self.id, columns)
         chunks = reading.iter_results(ledger, self.id, chunk_rows=chunk_rows, columns=columns,
-                                      schemas=schemas)
-        return await export.write_parquet(chunks, export.arrow_schema(*schemas), path)
+                                      schemas=schemas, carried_columns=self.carried_columns)
+        schema = export.arrow_schema(*schemas, self.carried_columns)
+        return await export.write_parquet(chunks, schema, path)
 
     async def failures(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Failed items with ``error_type``, ``error_message``, ``retryable`` and traceback;

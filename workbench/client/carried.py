@@ -102,15 +102,22 @@ async def carried_frame(
 ) -> pd.DataFrame:
     """``item_id`` and the carried columns (by stored name) of the batch's items."""
     ids: list[int] = []
-    values: list[Any] = []
+    values: list[str | None] = []
     async for chunk in ledger.item_chunks(batch_id, columns=["carried"], statuses=statuses,
                                           chunk_rows=20_000):
         ids.extend(chunk["item_id"])
-        values.extend(json.loads(v) if v else {} for v in chunk["carried"])
-    names = [c.stored for c in columns]
+        values.extend(chunk["carried"])
+    return values_frame(ids, values, columns)
+
+
+def values_frame(
+    ids: Sequence[int], values: Sequence[str | None], columns: Sequence[CarriedColumn]
+) -> pd.DataFrame:
+    """``item_id`` and the carried columns (by stored name) from the items' ``carried`` JSON."""
+    decoded = [json.loads(v) if v else {} for v in values]
     data: dict[str, Any] = {"item_id": pd.array(ids, dtype="int64")}
-    for name in names:
-        data[name] = pd.Series([v.get(name) for v in values], dtype=object)
+    for name in [c.stored for c in columns]:
+        data[name] = pd.Series([v.get(name) for v in decoded], dtype=object)
     return pd.DataFrame(data)
 
 

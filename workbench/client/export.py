@@ -12,7 +12,8 @@ decided before the first row group, from the kinds of every field over the whole
 (nullable), numbers float64, booleans bool, strings string (large_string for bulky fields);
 lists of strings, integers, numbers or booleans are lists of that type, numpy arrays lists of
 float32 (float64 when their dtypes differ); anything else -- objects, nested or mixed lists, a
-field whose kind changes between results -- is its JSON text. Provenance has fixed types.
+field whose kind changes between results -- is its JSON text. Provenance has fixed types;
+carried columns (``client.carried``) the type of their input dtype (object: JSON text).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from workbench.inputs.tables import CarriedColumn
     from workbench.ledger.reads import ResultField, ResultSchema
 
 
@@ -144,13 +146,16 @@ async def stream_text(
             yield piece
 
 
-def arrow_schema(batch: ResultSchema, fields: ResultSchema) -> pa.Schema:
-    """The Parquet schema of a batch's results (the ``fields`` projected of the ``batch``),
-    decided up front by the rule in the module docstring. A column written as JSON text says
-    so in its metadata (``workbench.json``)."""
+def arrow_schema(
+    batch: ResultSchema, fields: ResultSchema, carried: Sequence[CarriedColumn] = ()
+) -> pa.Schema:
+    """The Parquet schema of a batch's results (the ``fields`` projected of the ``batch``, and
+    the ``carried`` columns after ``url``), decided up front by the rule in the module
+    docstring. A column written as JSON text says so in its metadata (``workbench.json``)."""
     import pyarrow as pa
 
-    from workbench.client.frames import PROVENANCE_COLUMNS, field_dtype
+    from workbench.client.frames import PROVENANCE_COLUMNS, field_dtype, result_columns
+    from workbench.inputs.tables import carried_names
 
     def column(name: str, typ: pa.DataType, as_json: bool = False) -> pa.Field:
         return pa.field(name, typ, metadata={"workbench.json": "1"} if as_json else None)
@@ -159,6 +164,8 @@ def arrow_schema(batch: ResultSchema, fields: ResultSchema) -> pa.Schema:
     out = [column("item_id", pa.int64()),
            column("url", *(_field_type(url) if url is not None and field_dtype(url) != "str"
                            else (pa.string(), False)))]
+    shown = carried_names([c.stored for c in carried], set(result_columns(batch, fields)))
+    out += [column(shown[c.stored], *_carried_type(c.dtype)) for c in carried]
     out += [column(f.name, *_field_type(f)) for f in fields.fields
             if f.name not in ("item_id", "url")]
     provenance = _provenance_types()
@@ -200,6 +207,24 @@ def _field_type(field: ResultField) -> tuple[pa.DataType, bool]:
         if dtypes <= _NUMERIC_DTYPES:
             return pa.list_(pa.float64()), False
     return text, True
+
+
+def _carried_type(dtype: str) -> tuple[pa.DataType, bool]:
+    """A carried column's Arrow type, from the input's dtype (``client.carried``)."""
+    import pyarrow as pa
+
+    d = dtype.lower()
+    if d.startswith(("int", "uint")):
+        return pa.int64(), False
+    if d.startswith("float"):
+        return pa.float64(), False
+    if d in ("bool", "boolean"):
+        return pa.bool_(), False
+    if d.startswith("datetime64"):
+        return pa.timestamp("us", tz="UTC" if "utc" in d or "," in d else None), False
+    if d in ("str", "string", "category"):
+        return pa.string(), False
+    return pa.string(), True
 
 
 _NUMERIC_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8"}

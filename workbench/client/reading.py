@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from workbench.client import frames
+from workbench.client import carried, frames
 from workbench.core.errors import InvalidInputError
+from workbench.inputs.tables import CarriedColumn
 from workbench.ledger.reads import ResultSchema
 
 if TYPE_CHECKING:
@@ -87,17 +88,24 @@ async def _rechunk(pieces: AsyncIterator[pd.DataFrame],
 async def iter_results(
     ledger: Ledger, batch_id: str, *, chunk_rows: int, columns: Sequence[str] | None,
     schemas: tuple[ResultSchema, ResultSchema] | None = None,
+    carried_columns: Sequence[CarriedColumn] = (),
 ) -> AsyncIterator[pd.DataFrame]:
     """The done items' results, ``chunk_rows`` a frame in item order, every frame with the
-    same columns and dtypes. The bulky values are read only if a projected field has some."""
+    same columns and dtypes. The bulky values are read only if a projected field has some.
+    ``carried_columns`` (``client.carried``) come after ``url``, read with the same rows."""
     check_chunk_rows(chunk_rows)
     batch, fields = schemas or await result_schemas(ledger, batch_id, columns)
 
     async def pieces() -> AsyncIterator[pd.DataFrame]:
         async for raw in ledger.result_chunks(
-            batch_id, chunk_rows=min(chunk_rows, FETCH_ROWS), bulk=fields.bulky
+            batch_id, chunk_rows=min(chunk_rows, FETCH_ROWS), bulk=fields.bulky,
+            carried=bool(carried_columns),
         ):
-            yield frames.results_frame(raw, batch, fields)
+            df = frames.results_frame(raw, batch, fields)
+            if carried_columns:
+                extra = carried.values_frame(raw["item_id"], raw["carried"], carried_columns)
+                df = carried.attach(df, extra, carried_columns)
+            yield df
 
     async for df in _rechunk(pieces(), chunk_rows):
         yield df

@@ -162,11 +162,13 @@ class ReadsMixin:
         return schema_from_shapes([r.fields for r in sorted(rows, key=lambda r: r.first_item)])
 
     async def result_chunks(
-        self, batch_id: str, *, chunk_rows: int, bulk: bool, after: int = 0
+        self, batch_id: str, *, chunk_rows: int, bulk: bool, carried: bool = False,
+        after: int = 0,
     ) -> AsyncIterator[dict[str, list[Any]]]:
         """The batch's done items with their results, ``chunk_rows`` a chunk in item order:
-        ``RESULT_COLUMNS``, ``data`` (JSON of the small fields) and, with ``bulk``, ``bulk``
-        (JSON of the bulky fields, or None). Without ``bulk`` the bulky parts are never read."""
+        ``RESULT_COLUMNS``, ``data`` (JSON of the small fields), with ``bulk`` ``bulk`` (JSON of
+        the bulky fields, or None), with ``carried`` the items' ``carried`` (JSON of the input
+        row's other columns). Without ``bulk`` the bulky parts are never read."""
         i, r, b = table_of(ItemRow), table_of(ResultRow), table_of(ResultBulkRow)
         cols: list[Any] = [
             i.c.id.label("item_id"), i.c.url, r.c.final_url, r.c.http_status,
@@ -175,6 +177,8 @@ class ReadsMixin:
             r.c.cached, r.c.from_stored_page, i.c.duration_s,
             type_coerce(r.c.timings, Text).label("timings"), r.c.data,
         ]
+        if carried:
+            cols.append(i.c.carried)
         joined = i.join(r, r.c.item_id == i.c.id)
         if bulk:
             cols.append(b.c.data.label("bulk"))
