@@ -5,12 +5,19 @@ Each goes through the ``Workbench`` client; none reimplements submit, retry or c
 prints the batch id alone on stdout; progress, notes and summaries go to stderr. Counts and the
 batch state come from ``workbench.core.status``, durations and cells from ``workbench.core.text``,
 the export formats from ``workbench.client.export``.
+
+``submit`` reads only a regular file (or stdin), at most ``SUBMIT_MAX_BYTES`` with lines of at
+most ``SUBMIT_MAX_LINE_CHARS``: ``submit /dev/zero`` is an error, not 11 GB of memory.
+``results -o FILE`` never overwrites without ``--force``, takes its format from a known suffix
+(or ``--format``), and writes 0600 inside the data dir (``workbench.cli.common.open_output``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -18,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from workbench.cli.common import PROG, CliError, err, open_workbench
+from workbench.cli.common import PROG, CliError, check_output, err, open_output, open_workbench
 from workbench.client.export import frame_records, iter_csv, iter_jsonl, jsonable, parquet_bytes
 from workbench.core.status import ITEM_STATUSES, BatchState, Counts
 from workbench.core.text import clip, format_duration, table, when, yes_no
@@ -29,6 +36,12 @@ if TYPE_CHECKING:
     from workbench.client.workbench import Workbench
 
 RESULT_FORMATS = ("csv", "parquet", "jsonl")
+#: what ``-o`` suffixes mean (anything else needs ``--format``)
+OUTPUT_SUFFIXES = {"csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "json": "jsonl",
+                   "parquet": "parquet", "pq": "parquet"}
+#: a file of URLs: 512 MiB (millions of URLs; split a larger one), lines of 64 KiB at most
+SUBMIT_MAX_BYTES = 512 * 1024 * 1024
+SUBMIT_MAX_LINE_CHARS = 64 * 1024
 
 
 # ============================================================================ shared
@@ -73,15 +86,23 @@ def read_url_lines(source: str) -> tuple[list[tuple[int, str]], str]:
     label = "stdin" if source == "-" else source
     try:
         if source == "-":
-            data = sys.stdin.buffer.read()
+            data = sys.stdin.buffer.read(SUBMIT_MAX_BYTES + 1)
         else:
-            data = Path(source).read_bytes()
+            _check_regular(source, os.stat(source))  # before open: a FIFO's open would block
+            with open(source, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                _check_regular(source, st)
+                if st.st_size > SUBMIT_MAX_BYTES:  # not read: its size says enough
+                    raise CliError(_too_big(label), 2)
+                data = fh.read(SUBMIT_MAX_BYTES + 1)
     except FileNotFoundError:
         raise CliError(f"no such file: {source}", 2) from None
     except IsADirectoryError:
         raise CliError(f"{source} is a directory, not a file of URLs", 2) from None
     except OSError as exc:
         raise CliError(f"cannot read {label}: {exc.strerror or exc}", 2) from None
+    if len(data) > SUBMIT_MAX_BYTES:
+        raise CliError(_too_big(label), 2)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -92,10 +113,24 @@ def read_url_lines(source: str) -> tuple[list[tuple[int, str]], str]:
         raise CliError(f"{label} looks binary: expected one URL a line", 2)
     lines = []
     for n, line in enumerate(text.splitlines(), start=1):
+        if len(line) > SUBMIT_MAX_LINE_CHARS:
+            raise CliError(f"line {n} of {label} is over {SUBMIT_MAX_LINE_CHARS} characters: "
+                           "expected one URL a line", 2)
         s = line.strip()
         if s and not s.startswith("#"):
             lines.append((n, s))
     return lines, label
+
+
+def _check_regular(source: str, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise CliError(f"{source} is {kind}: expected a file of URLs", 2)
+
+
+def _too_big(label: str) -> str:
+    return (f"{label} is over {SUBMIT_MAX_BYTES // 2**20} MiB: split it into several files of "
+            "URLs (one batch each)")
 
 
 async def run_submit(args: argparse.Namespace) -> int:
@@ -237,24 +272,28 @@ async def queue_server(wb: Workbench) -> str:
 
 # ============================================================================ results, failures
 def _result_format(args: argparse.Namespace) -> str:
+    """The format: ``--format``, else ``-o``'s suffix (an unknown one is refused), else csv."""
+    if not args.output:
+        return str(args.format or "csv")
+    suffix = Path(args.output).suffix.lower().lstrip(".")
+    implied = OUTPUT_SUFFIXES.get(suffix)
     if args.format:
+        if implied and implied != args.format:
+            raise CliError(f"-o {args.output} looks like {implied}, not --format {args.format}: "
+                           "make the name and the format agree", 2)
         return str(args.format)
-    if args.output:
-        suffix = Path(args.output).suffix.lower().lstrip(".")
-        if suffix in RESULT_FORMATS:
-            return suffix
-        if suffix in ("ndjson", "json"):
-            return "jsonl"
-        if suffix == "pq":
-            return "parquet"
-    return "csv"
+    if implied is None:
+        raise CliError(f"cannot tell the format of {args.output!r} from its name: use a .csv, "
+                       ".jsonl or .parquet name, or --format csv|jsonl|parquet", 2)
+    return implied
 
 
-def _write_text(chunks: Iterable[str], output: str | None) -> None:
+def _write_text(chunks: Iterable[str], output: str | None, *, force: bool = False,
+                data_dir: Path | None = None) -> None:
     if output:
-        with open(output, "w", encoding="utf-8", newline="") as fh:
+        with open_output(output, force=force, data_dir=data_dir) as fh:
             for chunk in chunks:
-                fh.write(chunk)
+                fh.write(chunk.encode("utf-8"))
     else:
         out: IO[str] = sys.stdout
         for chunk in chunks:
@@ -262,20 +301,26 @@ def _write_text(chunks: Iterable[str], output: str | None) -> None:
         out.flush()
 
 
-def _write_results(df: pd.DataFrame, fmt: str, output: str | None) -> None:
+def _write_results(df: pd.DataFrame, fmt: str, output: str | None, *, force: bool = False,
+                   data_dir: Path | None = None) -> None:
     if fmt == "parquet":
         data = parquet_bytes(df)
         if output:
-            Path(output).write_bytes(data)
+            with open_output(output, force=force, data_dir=data_dir) as fh:
+                fh.write(data)
         else:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
     else:
-        _write_text(iter_jsonl(df) if fmt == "jsonl" else iter_csv(df), output)
+        _write_text(iter_jsonl(df) if fmt == "jsonl" else iter_csv(df), output, force=force,
+                    data_dir=data_dir)
 
 
 async def run_results(args: argparse.Namespace) -> int:
     """``results BATCH``: the done items' results as CSV, JSONL or Parquet, to stdout or -o."""
+    force = bool(getattr(args, "force", False))
+    if args.output:
+        check_output(args.output, force=force)  # before reading a batch, not after
     fmt = _result_format(args)
     if fmt == "parquet" and not args.output and sys.stdout.isatty():
         raise CliError("parquet is binary and stdout is a terminal: write it to a file with "
@@ -284,7 +329,8 @@ async def run_results(args: argparse.Namespace) -> int:
         batch = await wb.get_batch(args.batch)
         df = await batch.results()
         counts = Counts(await batch.counts())
-    _write_results(df, fmt, args.output)
+        data_dir = wb.settings.resolved_data_dir
+    _write_results(df, fmt, args.output, force=force, data_dir=data_dir)
     note = f"{len(df)} result(s) of batch {args.batch}"
     if counts.active:
         note += f" ({counts.active} item(s) still queued or running)"

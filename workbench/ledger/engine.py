@@ -2,6 +2,10 @@
 
 Also runs the alembic migrations at start-up, so a user's existing database upgrades itself, and
 translates database errors into ``LedgerError`` at the boundary.
+
+A SQLite ledger holds results, raw pages and notify addresses: its file is created 0600 (and an
+existing one tightened), its directory 0700 if made here, whatever the umask; SQLite gives
+``-wal`` and ``-shm`` the database file's mode (``core.private``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from workbench.core.errors import LedgerError
+from workbench.core.private import private_sqlite
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -34,8 +39,12 @@ def make_engine(url: str, *, immediate: bool = True, echo: bool = False) -> Asyn
     "database is locked" at once, without waiting out the busy timeout."""
     if is_sqlite(url):
         path = url.split(":///", 1)[1] if ":///" in url else ""
+        path = path.split("?", 1)[0]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                private_sqlite(Path(path))  # 0600 file, 0700 directory if made here
+            except OSError as exc:
+                raise LedgerError(f"cannot prepare the SQLite ledger at {path}: {exc}") from exc
         engine = create_async_engine(
             url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         )

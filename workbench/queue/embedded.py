@@ -28,6 +28,7 @@ import psutil
 import structlog
 
 from workbench.core.errors import EmbeddedRedisError
+from workbench.core.private import private_dir
 from workbench.queue.server_binary import (
     SERVER_NAMES,
     ServerBinary,
@@ -196,6 +197,7 @@ class EmbeddedRedis:
 
     @staticmethod
     def _private_dir(path: Path) -> os.stat_result:
+        private_dir(path.parent)  # the data dir, if made here: 0700 too (core.private)
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = path.lstat()
         if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) != 0o700:
