@@ -4,6 +4,8 @@
 
     submit FILE|- [--pipeline NAME] [--name NAME] [--params JSON] [--notify EMAIL] [--refresh]
                   [--skip-invalid] [--wait [--timeout S]]
+    submit --input TABLE [--url-column COL] | --sitemap URL | --feed URL | --warc FILE... [...]
+    warc BATCH -o FILE [--force]
     status [BATCH] [--json]
     results BATCH [--format csv|parquet|jsonl] [-o FILE [--force]]
     failures BATCH [--format table|csv|jsonl]
@@ -21,7 +23,8 @@ client; none reimplements submit, retry or cancel.
 
 The parser, the exit codes and the last-resort error handling are here; the commands are in
 ``workbench.cli.batches`` (submit, status, results, failures, retry, cancel),
-``workbench.cli.serve``, ``workbench.cli.cleanup`` and ``workbench.cli.demo``, what they share
+``workbench.cli.inputs`` (submit's other inputs, warc), ``workbench.cli.serve``,
+``workbench.cli.cleanup`` and ``workbench.cli.demo``, what they share
 (``CliError``, stderr, opening the ``Workbench``) in ``workbench.cli.common``. The export formats
 are ``workbench.client.export``'s and the text formatting ``workbench.core.text``'s.
 """
@@ -45,11 +48,11 @@ from workbench.cli.batches import (
     run_results,
     run_retry,
     run_status,
-    run_submit,
 )
 from workbench.cli.cleanup import run_cleanup
 from workbench.cli.common import PROG, CliError, err
 from workbench.cli.demo import run_demo
+from workbench.cli.inputs import add_input_options, add_warc_command, run_submit_any
 from workbench.cli.serve import run_serve
 from workbench.core.text import clip
 
@@ -77,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", parents=[common], help="submit a file of URLs as a batch",
                        description="Submit one URL a line (blank lines and # comments are "
                        "ignored). Prints the batch id on stdout.")
-    s.add_argument("file", metavar="FILE|-", help="file of URLs, or - for stdin")
+    s.add_argument("file", metavar="FILE|-", nargs="?", default=None,
+                   help="file of URLs, or - for stdin (or one of the other inputs below)")
     s.add_argument("--pipeline", default="article", help="pipeline name (default: article)")
     s.add_argument("--name", default=None, help="a name for the batch")
     s.add_argument("--params", default=None, metavar="JSON", help="pipeline params, a JSON object")
@@ -93,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=_seconds, default=None, metavar="S",
                    help="with --wait: give up waiting after S seconds (exit 1)")
     s.add_argument("--no-progress", action="store_true", help="with --wait: no progress bar")
-    s.set_defaults(handler=run_submit)
+    add_input_options(s)
+    s.set_defaults(handler=run_submit_any)
+
+    add_warc_command(sub, common)
 
     st = sub.add_parser("status", parents=[common], help="list batches, or show one batch")
     st.add_argument("batch", nargs="?", metavar="BATCH")
