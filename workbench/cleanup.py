@@ -28,8 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import structlog
-
+from workbench.core.logs import get_logger
 from workbench.core.settings import Settings
 from workbench.ledger.pages import PageStore
 from workbench.ledger.store import Ledger
@@ -38,7 +37,7 @@ from workbench.queue import QueueRedis
 from workbench.queue import jobs as queue
 from workbench.queue.arq_adapter import CronJob, daily_cron_job
 
-log = structlog.get_logger("workbench.cleanup")
+log = get_logger("workbench.cleanup")
 
 CRON_NAME = "cron:cleanup"
 CRON_HOUR = 3

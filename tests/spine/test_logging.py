@@ -15,6 +15,7 @@ import pytest
 import structlog
 
 from workbench import Workbench
+from workbench.core.logs import get_logger
 
 
 @pytest.fixture
@@ -46,13 +47,14 @@ async def test_start_worker_leaves_root_handlers_and_level_alone(
         assert root.handlers == handlers
         assert root.level == 17
         # Workbench's own lines: warnings reach the user's handler, info is held back
-        log = structlog.get_logger("workbench.test")
+        log = get_logger("workbench.test")
         log.info("quiet please")
         log.warning("worth a look")
         assert "worth a look" in out.getvalue() and "quiet please" not in out.getvalue()
         # the user's own structlog loggers print as unconfigured structlog does
         structlog.get_logger("my.notebook").info("still mine")
         assert "still mine" in capsys.readouterr().out and "still mine" not in out.getvalue()
+        assert not structlog.is_configured()  # structlog's global configuration untouched
     finally:
         root.removeHandler(handler)
         root.setLevel(saved[0])

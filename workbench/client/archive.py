@@ -37,10 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
-
 from workbench.core import codec
 from workbench.core.errors import EmptyBatchError, InvalidInputError, InvalidParamsError
+from workbench.core.logs import get_logger
 from workbench.core.urls import normalize_url
 from workbench.inputs.tables import CarriedColumn
 from workbench.inputs.warc.reader import WarcPage, WarcStats, warc_chunks
@@ -50,7 +49,7 @@ from workbench.ledger.pages import PageStore
 from workbench.ledger.store import Ledger, NewBatch
 from workbench.pipeline.registry import get_pipeline
 
-log = structlog.get_logger("workbench.client.archive")
+log = get_logger("workbench.client.archive")
 
 #: the provenance columns every item of a ``submit_warc`` batch carries
 WARC_COLUMNS = [

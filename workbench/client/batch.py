@@ -16,7 +16,6 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import pandas as pd
-import structlog
 
 from workbench.client import archive, carried, export, frames, reading
 from workbench.core import codec
@@ -27,6 +26,7 @@ from workbench.core.errors import (
     QueueError,
     WaitTimeout,
 )
+from workbench.core.logs import get_logger
 from workbench.core.settings import Settings
 from workbench.core.status import BatchState, Counts
 from workbench.ledger.store import Ledger, NewBatch
@@ -36,7 +36,7 @@ from workbench.pipeline.registry import get_pipeline
 from workbench.queue import QueueRedis
 from workbench.queue import jobs as queue
 
-log = structlog.get_logger("workbench.client.batch")
+log = get_logger("workbench.client.batch")
 
 
 class BatchOwner(Protocol):

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import structlog
 
 from workbench.client import archive, carried, discover, frames
 from workbench.client.batch import Batch
@@ -28,6 +27,7 @@ from workbench.core.errors import (
     InvalidURLError,
     QueueError,
 )
+from workbench.core.logs import get_logger
 from workbench.core.settings import Settings, load_settings
 from workbench.core.urls import check_urls
 from workbench.inputs.feeds import FeedLimits
@@ -43,7 +43,7 @@ from workbench.queue.reconcile import ReconcileReport, reconcile
 if TYPE_CHECKING:
     from workbench.worker.runtime import WorkerRuntime
 
-log = structlog.get_logger("workbench.client.workbench")
+log = get_logger("workbench.client.workbench")
 
 
 class Workbench:

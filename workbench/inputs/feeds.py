@@ -40,14 +40,14 @@ import feedparser
 import lxml.etree
 import lxml.html
 import pandas as pd
-import structlog
 
 from workbench.core.errors import InvalidFeedError
+from workbench.core.logs import get_logger
 from workbench.inputs.source import Fetch, fetch_document, inflate, looks_like_html, root_name
 
 __all__ = ["FeedEntry", "FeedLimits", "FeedReport", "feed_frame", "parse_feed", "read_feed"]
 
-log = structlog.get_logger("workbench.inputs.feeds")
+log = get_logger("workbench.inputs.feeds")
 
 class FeedEntry(NamedTuple):
     """One row of ``read_feed``: ``pd.DataFrame(rows, columns=FeedEntry._fields)``."""

@@ -55,10 +55,10 @@ from urllib.parse import urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
 import pandas as pd
-import structlog
 from lxml import etree
 
 from workbench.core.errors import InputTooLarge, InvalidSitemapError, PipelineError
+from workbench.core.logs import get_logger
 from workbench.inputs.feeds import FeedLimits, parse_feed
 from workbench.inputs.source import (
     Fetch,
@@ -80,7 +80,7 @@ __all__ = [
     "sitemap_frame",
 ]
 
-log = structlog.get_logger("workbench.inputs.sitemaps")
+log = get_logger("workbench.inputs.sitemaps")
 
 ROBOTS_MAX_BYTES = 512 * 1024  # Google reads the first 500 KiB of a robots.txt
 _FEED_ROOTS = frozenset({"rss", "feed", "RDF"})

@@ -19,17 +19,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workbench.core.errors import LedgerError
+from workbench.core.logs import get_logger
 from workbench.ledger.engine import is_lock_error, translate_errors
 
 T = TypeVar("T")
 Op = Callable[[AsyncConnection], Awaitable[Any]]
 #: ``handler(conn, args) -> results``, one result per argument, in order
 BatchHandler = Callable[[AsyncConnection, Sequence[Any]], Awaitable[Sequence[Any]]]
-log = structlog.get_logger("workbench.ledger")
+log = get_logger("workbench.ledger")
 
 _LOCK_RETRIES = 8
 

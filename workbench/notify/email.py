@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
-import structlog
-
 from workbench.core import backoff
+from workbench.core.logs import get_logger
 from workbench.core.text import clip, format_duration
 from workbench.notify.summary import BatchSummary
 
-log = structlog.get_logger("workbench.notify.email")
+log = get_logger("workbench.notify.email")
 
 __all__ = [
     "MAX_RECIPIENTS",

@@ -28,8 +28,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-import structlog
-
+from workbench.core.logs import get_logger
 from workbench.core.settings import Settings
 from workbench.ledger.store import BatchInfo, Ledger
 from workbench.notify.email import (
@@ -41,7 +40,7 @@ from workbench.notify.email import (
 )
 from workbench.notify.summary import summarize_batch
 
-log = structlog.get_logger("workbench.notify.notifier")
+log = get_logger("workbench.notify.notifier")
 
 __all__ = ["Notifier", "deliver_notification"]
 

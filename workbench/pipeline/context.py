@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import structlog
 
 from workbench.core.errors import PageNotStored, PermanentError
+from workbench.core.logs import get_logger
 from workbench.core.page import Document, Page
 from workbench.core.urls import normalize_url
 
@@ -51,7 +51,7 @@ class Context:
         self.params = params
         self.tools = tools
         self.use_stored_pages = use_stored_pages
-        self.log = log or structlog.get_logger("workbench.pipeline").bind(
+        self.log = log or get_logger("workbench.pipeline").bind(
             item=item_id, batch=batch_id, url=url
         )
         self.timings: dict[str, float] = {}

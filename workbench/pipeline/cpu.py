@@ -26,11 +26,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-import structlog
-
 from workbench.core.errors import ExtractionFailed
+from workbench.core.logs import get_logger
 
-log = structlog.get_logger("workbench.pipeline.cpu")
+log = get_logger("workbench.pipeline.cpu")
 
 T = TypeVar("T")
 

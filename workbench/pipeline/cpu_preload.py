@@ -11,8 +11,7 @@ It lives apart from ``cpu`` so the generic pool knows nothing of what its childr
 
 from __future__ import annotations
 
-import structlog
-
+from workbench.core.logs import get_logger
 from workbench.pipeline.text.article import warm_up
 
 
@@ -21,7 +20,7 @@ def warm_up_child() -> None:
     try:
         warm_up()
     except Exception:
-        structlog.get_logger("workbench.pipeline.cpu").debug("cpu_warm_up_failed", exc_info=True)
+        get_logger("workbench.pipeline.cpu").debug("cpu_warm_up_failed", exc_info=True)
 
 
 warm_up_child()

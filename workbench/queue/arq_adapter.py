@@ -29,7 +29,6 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, cast
 
-import structlog
 from arq import cron
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
@@ -45,6 +44,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workbench.core.codec import job_dumps, job_loads
+from workbench.core.logs import get_logger
 
 __all__ = [
     "IN_PROGRESS_KEY_PREFIX",
@@ -64,7 +64,7 @@ __all__ = [
     "redis_settings",
 ]
 
-log = structlog.get_logger("workbench.worker")
+log = get_logger("workbench.worker")
 
 #: The Redis connection every queue operation takes: ARQ's ``ArqRedis``, a ``redis.asyncio.Redis``
 #: that also knows the queue's default name and job serializer. Import it from ``workbench.queue``.

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import structlog
 
 from workbench.core.errors import EmbeddedRedisError
+from workbench.core.logs import get_logger
 from workbench.core.private import private_dir
 from workbench.queue.server_binary import (
     SERVER_NAMES,
@@ -45,7 +45,7 @@ _MAX_SOCKET_BYTES = 103 if sys.platform == "darwin" else 107
 _URL_SAFE_PATH = re.compile(r"[A-Za-z0-9/._~+,=@-]+")
 _POLL_S = 0.02
 
-log = structlog.get_logger("workbench.queue.embedded")
+log = get_logger("workbench.queue.embedded")
 
 
 def _quote(value: Path | str) -> str:

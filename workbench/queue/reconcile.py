@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import structlog
-
+from workbench.core.logs import get_logger
 from workbench.core.settings import Settings
 from workbench.ledger.store import Ledger
 from workbench.queue import jobs as queue
 from workbench.queue.arq_adapter import QueueRedis
 
-log = structlog.get_logger("workbench.queue.reconcile")
+log = get_logger("workbench.queue.reconcile")
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,6 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
-
 from workbench.core import codec
 from workbench.core.backoff import backoff_s
 from workbench.core.errors import (
@@ -36,6 +34,7 @@ from workbench.core.errors import (
     error_type_of,
     is_retryable,
 )
+from workbench.core.logs import get_logger
 from workbench.core.settings import Settings
 from workbench.core.version import __version__
 from workbench.ledger.pages import PageStore
@@ -51,7 +50,7 @@ from workbench.queue.arq_adapter import deferral
 from workbench.queue.hosts import RedisHostPacer
 from workbench.queue.reconcile import reconcile
 
-log = structlog.get_logger("workbench.worker")
+log = get_logger("workbench.worker")
 
 _MAX_TRACEBACK = 20_000
 _MAX_MESSAGE = 2_000

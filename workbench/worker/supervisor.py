@@ -9,9 +9,9 @@ import signal
 import time
 from typing import Any
 
-import structlog
+from workbench.core.logs import get_logger
 
-log = structlog.get_logger("workbench.supervisor")
+log = get_logger("workbench.supervisor")
 
 _RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 

@@ -49,7 +49,6 @@ from http.cookies import SimpleCookie
 from typing import TypeVar
 
 import aiohttp
-import structlog
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -67,6 +66,7 @@ from workbench.core.errors import (
     TransientHTTPError,
     UnsupportedContent,
 )
+from workbench.core.logs import get_logger
 from workbench.core.page import Page
 from workbench.core.settings import Settings
 from workbench.pipeline.fetch.charset import (
@@ -94,7 +94,7 @@ from workbench.pipeline.fetch.translate import client_error
 
 __all__ = ["TRANSIENT_STATUSES", "Fetcher"]
 
-log = structlog.get_logger("workbench.pipeline.fetch")
+log = get_logger("workbench.pipeline.fetch")
 
 T = TypeVar("T")
 

@@ -31,11 +31,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 import aiohttp
-import structlog
 from protego import Protego
 from yarl import URL
 
 from workbench.core.errors import RobotsDisallowed, RobotsUnavailable
+from workbench.core.logs import get_logger
 from workbench.pipeline.fetch.pacing import HostPacer
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "robots_agent",
 ]
 
-log = structlog.get_logger("workbench.pipeline.fetch")
+log = get_logger("workbench.pipeline.fetch")
 
 # a short timeout, Google's size limit (longer files are truncated), a few redirects
 ROBOTS_TIMEOUT_S = 10.0
