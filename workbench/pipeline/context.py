@@ -85,9 +85,12 @@ class Context:
                         "(submit it normally to fetch it again)"
                     )
             else:
-                page = await self.tools.fetcher.fetch(target)
-                if self.tools.pages is not None and self.settings.store_pages:
-                    await self.tools.pages.save(page, norm)
+                pages = self.tools.pages if self.settings.store_pages else None
+                # a stored page of this URL: asked for only if it changed (fetch/revalidate.py)
+                stored = await pages.load(norm) if pages is not None else None
+                page = await self.tools.fetcher.fetch(target, revalidate=stored)
+                if pages is not None and not page.from_store:
+                    await pages.save(page, norm)
         if url is None or norm == self.normalized_url:
             self.page = page
         return page

@@ -88,6 +88,7 @@ from workbench.pipeline.fetch.netguard import (
 from workbench.pipeline.fetch.pacing import HostPacer
 from workbench.pipeline.fetch.politeness import Politeness
 from workbench.pipeline.fetch.proxies import ProxyConfig
+from workbench.pipeline.fetch.revalidate import conditional_headers, revalidated
 from workbench.pipeline.fetch.robots import ROBOTS_MAX_REDIRECTS, ROBOTS_TIMEOUT_S, read_robots
 from workbench.pipeline.fetch.tls import client_context
 from workbench.pipeline.fetch.translate import client_error
@@ -241,14 +242,16 @@ class Fetcher:
     # -- fetching --
 
     async def fetch(
-        self, url: str, *, accept: Collection[str] | None = None, max_bytes: int | None = None
+        self, url: str, *, accept: Collection[str] | None = None, max_bytes: int | None = None,
+        revalidate: Page | None = None,
     ) -> Page:
         """Fetch ``url`` politely and return the page; raises PipelineError subclasses only.
 
         ``accept``: the media types to take instead of HTML, XHTML and plain text (the input
         readers pass ``inputs.source.INPUT_CONTENT_TYPES`` for sitemaps and feeds; a body with no
         Content-Type is then returned unsniffed); ``max_bytes``: the size cap instead of
-        ``max_page_bytes``. robots.txt, pacing, the address guard and timeouts are the same."""
+        ``max_page_bytes``. robots.txt, pacing, the address guard and timeouts are the same.
+        ``revalidate``: the stored page of ``url``, fetched only if changed (revalidate.py)."""
         target = _check_url(url)
         accepted = frozenset(accept) if accept is not None else None
         budget = _Budget(self.settings.fetch_timeout_s)
@@ -260,10 +263,14 @@ class Fetcher:
             seen.add((str(target), cookie))
             self._check_literal(target)
             await self.politeness.check(target)  # robots.txt, every hop
+            validators = conditional_headers(revalidate, target)
             outcome = await self._exchange(
-                target, partial(self._handle, url=target, accept=accepted, max_bytes=max_bytes),
-                budget=budget, cookie=cookie,
+                target, partial(self._handle, url=target, accept=accepted, max_bytes=max_bytes,
+                                conditional=validators is not None),
+                budget=budget, cookie=cookie, extra_headers=validators,
             )
+            if isinstance(outcome, _Final) and outcome.status == 304 and revalidate is not None:
+                return revalidated(revalidate, url, outcome.fetched_at, redirects)
             if isinstance(outcome, _Final):
                 return await self._page(url, target, outcome, redirects, sniff=accepted is None)
             # A redirect: check the next hop before taking it.
@@ -288,9 +295,12 @@ class Fetcher:
     async def _handle(
         self, resp: aiohttp.ClientResponse, url: URL, *,
         accept: frozenset[str] | None = None, max_bytes: int | None = None,
+        conditional: bool = False,
     ) -> _Redirect | _Final:
         """Turn one response into a redirect to follow, a final body, or a typed error."""
         status = resp.status
+        if status == 304 and conditional:  # not modified: the caller has the page
+            return _Final(status, resp.headers, b"", datetime.now(UTC))
         if 300 <= status < 400 and status != 304:
             location = resp.headers.get("Location")
             if not location:
@@ -390,6 +400,7 @@ class Fetcher:
         *,
         budget: _Budget,
         cookie: str = "",
+        extra_headers: dict[str, str] | None = None,
     ) -> T:
         """One GET (no redirect following) inside the host's slot; ``handle`` reads the response."""
         self._check_literal(url)
@@ -399,7 +410,7 @@ class Fetcher:
             )
         session = self._get_session()
         loop = asyncio.get_running_loop()
-        headers = {"Cookie": cookie} if cookie else None
+        headers = {**({"Cookie": cookie} if cookie else {}), **(extra_headers or {})} or None
         proxy = self.proxies.for_url(url)
         if self._proxied_check is not None and (proxy or url.host in self.proxies.hosts):
             await self._check_proxied_target(url)
