@@ -59,11 +59,26 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+#: what a spreadsheet reads as the start of a formula in a cell (OWASP, "CSV Injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(text: str) -> str:
+    """A text cell a spreadsheet shows as text: one that starts like a formula (``= + - @``,
+    tab, carriage return) gets a leading ``'``, as OWASP advises, so a page titled
+    ``=HYPERLINK(...)`` is not a live link in Excel or LibreOffice. Only CSV does this; JSONL
+    and Parquet keep every value as it is."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _cell(value: Any) -> Any:
-    """A CSV cell: scalars as they are, lists and dicts as JSON."""
+    """A CSV cell: numbers as they are, text made formula-safe (``csv_safe``), lists and dicts
+    as JSON."""
     v = jsonable(value)
     if isinstance(v, (list, dict)):
         return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, str):
+        return csv_safe(v)
     return "" if v is None else v
 
 
@@ -85,10 +100,17 @@ def iter_csv(df: pd.DataFrame, chunk_rows: int = 500, *, header: bool = True) ->
     ``chunk_rows`` rows a piece; lists and dicts as JSON text."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
+    # the csv module quotes a field holding the line terminator ("\n") but not a lone "\r",
+    # which every reader takes for a line break: a row with one has its text fields quoted
+    quoting = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     if header:
-        writer.writerow([str(c) for c in df.columns])
+        writer.writerow([csv_safe(str(c)) for c in df.columns])
     for n, row in enumerate(df.itertuples(index=False, name=None), start=1):
-        writer.writerow([_cell(v) for v in row])
+        cells = [_cell(v) for v in row]
+        if any(isinstance(c, str) and "\r" in c for c in cells):
+            quoting.writerow(cells)
+        else:
+            writer.writerow(cells)
         if n % chunk_rows == 0:
             yield buf.getvalue()
             buf.seek(0)
