@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+import pandas as pd
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
 from workbench.api.deps import get_workbench
@@ -33,6 +34,7 @@ from workbench.api.models import (
     check_request,
     format_job_id,
     input_error,
+    unprocessable,
 )
 from workbench.client.export import jsonable
 from workbench.client.workbench import Workbench
@@ -44,15 +46,24 @@ router = APIRouter()
 
 @router.post("/batches", status_code=201, response_model=BatchCreated, tags=["batches"])
 async def create_batch(body: BatchIn, wb: Workbench = Depends(get_workbench)) -> dict[str, Any]:
-    """Submit a batch; 422 names each invalid URL (or skips them with on_invalid=skip)."""
-    check_request(wb.settings, urls=len(body.urls), params=body.params)
+    """Submit a batch; 422 names each invalid URL (or skips them with on_invalid=skip).
+    With ``rows``, every row is one item and its other keys are carried with it."""
+    if body.urls is None and body.rows is None:  # as when urls alone was required
+        raise HTTPException(422, detail=[unprocessable(
+            ["body", "urls"], "Field required (or give rows)", "missing")])
+    check_request(wb.settings, urls=body.size, params=body.params)
+    source: Any = body.urls
+    url_column = None
+    if body.rows is not None:
+        source, url_column = rows_frame(body.rows, body.urls, body.url_column)
     try:
         batch = await wb.submit(
-            body.urls, pipeline=body.pipeline, params=body.params, name=body.name,
+            source, pipeline=body.pipeline, params=body.params, name=body.name,
             refresh=body.refresh, on_invalid=body.on_invalid, notify=body.notify,
+            url_column=url_column,
         )
     except InvalidInputError as exc:
-        raise input_error(exc, ["body", "urls"]) from None
+        raise input_error(exc, ["body", "urls" if body.rows is None else "rows"]) from None
     counts = Counts(await batch.counts())
     return {
         "batch_id": batch.id, "items": batch.total,
@@ -195,3 +206,18 @@ def _none_if_na(value: Any) -> Any:
         return None if pd.isna(value) else value
     except (TypeError, ValueError):
         return value
+
+
+def rows_frame(
+    rows: list[dict[str, Any]], urls: list[str] | None, url_column: str | None
+) -> tuple[pd.DataFrame, str]:
+    """The request's rows as a table for ``submit`` and the name of its URL column (``urls``,
+    when given, go in a column of their own)."""
+    df = pd.DataFrame.from_records(rows) if any(rows) else pd.DataFrame(index=range(len(rows)))
+    if urls is None:
+        return df, url_column or "url"
+    name = "url"
+    while name in df.columns:
+        name = "_" + name
+    df.insert(0, name, urls)
+    return df, name

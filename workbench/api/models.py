@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException, Path
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from workbench.api.guards import echo, has_surrogate
 from workbench.client.export import jsonable
@@ -76,7 +76,16 @@ def _check_params(v: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 class BatchIn(BaseModel):
-    urls: list[Text] = Field(..., min_length=1, description="http(s) URLs; duplicates folded")
+    urls: list[Text] | None = Field(None, min_length=1,
+                                    description="http(s) URLs; duplicates folded (without rows)")
+    rows: list[dict[str, Any]] | None = Field(
+        None, min_length=1,
+        description="one object per item, never folded: its URL under url_column, every other "
+        "key carried with the item and returned beside its results; with urls, rows[i] is "
+        "carried with urls[i]")
+    url_column: Text | None = Field(None, min_length=1, max_length=200,
+                                    description="the key of each row holding its URL (default: "
+                                    "url); only with rows and without urls")
     pipeline: Text = Field("article", min_length=1, max_length=100)
     params: dict[str, Any] | None = None
     name: Text | None = Field(None, max_length=200)
@@ -87,6 +96,22 @@ class BatchIn(BaseModel):
 
     _email = field_validator("notify")(_check_email)
     _params = field_validator("params")(_check_params)
+
+    @model_validator(mode="after")
+    def _urls_or_rows(self) -> BatchIn:
+        if self.urls is not None and self.rows is not None:
+            if len(self.urls) != len(self.rows):
+                raise ValueError(f"{len(self.rows)} rows for {len(self.urls)} urls: rows[i] is "
+                                 "carried with urls[i]")
+            if self.url_column is not None:
+                raise ValueError("url_column names the URL key of rows given without urls")
+        if self.url_column is not None and self.rows is None:
+            raise ValueError("url_column goes with rows")
+        return self
+
+    @property
+    def size(self) -> int:
+        return len(self.urls if self.urls is not None else self.rows or [])
 
 
 class InvalidEntry(BaseModel):
