@@ -77,7 +77,7 @@ async def test_skipped_records_listed_not_items(wb: Workbench, run_worker: Any,
 async def test_not_a_warc_records_nothing(wb: Workbench, tmp_path: Path) -> None:
     bad = tmp_path / "notes.warc"
     bad.write_text("this is not an archive\n" * 20)
-    with pytest.raises(InvalidWARCError, match="notes.warc"):
+    with pytest.raises(InvalidWARCError, match=r"notes\.warc"):
         await wb.submit_warc(bad)
     async with wb.ledger.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(BatchRow))).scalar() == 0
