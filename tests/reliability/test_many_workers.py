@@ -1,17 +1,22 @@
-"""Several worker processes on one ledger: four on one SQLite file (no "database is locked"),
-three on PostgreSQL with the machine's Redis 7. Every item done once, none lost."""
+"""Several worker processes on one ledger, on both backends: four on one SQLite file (no
+"database is locked"), three on PostgreSQL with Redis 7. Every item done once, none lost, every
+process took a share."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
 
-from .conftest import Cluster, report, tally, wait_settled
+from .conftest import report, tally, wait_settled
 
-N = 2_000
+N = 1_000
+PROCESSES = {"sqlite": 4, "postgresql": 3}
 
 
-async def _run(cluster: Cluster, processes: int, name: str) -> None:
+@pytest.mark.slow
+async def test_many_workers_on_one_ledger(make_cluster, backend: str) -> None:
+    cluster = await make_cluster.on(backend)
+    processes = PROCESSES[backend]
     wb = cluster.client()
     batch = await wb.submit([f"http://example.org/m/{i}" for i in range(N)], pipeline="rel-sleep")
     worker = cluster.start_worker("--processes", str(processes), "--concurrency", "16",
@@ -28,20 +33,10 @@ async def _run(cluster: Cluster, processes: int, name: str) -> None:
             {"b": batch.id})).scalar_one()
     log = worker.log()
     locked = log.lower().count("database is locked")
-    report(name, lost=t.lost, duplicates=t.duplicates, recovery_s="n/a (no fault)", workers_used=ran_by,
+    report(f"{processes} worker processes on one ledger", backend=cluster.label, lost=t.lost,
+           duplicates=t.duplicates, recovery_s="n/a (no fault)", workers_used=ran_by,
            locked_errors=locked, counts=counts)
     assert t.lost == 0 and t.duplicates == 0 and t.results == N and counts["failed"] == 0
     assert locked == 0 and errors == 0, log[-3000:]
     assert ran_by == processes  # every process took a share
     assert "Traceback" not in log, log[-3000:]
-
-
-@pytest.mark.slow
-async def test_four_workers_on_one_sqlite_file(make_cluster) -> None:
-    await _run(make_cluster(), 4, "4 worker processes on one SQLite file")
-
-
-@pytest.mark.slow
-async def test_three_workers_on_postgres_and_redis7(make_cluster) -> None:
-    cluster = await make_cluster.postgres()
-    await _run(cluster, 3, "3 worker processes on PostgreSQL + Redis 7")
