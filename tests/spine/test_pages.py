@@ -4,6 +4,7 @@ versions still readable, one blob per distinct body however many snapshots share
 from __future__ import annotations
 
 import asyncio
+import os
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from sqlalchemy import func, insert, select
 from workbench import Workbench
 from workbench.core.page import Page
 from workbench.ledger.models import PageBlobRow, SnapshotRow
-from workbench.ledger.pages import PageStore, compress_page, decompress_page
+from workbench.ledger.pages import INLINE_MAX_BYTES, PageStore, compress_page, decompress_page
 
 
 def _page(url: str, body: bytes) -> Page:
@@ -65,4 +66,14 @@ async def test_zlib_blob_of_an_older_version_loads(make_wb: Callable[..., Workbe
             content_type="text/html", encoding="utf-8", headers={}, sha256=page.sha256,
             fetched_at=page.fetched_at))
     loaded = await PageStore(ledger).load("http://old.org/")
+    assert loaded is not None and loaded.body == body
+
+
+async def test_large_body_compressed_off_the_loop_round_trips(
+    make_wb: Callable[..., Workbench],
+) -> None:
+    pages = PageStore(await make_wb().open_ledger())
+    body = os.urandom(INLINE_MAX_BYTES + 1)  # incompressible: thread both ways
+    await pages.save(_page("http://big.org/", body), "http://big.org/")
+    loaded = await pages.load("http://big.org/")
     assert loaded is not None and loaded.body == body

@@ -9,7 +9,8 @@ with zlib before stay readable and no column records the codec. Measured on the 
 article-extraction-benchmark corpus (170 KB on average, one core of the loaded 2-core machine):
 zlib level 6 (before) 3.75 ms/page, ratio 0.197; zlib 1 1.38 ms, 0.235; zstd 1 0.51 ms, 0.209;
 zstd 3 0.66-0.75 ms, 0.197 (zstd decompresses in 0.26 ms). At under 1 ms it runs on the event
-loop: a thread hand-off would cost a good part of that.
+loop: a thread hand-off would cost a good part of that. Bodies over ``INLINE_MAX_BYTES`` (a few
+ms of zstd) are still compressed in a thread, so a huge page does not stall the loop.
 
 Saves are a batched op of the group commit (``GroupCommitter.run_batched``): the pages fetched
 since the last commit are written with one executemany per table through prepared INSERTs
@@ -18,6 +19,7 @@ since the last commit are written with one executemany per table through prepare
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import zlib
 from collections.abc import Sequence
@@ -37,6 +39,8 @@ from workbench.ledger.store import Ledger
 
 #: zstd level 3: zlib 6's ratio at a fifth of its time (see the module docstring)
 ZSTD_LEVEL = 3
+#: bodies up to this size are (de)compressed on the event loop (~4 ms of zstd at 1 MiB)
+INLINE_MAX_BYTES = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _codecs = threading.local()  # zstd (de)compressors are not thread-safe: one per thread
 
@@ -69,9 +73,11 @@ class PageStore:
 
     async def save(self, page: Page, normalized_url: str) -> None:
         """Store ``page`` as the newest snapshot of ``normalized_url``, once committed."""
-        await self._ledger.committer.run_batched(
-            self._save_many, (page, normalized_url, compress_page(page.body))
-        )
+        if len(page.body) <= INLINE_MAX_BYTES:
+            body = compress_page(page.body)
+        else:
+            body = await asyncio.to_thread(compress_page, page.body)
+        await self._ledger.committer.run_batched(self._save_many, (page, normalized_url, body))
 
     async def _save_many(
         self, conn: AsyncConnection, saves: Sequence[tuple[Page, str, bytes]]
@@ -106,7 +112,10 @@ class PageStore:
                 row = (await conn.execute(q)).first()
         if row is None:
             return None
-        body = decompress_page(row.body)
+        if len(row.body) <= INLINE_MAX_BYTES // 4:
+            body = decompress_page(row.body)
+        else:
+            body = await asyncio.to_thread(decompress_page, row.body)
         return Page(
             url=row.url,
             final_url=row.final_url,
