@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from workbench.queue.embedded import EmbeddedRedis
+from workbench.samplesite import BROKEN_ROUTES, SampleSite, sample_site_dir
 
 from .conftest import PIPELINES, assert_clean_error, cli_env, run_cli
 
@@ -170,10 +173,19 @@ async def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) ->
     assert rc == 0, err[-3000:]
     assert "Traceback" not in err
     assert "items      44: 37 done, 7 failed" in out, out
-    assert "languages  en" in out and "words      per page" in out and "keywords" in out
-    for error_type in ("http_404", "http_410", "http_500", "unsupported_content",
-                       "empty_response", "no_main_content", "too_many_redirects"):
-        assert f"{error_type}" in out
+    # every article's language as its page declares it (en, de, fr, es), plus the page the
+    # flaky route serves once it works: 37 pages in all
+    declared = Counter(a.lang for a in SampleSite(sample_site_dir()).articles())
+    (langs_line,) = [line for line in out.splitlines() if line.startswith("  languages  ")]
+    langs = {k: int(v) for k, v in (
+        part.rsplit(" ", 1) for part in langs_line.split("  languages  ")[1].split(", "))}
+    assert set(langs) == set(declared) == {"en", "de", "fr", "es"}, langs_line
+    assert all(langs[k] >= n for k, n in declared.items()) and sum(langs.values()) == 37, langs
+    assert "words      per page" in out and "keywords" in out
+    # every failure kind of the sample site, each with its count, each one expected
+    kinds = {m["type"]: int(m["n"]) for m in re.finditer(
+        r"^ {15}(?P<type>[a-z_0-9]+) +(?P<n>\d+)  as expected, e\.g\. broken/", out, re.M)}
+    assert kinds == Counter(BROKEN_ROUTES.values()), out
     assert "unexpected" not in out
     assert "succeeded at attempt 3" in out  # the flaky route, retried automatically
     assert str(data / "workbench.db") in out and "(stopped again)" in out
