@@ -82,3 +82,24 @@ async def test_not_a_warc_records_nothing(wb: Workbench, tmp_path: Path) -> None
     async with wb.ledger.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(BatchRow))).scalar() == 0
         assert (await conn.execute(select(func.count()).select_from(ItemRow))).scalar() == 0
+
+
+async def test_captures_of_one_url_make_one_item_the_latest(
+    wb: Workbench, run_worker: Any, tmp_path: Path
+) -> None:
+    url = "http://archived.test/twice"
+    path = (Builder()
+            .response(url, article_html(2).encode(),
+                      warc_headers={"WARC-Date": "2024-05-01T00:00:00Z"})
+            .response(url, article_html(1).encode(),
+                      warc_headers={"WARC-Date": "2024-01-01T00:00:00Z"})
+            .save(tmp_path / "twice.warc.gz"))
+    batch = await wb.submit_warc(path)
+    assert batch.total == 1
+    assert [(pos, reason.split(":")[0]) for pos, _, reason in batch.invalid] == [
+        (1, "duplicate_capture")]
+    await run_worker(burst=True)
+    assert (await batch.wait(timeout=60))["done"] == 1
+    results = await batch.results()
+    assert results["title"].tolist() == ["River study 2"]  # the May capture
+    assert results["warc_offset"].tolist() == [0]

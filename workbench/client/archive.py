@@ -15,9 +15,11 @@ before anything is recorded (pages stored by then are only blobs no batch points
 retention cleanup removes them). Memory follows ``chunk_records``, not the file. The result cache
 is not used: an archived page is analysed even if a live fetch of its URL was analysed before.
 
-Limits: the worker reads the newest stored page of an item's URL, so if an archive holds two
-captures of one URL, or the URL was fetched live after the archive's date, items of that URL
-analyse the newest of those pages (its ``content_sha256`` in the result says which).
+The worker reads the newest stored page of an item's URL (by fetch time), so an archive's
+captures of one URL make one item, the latest capture's (on equal ``WARC-Date``, the later
+record); the others are listed in ``batch.invalid`` as ``duplicate_capture``. Limit: a URL
+fetched live (or archived) with a later date than the archive's capture is served that later
+page instead; the result's ``content_sha256`` says which page was analysed.
 
 **Out.** ``export_warc`` writes the pages the batch's done items analysed
 (``ledger.archive.result_pages``: the snapshot matching each result's ``content_sha256``) as
@@ -117,6 +119,7 @@ async def read_warc(
     if max_payload_bytes is not None:
         kw["max_payload_bytes"] = max_payload_bytes
     limit = asyncio.Semaphore(_SAVE_CONCURRENCY)
+    latest: dict[str, tuple[int, WarcPage]] = {}  # normalized URL -> (entry, its capture)
 
     async def save(page: Any, norm: str) -> None:
         async with limit:
@@ -132,11 +135,26 @@ async def read_warc(
                 except ValueError as exc:
                     skipped.append((position, rec.url, f"invalid_url: {exc}"))
                 else:
-                    saves.append(save(rec.to_page(), norm))
-                    entries.append((position, rec.url, norm))
-                    carried.append(json.dumps({"warc_file": ref.file,
-                                               "warc_record_id": ref.record_id,
-                                               "warc_offset": ref.offset}))
+                    provenance = json.dumps({"warc_file": ref.file,
+                                             "warc_record_id": ref.record_id,
+                                             "warc_offset": ref.offset})
+                    seen = latest.get(norm)
+                    if seen is None:
+                        latest[norm] = (len(entries), rec)
+                        entries.append((position, rec.url, norm))
+                        carried.append(provenance)
+                        saves.append(save(rec.to_page(), norm))
+                    elif rec.date >= seen[1].date:  # this capture is the one the store serves
+                        index, older = seen
+                        skipped.append((entries[index][0], older.url,
+                                        _duplicate(older, rec)))
+                        latest[norm] = (index, rec)
+                        entries[index] = (position, rec.url, norm)
+                        carried[index] = provenance
+                        saves.append(save(rec.to_page(), norm))
+                    else:
+                        skipped.append((position, rec.url,
+                                        _duplicate(rec, seen[1])))
             else:
                 skipped.append((position, rec.url, f"{rec.error_type}: {rec.detail}"))
             position += 1
@@ -161,6 +179,11 @@ async def read_warc(
         ),
         entries, carried, skipped, stats.records,
     )
+
+
+def _duplicate(dropped: WarcPage, kept: WarcPage) -> str:
+    return (f"duplicate_capture: {dropped.url} is captured again at offset {kept.ref.offset} "
+            f"of {kept.ref.file} ({kept.date:%Y-%m-%d %H:%M:%S}Z), the capture analysed")
 
 
 async def export_warc(
