@@ -32,9 +32,10 @@ OVERRIDES = {
     "start_jobs": ["self", "job_ids"],
     "_poll_iteration": ["self"],
     "_release_sem_dec_counter_on_complete": ["self"],
+    "run_job": ["self", "job_id", "score"],  # a job Redis would not record is handed back
 }
 #: ``QueueWorker``'s own methods (everything else it defines must be an override above).
-OWN_METHODS = {"__init__", "_read_and_refill"}
+OWN_METHODS = {"__init__", "_read_and_refill", "_hand_back", "_writes_work"}
 
 TREE = ast.parse(inspect.getsource(arq_adapter))
 CLASS = next(n for n in TREE.body if isinstance(n, ast.ClassDef) and n.name == "QueueWorker")

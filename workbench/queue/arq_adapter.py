@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, cast
 
@@ -41,6 +42,7 @@ from arq.worker import Retry as ArqRetry
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workbench.core.codec import job_dumps, job_loads
@@ -62,6 +64,7 @@ __all__ = [
     "open_pool",
     "payload_template",
     "redis_settings",
+    "refuses_writes",
 ]
 
 log = get_logger("workbench.worker")
@@ -171,6 +174,17 @@ return started
 """
 
 
+#: replies of a Redis that is up but takes no writes for now (alone, or quoted by redis-py in
+#: "Command # 1 (ZREM ...) of pipeline caused error: ('MISCONF ...')")
+_WRITE_REFUSAL = re.compile(r"(?:^|caused error: \(')(?:MISCONF|OOM|READONLY) ")
+
+
+def refuses_writes(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis refusing a write for a while: ``MISCONF`` (it cannot persist: a
+    full disk), ``OOM`` (maxmemory) or ``READONLY`` (a replica after a failover)."""
+    return isinstance(exc, ResponseError) and _WRITE_REFUSAL.search(str(exc)) is not None
+
+
 class QueueWorker(Worker):
     """ARQ's ``Worker``, taking the next job as soon as a slot frees while jobs are waiting.
 
@@ -186,6 +200,10 @@ class QueueWorker(Worker):
         self._read_again = False
         self._start_script: Any = None
         self._redis_failures = 0
+        self._writes_refused = False
+        #: jobs whose start or finish Redis refused to record (a full disk): their in-progress
+        #: keys are dropped once it takes writes again, so they run (or are seen done) at once
+        self._handed_back: set[str] = set()
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -209,11 +227,17 @@ class QueueWorker(Worker):
             return
         if self._start_script is None:
             self._start_script = self.pool.register_script(_START_LUA)
-        started = await self._start_script(
-            keys=[self.queue_name],
-            args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000),
-                  in_progress_key_prefix, free, *candidates],
-        )
+        try:
+            started = await self._start_script(
+                keys=[self.queue_name],
+                args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000),
+                      in_progress_key_prefix, free, *candidates],
+            )
+        except ResponseError as exc:
+            if refuses_writes(exc):  # it may have marked some before Redis said no
+                self._handed_back.update(jid.decode() for jid in candidates)
+            raise
+        self._writes_work()
         for raw_id, score in zip(started[::2], started[1::2], strict=True):
             await self.sem.acquire()  # never waits: job_counter < max_jobs
             self.job_counter += 1
@@ -224,13 +248,52 @@ class QueueWorker(Worker):
         # ids only running elsewhere (other workers) are no reason to read again at once
         self._read_again = bool(started) or self.job_counter >= self.max_jobs
 
+    async def run_job(self, job_id: str, score: int) -> None:
+        """ARQ's run_job; a job whose bookkeeping Redis refuses to write is handed back (its
+        item is untouched in the ledger, or already recorded there) instead of raising into a
+        task nobody awaits and then waiting out its in-progress key."""
+        try:
+            await super().run_job(job_id, score)
+        except ResponseError as exc:
+            if not refuses_writes(exc):
+                raise
+            self._handed_back.add(job_id)
+
+    async def _hand_back(self) -> None:
+        jobs, self._handed_back = sorted(self._handed_back), set()
+        try:
+            await self.pool.delete(*(in_progress_key_prefix + j for j in jobs))
+        except BaseException:
+            self._handed_back.update(jobs)
+            raise
+        self._writes_work()
+
+    def _writes_work(self) -> None:
+        if self._writes_refused:
+            self._writes_refused = False
+            log.info("Redis takes writes again")
+
     async def _poll_iteration(self) -> None:
         """One read of the queue (and refills while jobs wait). A Redis outage (restart, failover,
         a full network blip) is waited out here: ARQ would end the worker on the first
-        connection error, dropping the jobs it runs; they finish into the ledger meanwhile."""
+        connection error, dropping the jobs it runs; they finish into the ledger meanwhile.
+        So is a Redis that refuses writes (``refuses_writes``: its disk is full and the AOF
+        cannot be written, it ran out of memory, it is a read-only replica): one log line, the
+        jobs it would not let start or finish handed back, and a read again after a pause."""
         try:
+            if self._handed_back:
+                await self._hand_back()
             await self._read_and_refill()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
+            if isinstance(exc, ResponseError):
+                if not refuses_writes(exc):
+                    raise
+                if not self._writes_refused:
+                    log.warning("Redis refuses writes (a full disk?); waiting for it",
+                                error=str(exc)[:200])
+                self._writes_refused = True
+                await asyncio.sleep(min(5.0, self.poll_delay_s * 4))
+                return
             self._redis_failures += 1
             if self._redis_failures == 1:
                 log.warning("Redis unreachable; waiting for it", error=str(exc)[:200])

@@ -138,6 +138,7 @@ class WorkerRuntime:
         self.log.info("worker stopped", items_done=self.items_done)
 
     async def _every(self, interval_s: float, fn: Callable[[], Awaitable[None]]) -> None:
+        failing = ""  # the error logged last: a lasting failure (a full disk) is one log line
         while True:
             await asyncio.sleep(interval_s * random.uniform(0.8, 1.2))
             try:
@@ -145,7 +146,15 @@ class WorkerRuntime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.log.warning("background task failed", task=fn.__name__, error=str(exc)[:300])
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                if error != failing:
+                    self.log.warning("background task failed; retrying", task=fn.__name__,
+                                     error=error, every_s=interval_s)
+                failing = error
+            else:
+                if failing:
+                    self.log.info("background task works again", task=fn.__name__)
+                failing = ""
 
     async def _heartbeat(self) -> None:
         await self.ledger.heartbeat(self.worker_id, items_done=self.items_done)
