@@ -73,6 +73,13 @@ async def test_skipped_records_listed_not_items(wb: Workbench, run_worker: Any,
     assert results["url"].tolist() == ["http://archived.test/a"]
     assert results["title"].tolist() == ["River study 1"]
 
+    again = await batch.rerun(pipeline="metadata")  # the provenance travels with a rerun
+    await run_worker(burst=True)
+    assert (await again.wait(timeout=60))["done"] == 1
+    rerun = await again.results()
+    assert rerun["warc_file"].tolist() == [str(path)]
+    assert rerun["title"].tolist() == ["River study 1"]
+
 
 async def test_not_a_warc_records_nothing(wb: Workbench, tmp_path: Path) -> None:
     bad = tmp_path / "notes.warc"

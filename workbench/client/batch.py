@@ -280,7 +280,8 @@ class Batch:
         name: str | None = None,
     ) -> Batch:
         """Analyse this batch's URLs again from their stored pages (no network): with a new
-        pipeline, version or params. Returns the new batch."""
+        pipeline, version or params. Returns the new batch; its items carry this batch's
+        carried columns (a table's, a WARC's provenance)."""
         spec = get_pipeline(pipeline or self.pipeline)
         try:
             clean = codec.check_json_object(self.params if params is None else params)
@@ -288,6 +289,7 @@ class Batch:
             raise InvalidParamsError(str(exc)) from None
         rows = await (await self._wb.open_ledger()).item_rows(self.id)
         entries = [(r["position"], r["url"], r["normalized_url"]) for r in rows]
+        kept = [r.get("carried") for r in rows] if self.carried_columns else None
         if not entries:
             raise EmptyBatchError(f"batch {self.id} has no items to rerun")
         return await self._wb.create_batch(
@@ -299,9 +301,11 @@ class Batch:
                 name=name or f"rerun of {self.name or self.id}",
                 use_stored_pages=True,
                 source_batch_id=self.id,
+                carried=carried.specs_to_json(self.carried_columns) or None,
             ),
             entries,
             use_cache=True,
+            carried=kept,
         )
 
     async def export_warc(self, path: str | os.PathLike[str] | BinaryIO) -> int:
