@@ -137,3 +137,58 @@ def test_plain_url_fast_path_agrees_with_yarl(url: str) -> None:
     if fast is None:
         return
     assert fast == _normalize_with_yarl(url)
+
+
+# -- issue 14: the other inputs of a submit (notify, params, name), fuzzed the same way: each is
+# accepted as something safe to store and send, or refused with an InvalidInputError naming it
+_surrogate = st.sampled_from(["\ud800", "\udfff", "\udc00x"])
+_address = st.builds(lambda local, host: f"{local}@{host}", _label, _host)
+_notify = st.one_of(
+    st.lists(_address, min_size=1, max_size=12).map(", ".join),
+    st.builds(lambda a, b, sep: f"{a}{sep}Bcc: {b}", _address, _address,
+              st.sampled_from(["\r\n", "\n", "\r", ","])),
+    st.builds(lambda a, s: a + s, _address, _surrogate),
+    st.sampled_from(["@", "a@", "@b.org", "a@b", "Ana <a@b.org>", "a@b.org>", '"a"@b.org',
+                     "a@@b.org", "a..b@c.org", "\u00e9@b.org", ""]),
+    st.text(max_size=40),
+)
+_article_params = st.dictionaries(
+    st.sampled_from(["max_keywords", "min_chars", "include_text", "embed", "llm_max_chars",
+                     "no_such_param"]),
+    st.one_of(st.integers(-10, 2_000_000), st.booleans(), st.text(max_size=5), st.none(),
+              st.floats(allow_nan=False)),
+    max_size=4,
+)
+_name = st.one_of(st.none(), st.text(max_size=30), st.builds(lambda a, s: a + s, st.text(
+    max_size=10), _surrogate), st.just("n" * 201))
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(notify=st.one_of(st.none(), _notify), params=_article_params, name=_name,
+       url=st.one_of(_good, st.builds(lambda u, s: u + s, _good, _surrogate)))
+def test_fuzzed_notify_params_and_name(sync_wb: Any, notify: str | None,
+                                       params: dict[str, Any], name: str | None,
+                                       url: str) -> None:
+    from workbench.core.errors import InvalidInputError, InvalidParamsError
+    from workbench.pipeline.builtin import ArticleParams
+
+    try:
+        batch = sync_wb.submit([url], pipeline="article", params=params, name=name,
+                               notify=notify, on_invalid="skip")
+    except InvalidParamsError as exc:
+        assert exc.fields, exc  # names the param(s)
+        with pytest.raises(ValueError):
+            ArticleParams.model_validate(params)
+        return
+    except InvalidInputError as exc:
+        assert str(exc), exc
+        return
+    ArticleParams.model_validate(params)  # what was accepted is what the pipeline declares
+    assert sync_wb.get_batch(batch.id).name == name  # stored and read back as given
+    if notify is not None:  # one line of plain addresses, at most notify.email.MAX_RECIPIENTS
+        from workbench.notify.email import MAX_RECIPIENTS, parse_recipients
+
+        assert "\r" not in notify and "\n" not in notify and notify.isascii()
+        assert 1 <= len(parse_recipients(notify)) <= MAX_RECIPIENTS
+

@@ -137,6 +137,9 @@ class Workbench:
             raise InvalidInputError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
         if name is not None and (not isinstance(name, str) or len(name) > 200):
             raise InvalidInputError("name must be a string of at most 200 characters")
+        if name is not None and not name.encode("utf-8", "surrogatepass").decode(
+                "utf-8", "ignore") == name:
+            raise InvalidInputError("name contains a lone surrogate (such as \\ud800): not text")
         try:  # strict: plain addresses, at most notify.email.MAX_RECIPIENTS, no line breaks
             notify = normalize_notify(notify)
         except ValueError as exc:

@@ -16,6 +16,7 @@ from yarl import URL
 MAX_URL_LENGTH = 8192
 # whitespace (\s is str.isspace's set) or control characters; a regex, not a loop per character
 _BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PLAIN = re.compile(
@@ -47,6 +48,8 @@ def normalize_url(url: str) -> str:
         raise ValueError(f"longer than {MAX_URL_LENGTH} characters")
     if _BAD_CHARS.search(raw):
         raise ValueError("contains whitespace or control characters")
+    if _SURROGATE.search(raw):  # not text: it cannot be stored or sent anywhere
+        raise ValueError("contains a lone surrogate (such as \\ud800): not valid Unicode text")
     return _normalize_plain(raw) or _normalize_with_yarl(raw)
 
 
