@@ -95,7 +95,10 @@ async def test_empty_frames_unchanged(wb: Workbench) -> None:
 
 # ------------------------------------------------------------------ projection
 def _statements(wb: Workbench) -> list[str]:
+    """Every SQL statement the ledger's reads run from now on: through SQLAlchemy, and the
+    chunks it runs on the driver (``Ledger.sql_trace``)."""
     seen: list[str] = []
+    wb.ledger.sql_trace = seen
 
     @event.listens_for(wb.ledger.read_engine.sync_engine, "before_cursor_execute")
     def _log(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -122,6 +125,20 @@ async def test_projection_never_reads_the_texts(wb: Workbench) -> None:
     assert with_text["text"].tolist() == full["text"].tolist() == [
         article(i)["text"] for i in range(30)]
     pd.testing.assert_frame_equal(df, full[df.columns.tolist()])
+
+
+async def test_projections_equal_the_whole_frame(wb: Workbench) -> None:
+    """Fields picked out by the database (missing, null, bulky in some rows, arrays, objects,
+    kinds that change) come back exactly as in the whole frame."""
+    batch = await fill(wb, 40, _varied)
+    full = await batch.results()
+    for cols in (["title", "maybe_int", "sometimes"], ["mixed", "meta", "vec", "tags"],
+                 ["text", "flag", "maybe_flag", "ratio"], ["url", "cached", "n"],
+                 ["value", "n"]):
+        got = await batch.results(columns=cols)
+        pd.testing.assert_frame_equal(got, full[got.columns.tolist()], check_exact=True)
+        chunks = [df async for df in batch.iter_results(chunk_rows=9, columns=cols)]
+        assert all(c.dtypes.to_dict() == chunks[0].dtypes.to_dict() for c in chunks)
 
 
 async def test_projection_names_unknown_fields(wb: Workbench) -> None:

@@ -20,19 +20,17 @@ import os
 import stat
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from workbench.cli.common import PROG, CliError, check_output, err, open_output, open_workbench
-from workbench.client.export import frame_records, iter_csv, iter_jsonl, jsonable, parquet_bytes
+from workbench.client.export import frame_records, iter_csv, iter_jsonl, jsonable
 from workbench.core.status import ITEM_STATUSES, BatchState, Counts
 from workbench.core.text import clip, format_duration, table, when, yes_no
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from workbench.client.workbench import Workbench
 
 RESULT_FORMATS = ("csv", "parquet", "jsonl")
@@ -301,37 +299,62 @@ def _write_text(chunks: Iterable[str], output: str | None, *, force: bool = Fals
         out.flush()
 
 
-def _write_results(df: pd.DataFrame, fmt: str, output: str | None, *, force: bool = False,
-                   data_dir: Path | None = None) -> None:
-    if fmt == "parquet":
-        data = parquet_bytes(df)
-        if output:
-            with open_output(output, force=force, data_dir=data_dir) as fh:
-                fh.write(data)
-        else:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
+async def _write_text_stream(pieces: AsyncIterator[str], output: str | None, *,
+                             force: bool = False, data_dir: Path | None = None) -> None:
+    if output:
+        with open_output(output, force=force, data_dir=data_dir) as fh:
+            async for piece in pieces:
+                fh.write(piece.encode("utf-8"))
     else:
-        _write_text(iter_jsonl(df) if fmt == "jsonl" else iter_csv(df), output, force=force,
-                    data_dir=data_dir)
+        out: IO[str] = sys.stdout
+        async for piece in pieces:
+            out.write(piece)
+        out.flush()
+
+
+def _columns(value: str | None) -> list[str] | None:
+    """``--columns a,b`` as a list of names (None: every field)."""
+    if value is None:
+        return None
+    names = [c.strip() for c in value.split(",") if c.strip()]
+    if not names:
+        raise CliError("--columns needs field names, comma-separated (e.g. --columns title,"
+                       "word_count)", 2)
+    return names
 
 
 async def run_results(args: argparse.Namespace) -> int:
-    """``results BATCH``: the done items' results as CSV, JSONL or Parquet, to stdout or -o."""
+    """``results BATCH``: the done items' results as CSV, JSONL or Parquet, to stdout or -o,
+    streamed: the batch is read a chunk at a time while the file is written (memory follows
+    the chunk, not the batch); ``--columns`` reads only those fields of the results."""
+    from workbench.core.errors import InvalidInputError
+
     force = bool(getattr(args, "force", False))
     if args.output:
         check_output(args.output, force=force)  # before reading a batch, not after
     fmt = _result_format(args)
+    columns = _columns(getattr(args, "columns", None))
     if fmt == "parquet" and not args.output and sys.stdout.isatty():
         raise CliError("parquet is binary and stdout is a terminal: write it to a file with "
                        "-o FILE.parquet (or redirect stdout)", 2)
     async with open_workbench() as wb:
         batch = await wb.get_batch(args.batch)
-        df = await batch.results()
-        counts = Counts(await batch.counts())
         data_dir = wb.settings.resolved_data_dir
-    _write_results(df, fmt, args.output, force=force, data_dir=data_dir)
-    note = f"{len(df)} result(s) of batch {args.batch}"
+        try:
+            if fmt == "parquet" and args.output:
+                with open_output(args.output, force=force, data_dir=data_dir) as fh:
+                    rows: int | None = await batch.to_parquet(fh, columns)
+            elif fmt == "parquet":
+                rows = await batch.to_parquet(sys.stdout.buffer, columns)
+                sys.stdout.buffer.flush()
+            else:
+                rows = None
+                await _write_text_stream(batch.export_text(fmt, columns), args.output,
+                                         force=force, data_dir=data_dir)
+        except InvalidInputError as exc:
+            raise CliError(str(exc), 2) from None
+        counts = Counts(await batch.counts())
+    note = f"{counts['done'] if rows is None else rows} result(s) of batch {args.batch}"
     if counts.active:
         note += f" ({counts.active} item(s) still queued or running)"
     if counts["failed"]:

@@ -7,7 +7,7 @@
     submit --input TABLE [--url-column COL] | --sitemap URL | --feed URL | --warc FILE... [...]
     warc BATCH -o FILE [--force]
     status [BATCH] [--json]
-    results BATCH [--format csv|parquet|jsonl] [-o FILE [--force]]
+    results BATCH [--format csv|parquet|jsonl] [-o FILE [--force]] [--columns A,B]
     failures BATCH [--format table|csv|jsonl]
     retry BATCH | cancel BATCH
     cleanup [--json]
@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", default=None, metavar="FILE",
                    help="write here, not stdout (.csv, .jsonl or .parquet)")
     r.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    r.add_argument("--columns", default=None, metavar="A,B",
+                   help="only these fields of the results, comma-separated (item_id, url and "
+                        "provenance come always)")
     r.set_defaults(handler=run_results)
 
     f = sub.add_parser("failures", parents=[common], help="list a batch's failed items")

@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 import numpy as np
 import pandas as pd
@@ -174,7 +174,7 @@ class Batch:
             yield df
 
     async def to_parquet(
-        self, path: str | os.PathLike[str] | BinaryIO, columns: Sequence[str] | None = None,
+        self, path: str | os.PathLike[str] | IO[bytes], columns: Sequence[str] | None = None,
         *, chunk_rows: int = 20_000,
     ) -> int:
         """Write the results to a Parquet file, one row group per ``chunk_rows`` as they are

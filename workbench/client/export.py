@@ -25,7 +25,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -289,7 +289,7 @@ def _json_text(value: Any) -> str | None:
 
 async def write_parquet(
     chunks: AsyncIterator[pd.DataFrame], schema: pa.Schema,
-    path: str | os.PathLike[str] | BinaryIO,
+    path: str | os.PathLike[str] | IO[bytes],
 ) -> int:
     """Write every chunk as one row group of a Parquet file of ``schema``; returns the rows.
     A row group is written in a thread while the next chunk is read."""

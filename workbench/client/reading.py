@@ -64,7 +64,8 @@ async def result_schemas(
             f"no field {', '.join(map(repr, unknown))} in the results of batch {batch_id}; "
             f"fields: {', '.join(batch.names)} (item_id, url and provenance come always)"
         )
-    return batch, batch.select(names)
+    # a pipeline field named item_id or url wins in those columns: read it whatever is asked
+    return batch, batch.select([*(k for k in ("item_id", "url") if batch.get(k)), *names])
 
 
 async def _rechunk(pieces: AsyncIterator[pd.DataFrame],
@@ -96,10 +97,15 @@ async def iter_results(
     check_chunk_rows(chunk_rows)
     batch, fields = schemas or await result_schemas(ledger, batch_id, columns)
 
+    # a projection: the database picks the fields out of each result's JSON
+    picked = None
+    if fields is not batch and ledger.can_extract(fields.names):
+        picked = [(f.name, f.bulky) for f in fields.fields]
+
     async def pieces() -> AsyncIterator[pd.DataFrame]:
         async for raw in ledger.result_chunks(
             batch_id, chunk_rows=min(chunk_rows, FETCH_ROWS), bulk=fields.bulky,
-            carried=bool(carried_columns),
+            carried=bool(carried_columns), fields=picked,
         ):
             df = frames.results_frame(raw, batch, fields)
             if carried_columns:
