@@ -23,13 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from workbench.core.status import ITEM_STATUSES, Counts
-from workbench.ledger.reads import (
-    ResultField,
-    ResultSchema,
-    decode_fields,
-    decode_json,
-    decode_values,
-)
+from workbench.ledger.reads import ResultField, ResultSchema, decode_fields, decode_json
 
 ITEM_COLUMNS = [
     "item_id", "position", "url", "normalized_url", "status", "attempts", "tries",
@@ -208,10 +202,7 @@ _MISSING = np.nan
 
 
 def _field_values(chunk: Mapping[str, Sequence[Any]]) -> Callable[[str], list[Any]]:
-    """name -> the values of that field in the chunk's rows (``_MISSING`` where absent): from
-    fields the database picked out (``field:<name>``), or from whole results."""
-    if "data" not in chunk:
-        return lambda name: decode_values(chunk[f"field:{name}"], _MISSING)
+    """name -> the values of that field in the chunk's rows (``_MISSING`` where absent)."""
     datas = [d if isinstance(d, dict) else {"value": d}
              for d in decode_fields(chunk["data"], chunk.get("bulk"))]
     return lambda name: [d.get(name, _MISSING) for d in datas]

@@ -97,15 +97,10 @@ async def iter_results(
     check_chunk_rows(chunk_rows)
     batch, fields = schemas or await result_schemas(ledger, batch_id, columns)
 
-    # a projection: the database picks the fields out of each result's JSON
-    picked = None
-    if fields is not batch and ledger.can_extract(fields.names):
-        picked = [(f.name, f.bulky) for f in fields.fields]
-
     async def pieces() -> AsyncIterator[pd.DataFrame]:
         async for raw in ledger.result_chunks(
             batch_id, chunk_rows=min(chunk_rows, FETCH_ROWS), bulk=fields.bulky,
-            carried=bool(carried_columns), fields=picked,
+            carried=bool(carried_columns),
         ):
             df = frames.results_frame(raw, batch, fields)
             if carried_columns:

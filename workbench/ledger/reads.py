@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Text, bindparam, cast, func, literal, select, text, type_coerce
+from sqlalchemy import Text, bindparam, func, select, text, type_coerce
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workbench.core import codec
@@ -140,16 +140,6 @@ def decode_json(values: Sequence[Any]) -> list[Any]:
     return out
 
 
-def decode_values(texts: Sequence[str | None], missing: Any = None) -> list[Any]:
-    """The values of a ``field:<name>`` column (JSON text each, None where the result has no
-    such field: ``missing``), in one parse."""
-    values = codec.loads_many(["null" if t is None else t for t in texts])
-    for n, t in enumerate(texts):
-        if t is None:
-            values[n] = missing
-    return values
-
-
 def decode_fields(data: Sequence[str], bulk: Sequence[str | None] | None) -> list[Any]:
     """The pipeline's values of each row of a chunk: small fields and, where read, bulky ones
     in their places (one JSON parse per column of the chunk, ``codec.loads_many``)."""
@@ -177,55 +167,33 @@ class ReadsMixin:
                 rows = (await conn.execute(_SHAPES_SQL, {"b": batch_id})).all()
         return schema_from_shapes([r.fields for r in sorted(rows, key=lambda r: r.first_item)])
 
-    def can_extract(self, names: Sequence[str]) -> bool:
-        """Whether ``result_chunks(fields=names)`` should have the database pick the fields out
-        of each result's JSON: on PostgreSQL (its own process does the work). Not on SQLite:
-        its ``->`` (3.38+) cost more than Python parsing the small fields whole (5 fields of
-        100k results: 0.52 s against 0.14 s of reading ``data`` and ~0.2 s of parsing it,
-        measured here), and it runs in the same process. A non-dict result is shown as a field
-        ``value``: read whole."""
-        return "value" not in names and self.read_engine.dialect.name == "postgresql"
-
     async def result_chunks(
         self, batch_id: str, *, chunk_rows: int, bulk: bool, carried: bool = False,
-        fields: Sequence[tuple[str, bool]] | None = None, after: int = 0,
+        after: int = 0,
     ) -> AsyncIterator[dict[str, list[Any]]]:
         """The batch's done items with their results, ``chunk_rows`` a chunk in item order:
-        ``RESULT_COLUMNS``; the pipeline's values as ``data`` (JSON of the small fields) and,
-        with ``bulk``, ``bulk`` (JSON of the bulky fields, or None); with ``carried`` the items'
-        ``carried`` (JSON of the input row's other columns). Without ``bulk`` the bulky parts
-        are never read.
+        ``RESULT_COLUMNS``, ``data`` (JSON of the small fields) and, with ``bulk``, ``bulk``
+        (JSON of the bulky fields, or None); with ``carried`` the items' ``carried`` (JSON of
+        the input row's other columns). Without ``bulk`` the bulky parts are never read.
 
-        With ``fields`` (``(name, bulky)`` pairs, see ``can_extract``) the database picks those
-        fields out of the JSON instead: a column ``field:<name>`` each, the JSON text of the
-        value or None where the result has no such field (``decode_values``); ``data`` is not
-        read, and the bulky parts only for a field stored bulky somewhere. Parsing whole
-        results in Python was half the time of a projection."""
+        The fields are picked out of ``data`` in Python (``decode_fields``), not by the
+        database: SQLite's ``->`` took 0.52 s for 5 fields of 100k results, against 0.14 s to
+        read ``data`` and ~0.2 s to parse it whole; PostgreSQL's saved the client 15 % of its
+        CPU but cost more time in all (the server parses the text again for every field)."""
         i, r, b = table_of(ItemRow), table_of(ResultRow), table_of(ResultBulkRow)
         cols: list[Any] = [
             i.c.id.label("item_id"), i.c.url, r.c.final_url, r.c.http_status,
             type_coerce(r.c.fetched_at, Text).label("fetched_at"), r.c.content_sha256,
             r.c.pipeline, r.c.pipeline_version, r.c.params_hash, r.c.workbench_version,
             r.c.cached, r.c.from_stored_page, i.c.duration_s,
-            type_coerce(r.c.timings, Text).label("timings"),
+            type_coerce(r.c.timings, Text).label("timings"), r.c.data,
         ]
         if carried:
             cols.append(i.c.carried)
         joined = i.join(r, r.c.item_id == i.c.id)
-        if bulk or (fields and any(big for _, big in fields)):
+        if bulk:
+            cols.append(b.c.data.label("bulk"))
             joined = joined.outerjoin(b, b.c.item_id == i.c.id)
-        labels: dict[str, str] = {}
-        if fields is None:
-            cols.append(r.c.data)
-            if bulk:
-                cols.append(b.c.data.label("bulk"))
-        else:
-            for n, (name, big) in enumerate(fields):
-                value = self._json_field(r.c.data, name)
-                if big:
-                    value = func.coalesce(self._json_field(b.c.data, name), value)
-                cols.append(value.label(f"f{n}"))
-                labels[f"f{n}"] = f"field:{name}"
         q = (
             select(*cols).select_from(joined)
             .where(i.c.batch_id == bindparam("b"), i.c.status == "done",
@@ -233,15 +201,7 @@ class ReadsMixin:
             .order_by(i.c.id).limit(bindparam("n"))
         )
         async for chunk in self._keyset(q, batch_id, chunk_rows, after, "reading results"):
-            for label, key in labels.items():
-                chunk[key] = chunk.pop(label)
             yield chunk
-
-    @staticmethod
-    def _json_field(column: Any, name: str) -> Any:
-        """PostgreSQL's JSON text of field ``name`` of the JSON object in ``column`` (NULL when
-        there is no such field, ``null`` when it is null)."""
-        return cast(cast(column, JSON).op("->")(literal(name, Text)), Text)
 
     async def item_chunks(
         self,
