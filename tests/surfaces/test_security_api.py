@@ -136,6 +136,9 @@ async def test_token_less_api_answers_only_local_host_names(
      ["body", "pipeline"]),
     ("/batches", '{"urls": ["http://example.org/"], "params": {"k": ["\\udfff"]}}',
      ["body", "params"]),
+    ("/batches", '{"rows": [{"url": "http://example.org/", "col": "\\ud800"}]}',
+     ["body", "rows"]),
+    ("/batches", '{"rows": [{"url": "http://example.org/", "\\udc00": 1}]}', ["body", "rows"]),
     ("/analyses", '{"url": "http://example.org/\\ud800"}', ["body", "url"]),
     ("/analyses", '{"url": "http://example.org/", "notify": "\\ud800"}', ["body", "notify"]),
 ])

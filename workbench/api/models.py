@@ -60,6 +60,17 @@ def _check_email(v: str | None) -> str | None:
 
 
 def _check_params(v: dict[str, Any] | None) -> dict[str, Any] | None:
+    _no_surrogate_in(v, "params")
+    return v
+
+
+def _check_rows(v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    _no_surrogate_in(v, "rows")
+    return v
+
+
+def _no_surrogate_in(v: Any, label: str) -> None:
+    """A JSON value's strings and keys hold no lone surrogate (ValueError naming where)."""
     def walk(value: Any, path: str) -> None:
         if isinstance(value, str) and has_surrogate(value):
             raise ValueError(f"{path} contains a lone surrogate (such as \\ud800)")
@@ -71,8 +82,7 @@ def _check_params(v: dict[str, Any] | None) -> dict[str, Any] | None:
             for i, item in enumerate(value):
                 walk(item, f"{path}[{i}]")
 
-    walk(v, "params")
-    return v
+    walk(v, label)
 
 
 class BatchIn(BaseModel):
@@ -96,6 +106,7 @@ class BatchIn(BaseModel):
 
     _email = field_validator("notify")(_check_email)
     _params = field_validator("params")(_check_params)
+    _rows = field_validator("rows")(_check_rows)
 
     @model_validator(mode="after")
     def _urls_or_rows(self) -> BatchIn:
