@@ -46,9 +46,12 @@ def run_serve(args: argparse.Namespace) -> int:
             f"the HTTP API needs the 'api' extra ({exc.name} is missing): "
             "pip install 'workbench[api]'", 1
         ) from None
-    auth = "bearer token required" if settings.api_token else "no token (loopback only)"
+    auth = ("bearer token required" if settings.api_token
+            else "no token: loopback only, Host must be localhost, 127.0.0.1 or [::1]")
     err(f"serving the Workbench API on http://{args.host}:{args.port} ({auth}); "
         "docs at /docs; Ctrl-C stops")
+    err("anyone who can call it can make the workers fetch URLs and read every batch's results "
+        "(README: Security)")
     uvicorn.run(create_app(), host=args.host, port=args.port,
                 log_level="warning" if not args.verbose else "info", access_log=args.verbose)
     return 0
