@@ -10,10 +10,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from tests.surfaces.conftest import cli_env, run_cli
 from workbench import Workbench
 from workbench.client.export import iter_csv, iter_jsonl
 
-from ..surfaces.conftest import cli_env, run_cli
 from .conftest import article, fill
 
 

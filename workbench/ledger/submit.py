@@ -7,10 +7,11 @@ results (with their bulky parts, ``ledger.shapes``), all in one transaction.
 from __future__ import annotations
 
 import secrets
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -44,13 +45,34 @@ class NewBatch:
     carried: list[list[str]] | None = None
 
 
+class FirstAttempts(Sequence[tuple[int, int]]):
+    """``(item_id, 1)`` for each id: the jobs of a new batch, 8 bytes each (a list of tuples
+    took ~85 MB for a 1M-item batch)."""
+
+    def __init__(self, ids: array[int]):
+        self._ids = ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, int]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int, int]]: ...
+    def __getitem__(self, index: int | slice) -> tuple[int, int] | list[tuple[int, int]]:
+        if isinstance(index, slice):
+            return [(i, 1) for i in self._ids[index]]
+        return self._ids[index], 1
+
+
 @dataclass(frozen=True)
 class SubmitOutcome:
     batch_id: str
-    queued: list[tuple[int, int]]  # (item_id, attempt) to enqueue
+    queued: Sequence[tuple[int, int]]  # (item_id, attempt) to enqueue
     cached: int
 
 
+_ENTRY_CHUNK = 20_000
 _ITEM_ROW = ("id", "position", "url", "normalized_url")
 _ITEM_ROW_CARRIED = (*_ITEM_ROW, "carried")
 
@@ -106,40 +128,45 @@ class SubmitMixin:
                     ],
                 )
                 first_id = await self._reserve_ids(conn, len(entries))
-                queued_rows: list[tuple[Any, ...]] = []
-                cached_rows: list[tuple[Any, ...]] = []
-                queued: list[tuple[int, int]] = []
-                results = []
-                bulk_rows: list[tuple[int, str]] = []
-                for offset, (pos, url, norm) in enumerate(entries):
-                    item_id = first_id + offset
-                    hit = cached.get(norm)
-                    row: tuple[Any, ...] = (item_id, pos, url, norm)
-                    if carried is not None:
-                        row = (*row, carried[offset])
-                    if hit:
-                        cached_rows.append(row)
-                        bulk = hit.pop("bulk", None)
-                        if bulk is not None:
-                            bulk_rows.append((item_id, bulk))
-                        results.append(
-                            {**hit, "item_id": item_id, "batch_id": batch_id, "cached": True}
-                        )
-                    else:
-                        queued_rows.append(row)
-                        queued.append((item_id, 1))
+                queued = array("q")
+                copies = 0
                 common = dict(batch_id=batch_id, attempts=1, tries=0, submitted_at=now)
                 names = _ITEM_ROW if carried is None else _ITEM_ROW_CARRIED
-                await self._bulk.insert(conn, table_of(ItemRow), names, queued_rows,
-                                        dict(common, status="queued", cached=False))
-                await self._bulk.insert(conn, table_of(ItemRow), names, cached_rows,
-                                        dict(common, status="done", cached=True,
-                                             finished_at=now, duration_s=0.0))
-                for i in range(0, len(results), 2000):
-                    await conn.execute(insert(ResultRow), results[i : i + 2000])
-                # the copies name shapes already registered
-                await write_parts(conn, self._bulk, bulk_rows, {})
-        return SubmitOutcome(batch_id, queued, len(results))
+                # chunk by chunk, so that the rows of only one chunk are built at a time (a 1M
+                # submit held 1M row tuples and 1M job tuples at once: ~180 MB)
+                for start in range(0, len(entries), _ENTRY_CHUNK):
+                    queued_rows: list[tuple[Any, ...]] = []
+                    cached_rows: list[tuple[Any, ...]] = []
+                    results = []
+                    bulk_rows: list[tuple[int, str]] = []
+                    for offset in range(start, min(start + _ENTRY_CHUNK, len(entries))):
+                        pos, url, norm = entries[offset]
+                        item_id = first_id + offset
+                        hit = cached.get(norm)
+                        row: tuple[Any, ...] = (item_id, pos, url, norm)
+                        if carried is not None:
+                            row = (*row, carried[offset])
+                        if hit:
+                            cached_rows.append(row)
+                            if hit.get("bulk") is not None:
+                                bulk_rows.append((item_id, hit["bulk"]))
+                            results.append({**{k: v for k, v in hit.items() if k != "bulk"},
+                                            "item_id": item_id, "batch_id": batch_id,
+                                            "cached": True})
+                        else:
+                            queued_rows.append(row)
+                            queued.append(item_id)
+                    await self._bulk.insert(conn, table_of(ItemRow), names, queued_rows,
+                                            dict(common, status="queued", cached=False))
+                    await self._bulk.insert(conn, table_of(ItemRow), names, cached_rows,
+                                            dict(common, status="done", cached=True,
+                                                 finished_at=now, duration_s=0.0))
+                    for i in range(0, len(results), 2000):
+                        await conn.execute(insert(ResultRow), results[i : i + 2000])
+                    # the copies name shapes already registered
+                    await write_parts(conn, self._bulk, bulk_rows, {})
+                    copies += len(results)
+        return SubmitOutcome(batch_id, FirstAttempts(queued), copies)
 
     async def _reserve_ids(self, conn: AsyncConnection, n: int) -> int:
         """Reserve ``n`` consecutive item ids so 100k items insert with one executemany."""
