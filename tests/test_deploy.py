@@ -103,7 +103,7 @@ def test_commands_are_real(compose: dict[str, Any], dockerfile: list[tuple[str, 
     services = compose["services"]
     assert argv(services["api"]["command"])[:4] == ["python", "-m", "workbench", "serve"]
     assert argv(services["worker"]["command"])[:3] == ["python", "-m", "workbench.worker"]
-    for name, service in services.items():
+    for service in services.values():
         if "build" in service:
             check_workbench_command(argv(service["command"]))
     cmd = [args for instr, args in dockerfile if instr == "CMD"][-1]

@@ -89,10 +89,11 @@ def lab(tmp_path: Path) -> Iterator[str]:
     try:
         deadline = time.monotonic() + 60
         while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{base}/api/status", timeout=2) as r:
-                    if r.status == 200:
-                        break
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                f"{base}/api/status", timeout=2
+            ) as r:
+                if r.status == 200:
+                    break
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("JupyterLab did not start:\n"
                                    + (tmp_path / "jupyterlab.log").read_text()[-3000:])

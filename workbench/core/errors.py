@@ -15,8 +15,8 @@ underneath are translated at the boundary (``raise FetchTimeout(...) from exc``)
     │   ├── InvalidTableError         a DataFrame or CSV/Parquet/JSONL input without its URL column
     │   ├── InvalidSitemapError       not a sitemap (an HTML page, broken XML), or none found
     │   ├── InvalidFeedError          not an RSS or Atom feed (an HTML page, broken XML)
-    │   ├── InvalidWARCError          not a WARC file, or one that breaks off (names file and offset)
-    │   └── InputTooLarge             a sitemap, feed or WARC record past a cap (``.limit``: its name)
+    │   ├── InvalidWARCError          not a WARC file, or one that breaks off (file, offset)
+    │   └── InputTooLarge             a sitemap, feed or WARC record past a cap (``.limit``)
     ├── BatchNotFoundError (LookupError)
     ├── WaitTimeout (TimeoutError)    ``batch.wait(timeout=...)`` ran out (``.counts`` at that time)
     ├── ServiceError                  a backing service is unavailable or misbehaves
