@@ -177,7 +177,16 @@ class WorkerRuntime:
 
     # ---------------------------------------------------------------- one job
     async def run_item(self, item_id: int, attempt: int) -> str:
-        claim = await self.ledger.claim(item_id, attempt, self.worker_id)
+        claiming = asyncio.ensure_future(self.ledger.claim(item_id, attempt, self.worker_id))
+        try:
+            claim = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # shutdown while claiming: the claim is a shared write and lands anyway, so wait for
+            # it and give back what it took (else the item stays running until reconcile)
+            with contextlib.suppress(Exception):
+                if await claiming is not None:
+                    await asyncio.shield(self.ledger.hand_back(item_id, attempt))
+            raise
         if claim is None:
             return "skipped"  # cancelled, finished, or superseded by a newer attempt
         self.running[item_id] = attempt
