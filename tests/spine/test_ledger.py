@@ -81,19 +81,31 @@ async def test_group_commit_shares_transactions(wb: Workbench) -> None:
 
 
 async def test_requeue_lost_items(wb: Workbench) -> None:
+    """A lapsed worker's items: with tries left, queued again under the next attempt (the lost
+    attempt can no longer write); without, failed as ``worker_lost``. Reconcile enqueuing their
+    new jobs: tests/queue/test_reconcile.py."""
     batch, jobs = await _items(wb, 3)
     ledger = wb.ledger
     await ledger.register_worker("dead", hostname="h", pid=1, concurrency=1, pipelines=[])
     for i, a in jobs:
-        await ledger.claim(i, a, "dead")
+        assert await ledger.claim(i, a, "dead")
+    (last, _), *tried_once = jobs
     async with ledger.engine.begin() as conn:  # the worker's last heartbeat was long ago
         await conn.execute(text(
             "UPDATE workers SET heartbeat_at = '2000-01-01 00:00:00' WHERE id = 'dead'"))
         await conn.execute(text("UPDATE items SET started_at = '2000-01-01 00:00:00'"))
-    requeued, failed = await ledger.requeue_lost(heartbeat_timeout_s=30, max_tries=1)
-    assert requeued == [] and failed == 3  # one try each, all used: failed as worker_lost
+        await conn.execute(text(f"UPDATE items SET tries = 2 WHERE id = {last}"))
+    requeued, failed = await ledger.requeue_lost(heartbeat_timeout_s=30, max_tries=2)
+    assert sorted(requeued) == sorted((i, a + 1) for i, a in tried_once) and failed == 1
+    rows = {r["id"]: r for r in await ledger.item_rows(batch.id)}
+    for i, a in tried_once:
+        assert (rows[i]["status"], rows[i]["attempts"], rows[i]["worker_id"]) == (
+            "queued", a + 1, None)
+        assert not await ledger.complete(i, a, _result(batch.id))  # the lost attempt, late
     f = await batch.failures()
-    assert set(f["error_type"]) == {"worker_lost"} and f["retryable"].all()
+    assert list(f["item_id"]) == [last] and set(f["error_type"]) == {"worker_lost"}
+    assert f["retryable"].all()
+    assert await ledger.requeue_lost(heartbeat_timeout_s=30, max_tries=2) == ([], 0)
 
 
 def _head() -> str:
