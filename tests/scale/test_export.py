@@ -133,3 +133,33 @@ async def test_export_text_of_nothing_and_of_a_projection(wb: Workbench) -> None
         [p async for p in batch.export_text("jsonl", ["title"])]).splitlines()]
     assert [x["title"] for x in lines] == [f"Article {i}" for i in range(4)]
     assert "text" not in lines[0]
+
+
+async def test_parquet_straight_from_rows_equals_the_frames_path(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    from workbench.client import export, reading
+
+    def mixed(i: int) -> dict[str, Any]:
+        d = article(i, text_chars=2000 if i % 3 else 500)  # the text bulky in some rows only
+        d["cached"] = i % 2 == 0  # a field named like provenance: provenance is "_cached"
+        if i % 5 == 0:
+            d.pop("keywords")
+        return d
+
+    batch = await fill(wb, 23, mixed, failed=2)
+    for columns in (None, ["title", "text", "cached"]):
+        schemas = await reading.result_schemas(wb.ledger, batch.id, columns)
+        schema = export.arrow_schema(*schemas)
+        assert export.arrow_native(schema, schemas[1], ())
+        fast, slow = tmp_path / "fast.parquet", tmp_path / "slow.parquet"
+        assert await export.write_batch_parquet(wb.ledger, batch.id, fast, columns=columns,
+                                                chunk_rows=7) == 21
+        frames = reading.iter_results(wb.ledger, batch.id, chunk_rows=7, columns=columns,
+                                      schemas=schemas)
+        assert await export.write_parquet(frames, schema, slow) == 21
+        assert pq.read_table(fast).equals(pq.read_table(slow))
+        assert pq.ParquetFile(fast).metadata.num_row_groups == 3
+    kinds = await fill(wb, 3, _kinds)
+    schemas = await reading.result_schemas(wb.ledger, kinds.id, None)
+    assert not export.arrow_native(export.arrow_schema(*schemas), schemas[1], ())
