@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +85,19 @@ def _sigkill_self() -> None:
 def _sleep_then(seconds: float, value: str) -> str:
     time.sleep(seconds)
     return value
+
+
+def _signal_then_wait(started: str, go: str, value: str) -> str:
+    Path(started).touch()
+    deadline = time.monotonic() + 20
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
+
+
+def _signal_then_sigkill(path: str) -> None:
+    Path(path).touch()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _raise_value_error() -> None:
@@ -167,13 +181,27 @@ async def test_pool_survives_dying_child(pool: CpuPool, killer: tuple) -> None:
     assert doc.author == "Jane Doe"
 
 
-async def test_crash_does_not_fail_calls_in_flight(pool: CpuPool) -> None:
+async def test_crash_does_not_fail_calls_in_flight(pool: CpuPool, tmp_path: Path) -> None:
     # Both children busy: one innocent call, one that kills its process. Only the culprit fails.
-    innocent = asyncio.create_task(pool.run(_sleep_then, 0.5, "innocent"))
-    await asyncio.sleep(0.1)
+    # Each says (with a file) when it has started; the innocent one then waits for the test's
+    # go-ahead, given once the other child is dead: it was certainly in flight at the crash.
+    started, killing, go = tmp_path / "started", tmp_path / "killing", tmp_path / "go"
+    innocent = asyncio.create_task(pool.run(_signal_then_wait, str(started), str(go), "innocent"))
+    await _until_exists(started)
+    culprit = asyncio.create_task(pool.run(_signal_then_sigkill, str(killing)))
+    await _until_exists(killing)
+    go.touch()
     with pytest.raises(ExtractionFailed):
-        await pool.run(_sigkill_self)
+        await culprit
     assert await innocent == "innocent"
+
+
+async def _until_exists(path: Path) -> None:
+    for _ in range(3000):
+        if path.exists():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path.name} never appeared")
 
 
 async def test_exception_in_child_propagates(pool: CpuPool) -> None:
