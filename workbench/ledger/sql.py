@@ -1,5 +1,6 @@
-"""Small helpers every ledger module uses: the clock, rows as dicts, a model's ``Table``, and
-``IN (...)`` lists cut into chunks that stay under SQLite's limit on bound variables."""
+"""Small helpers every ledger module uses: the clock, rows as dicts, a model's ``Table``,
+``IN (...)`` lists cut into chunks that stay under SQLite's limit on bound variables, and a
+statement run on the driver itself for the rare million-row result."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import DeclarativeBase
 
 T = TypeVar("T")
@@ -34,3 +36,24 @@ def row_dict(row: Any) -> dict[str, Any]:
 def chunks(ids: Sequence[T], size: int = CHUNK) -> list[Sequence[T]]:
     """``ids`` in slices of at most ``size``, for one ``IN (...)`` each."""
     return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+async def driver_rows(conn: AsyncConnection, stmt: Any) -> list[tuple[Any, ...]]:
+    """The rows of ``stmt`` (every parameter bound) run on the driver of ``conn`` itself,
+    inside its transaction if one is open: plain tuples, no SQLAlchemy row or type processing
+    (for a million rows that processing cost more than the statement's own work)."""
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = []
+    for name in compiled.positiontup or ():
+        value = compiled.params[name]
+        bind = compiled.binds.get(name)  # None for the values of an expanded IN (...)
+        process = bind.type.bind_processor(conn.dialect) if bind is not None else None
+        params.append(process(value) if process else value)
+    driver: Any = (await conn.get_raw_connection()).driver_connection
+    if conn.dialect.name == "sqlite":
+        cursor = await driver.execute(str(compiled), params)
+        try:
+            return list(await cursor.fetchall())
+        finally:
+            await cursor.close()
+    return [tuple(r) for r in await driver.fetch(str(compiled), *params)]

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workbench.core.errors import BatchNotFoundError, InvalidInputError
+from workbench.core.errors import BatchNotFoundError, InvalidInputError, LedgerError
 from workbench.core.status import ACTIVE_STATUSES, ITEM_STATUSES, Counts
 from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.committer import GroupCommitter
@@ -28,7 +28,7 @@ from workbench.ledger.maintenance import MaintenanceMixin
 from workbench.ledger.models import BatchRow, ItemRow, ResultBulkRow, ResultRow
 from workbench.ledger.reads import ReadsMixin, ResultField, ResultSchema
 from workbench.ledger.shapes import joined_data
-from workbench.ledger.sql import chunks, row_dict, table_of, utcnow
+from workbench.ledger.sql import chunks, driver_rows, row_dict, table_of, utcnow
 from workbench.ledger.submit import NewBatch, SubmitMixin, SubmitOutcome, new_batch_id
 from workbench.ledger.summaries import BatchActivity, ErrorGroup, SummariesMixin
 from workbench.ledger.work import ClaimedItem, WorkMixin, work_statements
@@ -296,15 +296,21 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
         await self.get_batch(batch_id)
         t = table_of(ItemRow)
         now = utcnow()
+        stmt = (
+            update(t)
+            .where(t.c.batch_id == batch_id, t.c.status.in_(ACTIVE_STATUSES))
+            .values(status="cancelled", finished_at=now, next_try_at=None)
+            .returning(t.c.id, t.c.attempts)
+        )
         with translate_errors("cancelling items"):
             async with self.engine.begin() as conn:
-                res = await conn.execute(
-                    update(t)
-                    .where(t.c.batch_id == batch_id, t.c.status.in_(ACTIVE_STATUSES))
-                    .values(status="cancelled", finished_at=now, next_try_at=None)
-                    .returning(t.c.id, t.c.attempts)
-                )
-                return [(r.id, r.attempts) for r in res]
+                # a million cancelled rows come back as plain tuples (SQLAlchemy's rows were
+                # ~2.5 s of a 1M-item cancel here)
+                try:
+                    rows = await driver_rows(conn, stmt)
+                except Exception as exc:  # the driver's own errors
+                    raise LedgerError(f"ledger error while cancelling items: {exc}") from exc
+        return [(i, a) for i, a in rows]
 
 
 def _check_ids(item_ids: Sequence[int]) -> list[int]:
