@@ -2,7 +2,11 @@
 
     .venv/bin/python -m benchmarks --corpus ../shared/corpus/article-extraction-benchmark
     .venv/bin/python -m benchmarks --corpus ... --quick          # smaller sizes, a smoke run
-    .venv/bin/python -m benchmarks --corpus ... --only queue     # queue | article | cache
+    .venv/bin/python -m benchmarks --corpus ... --only queue     # queue | article | cache | scale
+    .venv/bin/python -m benchmarks scale [--quick]               # research scale alone (no corpus)
+
+The research-scale figures (a million-item batch, ``bench_scale.py``) have their own section of
+``RESULTS.md``, replaced by each run that includes them and kept by the others.
 
 Each figure is a ratio measured side by side in the same run, or an absolute time where the
 target is one. Exit status 0 when every target is met, 1 otherwise.
@@ -16,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import bench_article, bench_cache, bench_queue
+from . import bench_article, bench_cache, bench_queue, bench_scale
 from .common import Figure, bench_env, log, machine
 
 HERE = Path(__file__).resolve().parent
@@ -26,26 +30,35 @@ SIZES = {
     "full": (100_000, 20_000, 3, 5, 10_000),
     "quick": (10_000, 3_000, 2, 1, 1_000),
 }
+SCALE_SIZES = {"full": 1_000_000, "quick": 100_000}
+SCALE_START = "<!-- scale: written by python -m benchmarks scale -->"
+SCALE_END = "<!-- /scale -->"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", required=True, type=Path,
+    p.add_argument("which", nargs="?", choices=["scale"],
+                   help="scale: only the research-scale benchmark (needs no corpus)")
+    p.add_argument("--corpus", type=Path,
                    help="the article-extraction-benchmark directory (html/ + ground-truth.json)")
     p.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run")
-    p.add_argument("--only", choices=["queue", "article", "cache"], action="append",
+    p.add_argument("--only", choices=["queue", "article", "cache", "scale"], action="append",
                    help="run only these benchmarks (repeatable)")
     p.add_argument("--output", type=Path, default=HERE / "RESULTS.md",
                    help="where to write the results (default benchmarks/RESULTS.md)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dirs")
     args = p.parse_args(argv)
-    corpus = args.corpus.expanduser().resolve()
-    if not (corpus / "ground-truth.json").is_file() or not (corpus / "html").is_dir():
-        p.error(f"{corpus} has no ground-truth.json and html/ (the corpus directory)")
+    wanted = ["scale"] if args.which else args.only or ["queue", "article", "cache", "scale"]
+    corpus = Path()
+    if set(wanted) - {"scale", "queue"}:
+        if args.corpus is None:
+            p.error("--corpus is required (the article and cache benchmarks serve it)")
+        corpus = args.corpus.expanduser().resolve()
+        if not (corpus / "ground-truth.json").is_file() or not (corpus / "html").is_dir():
+            p.error(f"{corpus} has no ground-truth.json and html/ (the corpus directory)")
     mode = "quick" if args.quick else "full"
     n, round_n, rounds, copies, resubmit = SIZES[mode]
-    wanted = args.only or ["queue", "article", "cache"]
 
     from workbench.core.logs import configure_logging
 
@@ -61,10 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     if "cache" in wanted:
         with bench_env(keep=args.keep) as env:
             figures += bench_cache.run(env, corpus, resubmit)
+    scale: list[Figure] = []
+    scale_started = time.monotonic()
+    if "scale" in wanted:
+        with bench_env(keep=args.keep) as env:
+            scale = bench_scale.run(env, SCALE_SIZES[mode])
+    scale_s = time.monotonic() - scale_started
     elapsed = time.monotonic() - started
 
     command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
-    args.output.write_text(render(figures, mode, command, elapsed))
+    old = args.output.read_text() if args.output.exists() else ""
+    text = render(figures, mode, command, elapsed) if figures else old or render([], mode, "", 0)
+    section = (render_scale(scale, mode, command, scale_s) if scale
+               else _between(old, SCALE_START, SCALE_END))
+    args.output.write_text(with_scale(text, section))
+    figures += scale
     print()
     for f in figures:
         print(f.line())
@@ -97,6 +121,42 @@ def render(figures: list[Figure], mode: str, command: str, elapsed_s: float) -> 
     if notes.exists():
         lines += ["", notes.read_text().strip()]
     return "\n".join(lines) + "\n"
+
+
+def render_scale(figures: list[Figure], mode: str, command: str, elapsed_s: float) -> str:
+    lines = [
+        SCALE_START,
+        "## Research scale",
+        "",
+        (f"Written by `{command}` ({mode} size: {SCALE_SIZES[mode]:,} items) on "
+         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; the run took {elapsed_s / 60:.1f} min. "
+         "How each figure is measured: the docstring of `benchmarks/bench_scale.py`; "
+         "\"today\" is the issue's figure before this work."),
+        "",
+        "| benchmark | compared with | target | figure | met |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {f.benchmark} | {f.compared_with} | {f.target} | {f.figure} | "
+              f"{'yes' if f.passed else '**no**'} |" for f in figures]
+    lines += ["", *[f"- **{f.benchmark}**: {f.detail}" for f in figures], SCALE_END]
+    return "\n".join(lines)
+
+
+def _between(text: str, start: str, end: str) -> str:
+    if start in text and end in text:
+        return text[text.index(start) : text.index(end) + len(end)]
+    return ""
+
+
+def with_scale(text: str, section: str) -> str:
+    """``text`` with its research-scale section replaced by ``section`` (before the machine)."""
+    old = _between(text, SCALE_START, SCALE_END)
+    if old:
+        return text.replace(old, section)
+    if not section:
+        return text
+    head, sep, tail = text.partition("## Machine")
+    return f"{head}{section}\n\n{sep}{tail}" if sep else f"{text}\n{section}\n"
 
 
 if __name__ == "__main__":
