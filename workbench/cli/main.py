@@ -10,6 +10,7 @@
     results BATCH [--format csv|parquet|jsonl] [-o FILE [--force]] [--columns A,B]
     failures BATCH [--format table|csv|jsonl]
     retry BATCH | cancel BATCH
+    hosts [--json]
     cleanup [--json]
     serve [--host H] [--port P]
     demo
@@ -23,8 +24,8 @@ client; none reimplements submit, retry or cancel.
 
 The parser, the exit codes and the last-resort error handling are here; the commands are in
 ``workbench.cli.batches`` (submit, status, results, failures, retry, cancel),
-``workbench.cli.inputs`` (submit's other inputs, warc), ``workbench.cli.serve``,
-``workbench.cli.cleanup`` and ``workbench.cli.demo``, what they share
+``workbench.cli.inputs`` (submit's other inputs, warc), ``workbench.cli.hosts``,
+``workbench.cli.serve``, ``workbench.cli.cleanup`` and ``workbench.cli.demo``, what they share
 (``CliError``, stderr, opening the ``Workbench``) in ``workbench.cli.common``. The export formats
 are ``workbench.client.export``'s and the text formatting ``workbench.core.text``'s.
 """
@@ -52,6 +53,7 @@ from workbench.cli.batches import (
 from workbench.cli.cleanup import run_cleanup
 from workbench.cli.common import PROG, CliError, err
 from workbench.cli.demo import run_demo
+from workbench.cli.hosts import run_hosts
 from workbench.cli.inputs import add_input_options, add_warc_command, run_submit_any
 from workbench.cli.serve import run_serve
 from workbench.core.text import clip
@@ -132,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cancel", parents=[common], help="cancel what has not finished")
     c.add_argument("batch", metavar="BATCH")
     c.set_defaults(handler=run_cancel)
+
+    h = sub.add_parser("hosts", parents=[common],
+                       help="per-host politeness: requests, errors, delay, robots.txt, pauses")
+    h.add_argument("--json", action="store_true", help="one JSON object per host and line")
+    h.set_defaults(handler=run_hosts)
 
     cl = sub.add_parser("cleanup", parents=[common],
                         help="delete old raw pages, sweep stale queue keys and worker records")

@@ -35,6 +35,7 @@ from workbench.notebook.render import batch_html
 from workbench.pipeline.registry import get_pipeline
 from workbench.queue import QueueRedis
 from workbench.queue import jobs as queue
+from workbench.queue.lines import waiting_on_hosts
 
 log = get_logger("workbench.client.batch")
 
@@ -101,6 +102,13 @@ class Batch:
     async def state(self) -> BatchState:
         """``running`` while any item is queued or running, then ``completed``."""
         return (await self.counts()).state
+
+    async def paced(self) -> tuple[int, int]:
+        """``(items, hosts)``: this batch's items waiting in the queue for their paced hosts'
+        turn right now (the monitor's "312 items waiting on 3 paced hosts")."""
+        return await waiting_on_hosts(
+            await self._wb.open_queue(), self._wb.settings.queue_name, self.id
+        )
 
     async def status(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per item: status, attempts, timestamps, worker, last error. ``columns``

@@ -18,6 +18,7 @@ import pandas as pd
 
 from workbench.client import archive, carried, discover, frames
 from workbench.client.batch import Batch
+from workbench.client.hosts import read_hosts
 from workbench.client.sync import SyncProxy, SyncRunner
 from workbench.core import codec
 from workbench.core.errors import (
@@ -278,6 +279,12 @@ class Workbench:
     async def get_batch(self, batch_id: str) -> Batch:
         ledger = await self.open_ledger()
         return Batch(self, await ledger.get_batch(batch_id))
+
+    async def hosts(self, *, limit: int = 10_000) -> pd.DataFrame:
+        """Per host fetched in the last 7 days, most recent first: requests, errors, the current
+        delay and what sets it, robots.txt (state, URLs allowed/disallowed, Crawl-delay), a
+        pause, deferred items (``client.hosts`` describes the columns)."""
+        return await read_hosts(await self.open_queue(), self.settings, limit=limit)
 
     async def reconcile(self, *, full: bool = True) -> ReconcileReport:
         """Re-enqueue what the ledger holds as queued but Redis lost, and items of dead workers."""

@@ -193,7 +193,8 @@ class BatchMonitor:
         last = None
         if self._needs_last_finished(counts):
             last = _last_finished(await self.batch.workbench.batches(), self.batch.id)
-        return self._apply(counts, failures, last)
+        paced = await self.batch.paced() if counts.active else (0, 0)
+        return self._apply(counts, failures, last, paced)
 
     def _refresh_blocking(self) -> Snapshot:
         sync = self.batch.workbench.sync  # the facade scripts use, with its own loop
@@ -202,7 +203,8 @@ class BatchMonitor:
         failures = batch.failures() if self._failures_due(counts) else None
         last = _last_finished(sync.batches(), self.batch.id) \
             if self._needs_last_finished(counts) else None
-        return self._apply(counts, failures, last)
+        paced = tuple(batch.paced()) if counts.active else (0, 0)
+        return self._apply(counts, failures, last, paced)
 
     def _failures_due(self, counts: Counts) -> bool:
         failed = counts["failed"]
@@ -215,7 +217,8 @@ class BatchMonitor:
         # only a batch that settled before the monitor saw it run needs the ledger's clock
         return counts.is_settled and self._final_elapsed is None and not self._saw_running
 
-    def _apply(self, counts: Counts, failures: Any, last: datetime | None) -> Snapshot:
+    def _apply(self, counts: Counts, failures: Any, last: datetime | None,
+               paced: tuple[int, int] = (0, 0)) -> Snapshot:
         now = time.monotonic()
         self._meter.add(now, counts.settled)
         if failures is not None:
@@ -235,7 +238,7 @@ class BatchMonitor:
         self.snapshot = Snapshot(b.id, b.name, b.pipeline, b.pipeline_version, Counts(counts),
                                  self._groups, elapsed, self._meter.rate(),
                                  self._meter.idle_for(now),
-                                 "the retry" if self._run_start else "submission")
+                                 "the retry" if self._run_start else "submission", paced)
         self._version += 1
         self._render()
         return self.snapshot

@@ -125,6 +125,7 @@ class Snapshot:
     rate: float | None = None
     idle_s: float = 0.0
     since: str = ""  # what the clock counts from when not the batch's creation
+    paced: tuple[int, int] = (0, 0)  # (items, hosts) waiting for their paced hosts' turn
 
     def __post_init__(self) -> None:
         if not isinstance(self.counts, Counts):
@@ -178,7 +179,12 @@ def status_html(snap: Snapshot) -> str:
         rate = f"throughput <b>{format_rate(snap.rate)}</b>"
         timing += [rate + (" over the last 10 s" if snap.rate is not None else ""),
                    f"ETA <b>{duration(snap.eta_s)}</b>"]
-        if not snap.counts.get("running") and snap.idle_s >= 30:
+        if snap.paced[0]:  # why a batch is slow: its hosts ask for time between requests
+            items, hosts = snap.paced
+            timing.append(f"<span title='per host: await wb.hosts()'><b>{items}</b> item"
+                          f"{'s' * (items != 1)} waiting on <b>{hosts}</b> paced host"
+                          f"{'s' * (hosts != 1)}</span>")
+        elif not snap.counts.get("running") and snap.idle_s >= 30:
             timing.append("<span style='color:#ef6c00'>nothing finished for a while: items wait "
                           "for a retry delay, or no worker runs (<code>await wb.start_worker()"
                           "</code> or <code>python -m workbench.worker</code>)</span>")
@@ -260,6 +266,8 @@ def summary_text(snap: Snapshot) -> str:
          f"v{snap.version}): {snap.state}, {snap.finished}/{snap.total} finished, {counts}, "
          f"{'took' if snap.settled else 'elapsed'} {duration(snap.elapsed_s)}"
          f"{' since ' + snap.since if snap.since else ''}"]
+        + ([f"  {snap.paced[0]} item(s) waiting on {snap.paced[1]} paced host(s)"]
+           if snap.paced[0] and not snap.settled else [])
         + [f"  {g.error_type}: {g.count}, e.g. {g.sample_url}" for g in snap.groups])
 
 

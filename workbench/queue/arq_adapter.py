@@ -62,6 +62,7 @@ __all__ = [
     "deferral",
     "job_function",
     "open_pool",
+    "paced_key",
     "payload_template",
     "redis_settings",
     "refuses_writes",
@@ -153,25 +154,46 @@ def daily_cron_job(
 
 # ---------------------------------------------------------------------------- the worker
 _REFILL_COALESCE_S = 0.005
-# KEYS[1] = queue; ARGV = now ms, in-progress ttl ms, in-progress key prefix, most to start, ids.
-# Starts (in order) each job still queued, due and not in progress elsewhere: the checks of ARQ's
-# start_jobs, atomic. Returns id, score, id, score, ... In-progress keys are built from ARQ's
-# prefix in the script: like ARQ, this needs one Redis server, not a cluster.
+# KEYS[1] = queue, KEYS[2] = its released paced jobs; ARGV = now ms, in-progress ttl ms,
+# in-progress key prefix, most to start, ids. Starts (in order) each job still queued, due and not
+# in progress elsewhere: the checks of ARQ's start_jobs, atomic. Released paced jobs go first, due
+# by Redis' clock whatever their fallback score (see ``paced_key``). Returns id, score, id, score,
+# ... In-progress keys are built from ARQ's prefix in the script: like ARQ, this needs one Redis
+# server, not a cluster.
 _START_LUA = """
 local now, ttl, prefix, most = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
 local started = {}
-for i = 5, #ARGV do
-  if #started >= 2 * most then break end
-  local id = ARGV[i]
+local function start(id, released)
   local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and tonumber(score) <= now and redis.call('EXISTS', prefix .. id) == 0 then
+  if score and (released or tonumber(score) <= now)
+     and redis.call('EXISTS', prefix .. id) == 0 then
     redis.call('PSETEX', prefix .. id, ttl, '1')
     started[#started + 1] = id
     started[#started + 1] = score
+    return true
   end
+  return not score  -- gone from the queue (done, cancelled): nothing left to start
+end
+local t = redis.call('TIME')
+local rnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', rnow, 'LIMIT', 0, most)) do
+  if #started >= 2 * most then break end
+  if start(id, true) then redis.call('ZREM', KEYS[2], id) end
+end
+for i = 5, #ARGV do
+  if #started >= 2 * most then break end
+  start(ARGV[i], false)
 end
 return started
 """
+
+
+def paced_key(queue_name: str) -> str:
+    """The sorted set of a queue's paced jobs released for their host's turn (``queue/lines.py``),
+    scored by when they are due (Redis' clock): the start script takes them first, whatever the
+    job's own score (deferred by ``deferral`` as a fallback). ARQ alone starts due jobs in score
+    order, so a paced job would wait behind every older job of a backlog, its host idle."""
+    return f"{queue_name}:paced"
 
 
 #: replies of a Redis that is up but takes no writes for now (alone, or quoted by redis-py in
@@ -222,14 +244,15 @@ class QueueWorker(Worker):
         running = {jid for jid, task in self.tasks.items() if not task.done()}
         candidates = [jid for jid in job_ids if jid.decode() not in running]
         free = self.max_jobs - self.job_counter
-        if not candidates or free <= 0:
+        if free <= 0:
             self._read_again = bool(candidates)  # full, with jobs waiting
             return
+        # no candidates: the script still looks for released paced jobs (queue/lines.py)
         if self._start_script is None:
             self._start_script = self.pool.register_script(_START_LUA)
         try:
             started = await self._start_script(
-                keys=[self.queue_name],
+                keys=[self.queue_name, paced_key(self.queue_name)],
                 args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000),
                       in_progress_key_prefix, free, *candidates],
             )

@@ -17,8 +17,8 @@ apart; like ARQ, one Redis server, not a cluster:
 - ``hosts``: a sorted set of hosts by last request, for ``wb.hosts()``.
 - ``robots:<origin>`` and ``robots:<origin>:claim``: the shared robots.txt record and the
   claim of the one process loading it.
-- ``waiting:<batch>``: a sorted set of the batch's items deferred on a paced host (``host item``,
-  score: when they are due plus a grace); what the monitor shows as "items waiting on paced hosts".
+- ``host:<host>:line``, ``paced`` and ``waiting:<batch>``: the items waiting for the host's turn,
+  those released for it, and per batch what the monitor counts (``queue/lines.py``).
 """
 
 from __future__ import annotations
@@ -34,27 +34,36 @@ from workbench.core.errors import QueueError
 from workbench.core.pacing import HostPace, Outcome, PacingRule, Verdict, gap_s
 from workbench.core.settings import Settings
 from workbench.queue.arq_adapter import QueueRedis
+from workbench.queue.jobs import job_id
+from workbench.queue.lines import (
+    RELEASE_NEXT_LUA,
+    enter_line,
+    line_keys,
+    note_waiting,
+    waiting_key,
+)
 
-__all__ = ["HOST_TTL_S", "RedisHostPacer", "host_rows", "waiting_on_hosts"]
+__all__ = ["HOST_TTL_S", "RedisHostPacer", "host_rows"]
 
 HOST_TTL_S = 7 * 24 * 3600
-_WAITING_GRACE_MS = 2000
 
-# KEYS: host hash, leases, hosts index. ARGV: max wait ms (-1: wait however long), floor ms,
-# ceiling ms, max concurrency, lease ttl ms, lease id, host, key ttl s, hard margin.
-# core.pacing.acquire, in milliseconds of Redis' clock.
-_ACQUIRE_LUA = """
+# KEYS: host hash, leases, hosts index, line, paced, queue, the batch's waiting set. ARGV: max wait
+# ms (-1: wait however long), floor ms, ceiling ms, max concurrency, lease ttl ms, lease id, host,
+# key ttl s, hard margin, job id ('' outside a worker). core.pacing.acquire, in milliseconds of
+# Redis' clock; a grant takes the job out of the host's line and out of the batch's waiting items,
+# and releases the next one in line.
+_ACQUIRE_LUA = RELEASE_NEXT_LUA + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local f = redis.call('HMGET', KEYS[1], 'next_at', 'defer_at', 'paused_until', 'latency_gap',
-                     'penalty', 'crawl_delay', 'streak')
-local next_at, defer_at, paused = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
-local lat, pen, crawl = tonumber(f[4]) or 0, tonumber(f[5]) or 0, tonumber(f[6]) or 0
-local streak = tonumber(f[7]) or 0
+local f = redis.call('HMGET', KEYS[1], 'next_at', 'paused_until', 'latency_gap',
+                     'penalty', 'crawl_delay', 'streak', 'last_sent')
+local next_at, paused = tonumber(f[1]) or 0, tonumber(f[2]) or 0
+local lat, pen, crawl = tonumber(f[3]) or 0, tonumber(f[4]) or 0, tonumber(f[5]) or 0
+local streak, sent = tonumber(f[6]) or 0, tonumber(f[7]) or 0
 local max_wait, floor, ceiling = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local gap = math.max(tonumber(ARGV[9]) * math.max(floor, crawl),
                      math.min(ceiling, math.max(lat, pen)))
-local start = math.max(now, next_at, paused)
+local start = math.max(now, next_at, paused, sent + gap)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 1)
 redis.call('ZADD', KEYS[3], now, ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[8])
@@ -63,23 +72,32 @@ if max_wait < 0 or start - now <= max_wait then
     return {'busy', tostring(math.min(500, math.max(10, lat)))}
   end
   redis.call('HSET', KEYS[1], 'next_at', start + gap, 'last_at', start)
+  if start <= now then redis.call('HSET', KEYS[1], 'last_sent', now) end
   redis.call('HINCRBY', KEYS[1], 'requests', 1)
   local lease = string.format('%d:%s', start, ARGV[6])
   redis.call('ZADD', KEYS[2], start + tonumber(ARGV[5]), lease)
   redis.call('EXPIRE', KEYS[2], ARGV[8])
+  local job = ARGV[10]
+  if job ~= '' then  -- its turn came: out of the line
+    if redis.call('HGET', KEYS[1], 'released') == job then
+      redis.call('HDEL', KEYS[1], 'released', 'released_until')
+    else
+      redis.call('LREM', KEYS[4], 0, job)
+    end
+    redis.call('ZREM', KEYS[7], ARGV[7] .. ' ' .. string.match(job, '^[^:]+'))
+  end
+  release_next(KEYS[1], KEYS[4], KEYS[5], KEYS[6], now)
   return {'go', tostring(start - now), lease}
 end
-local due = math.max(start, defer_at)
-redis.call('HSET', KEYS[1], 'defer_at', due + gap)
 redis.call('HINCRBY', KEYS[1], 'deferred', 1)
-return {'defer', tostring(due - now)}
+return {'defer', tostring(start - now)}
 """
 
-# KEYS: host hash, leases. ARGV: lease, outcome, latency ms, retry-after ms, target concurrency,
-# floor ms, ceiling ms, backoff factor, recover factor, 429 step ms, 503/timeout step ms,
-# hard margin.
-# core.pacing.release, in milliseconds of Redis' clock.
-_RELEASE_LUA = """
+# KEYS: host hash, leases, line, paced, queue. ARGV: lease, outcome, latency ms, retry-after ms,
+# target concurrency, floor ms, ceiling ms, backoff factor, recover factor, 429 step ms,
+# 503/timeout step ms, hard margin. core.pacing.release, in milliseconds of Redis' clock; then
+# the next in the host's line is released for the host's next free start.
+_RELEASE_LUA = RELEASE_NEXT_LUA + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -118,6 +136,32 @@ elseif outcome == 'too_many' or outcome == 'overloaded' then
 elseif outcome == 'http_error' or outcome == 'error' then
   redis.call('HINCRBY', KEYS[1], 'errors', 1)
 end
+release_next(KEYS[1], KEYS[3], KEYS[4], KEYS[5], now)
+return 1
+"""
+
+# KEYS: host hash. ARGV: floor ms, ceiling ms, hard margin. core.pacing.confirm: returns the ms
+# still to wait (0: go, recorded).
+_CONFIRM_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = redis.call('HMGET', KEYS[1], 'last_sent', 'latency_gap', 'penalty', 'crawl_delay')
+local sent, lat = tonumber(f[1]) or 0, tonumber(f[2]) or 0
+local pen, crawl = tonumber(f[3]) or 0, tonumber(f[4]) or 0
+local gap = math.max(tonumber(ARGV[3]) * math.max(tonumber(ARGV[1]), crawl),
+                     math.min(tonumber(ARGV[2]), math.max(lat, pen)))
+if now < sent + gap then return tostring(sent + gap - now) end
+redis.call('HSET', KEYS[1], 'last_sent', now)
+return '0'
+"""
+
+# KEYS: host hash. core.pacing.touch.
+_TOUCH_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > (tonumber(redis.call('HGET', KEYS[1], 'last_sent')) or 0) then
+  redis.call('HSET', KEYS[1], 'last_sent', now)
+end
 return 1
 """
 
@@ -135,7 +179,7 @@ return 1
 """
 
 #: HostPace fields kept in milliseconds in Redis (the others are counts)
-_MS_FIELDS = ("next_at", "defer_at", "paused_until", "latency_gap", "penalty", "backoff_at",
+_MS_FIELDS = ("next_at", "last_sent", "paused_until", "latency_gap", "penalty", "backoff_at",
               "crawl_delay", "last_at")
 
 
@@ -145,10 +189,13 @@ class RedisHostPacer:
     def __init__(self, redis: QueueRedis, settings: Settings):
         self.redis = redis
         self.rule = PacingRule.from_settings(settings)
+        self.queue_name = settings.queue_name
         self.prefix = f"{settings.queue_name}:"
         self._acquire = redis.register_script(_ACQUIRE_LUA)
         self._release = redis.register_script(_RELEASE_LUA)
         self._set_robots = redis.register_script(_SET_ROBOTS_LUA)
+        self._confirm = redis.register_script(_CONFIRM_LUA)
+        self._touch = redis.register_script(_TOUCH_LUA)
         # a script, not HINCRBY: a count never makes a host hash without its expiry
         self._count = redis.register_script(
             "if redis.call('EXISTS', KEYS[1]) == 1 then "
@@ -159,15 +206,23 @@ class RedisHostPacer:
         key = f"{self.prefix}host:{host}"
         return [key, key + ":leases", self.prefix + "hosts"]
 
-    async def acquire(self, host: str, *, max_wait_s: float | None) -> Verdict:
+    def _line_keys(self, host: str) -> list[str]:
+        return line_keys(self.queue_name, host)
+
+    async def acquire(
+        self, host: str, *, max_wait_s: float | None, job: tuple[str, str] = ("", "")
+    ) -> Verdict:
         r = self.rule
+        batch_id, job_id = job
         args: list[str | int | float] = [
             -1 if max_wait_s is None else int(max_wait_s * 1000), r.floor_s * 1000,
             r.ceiling_s * 1000, r.max_concurrency, int(r.lease_ttl_s * 1000),
-            os.urandom(4).hex(), host, HOST_TTL_S, r.hard_margin,
+            os.urandom(4).hex(), host, HOST_TTL_S, r.hard_margin, job_id,
         ]
+        keys = [*self._host_keys(host), *self._line_keys(host),
+                waiting_key(self.queue_name, batch_id)]
         try:
-            reply = await self._acquire(keys=self._host_keys(host), args=args)
+            reply = await self._acquire(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise QueueError(f"Redis refused to pace {host}: {exc}") from exc
         verdict = _text(reply[0])
@@ -176,6 +231,23 @@ class RedisHostPacer:
         if verdict == "go":
             return ("go", wait_s, lease)
         return ("busy", wait_s, "") if verdict == "busy" else ("defer", wait_s, "")
+
+    async def confirm(self, host: str) -> float:
+        r = self.rule
+        try:
+            wait_ms = await self._confirm(
+                keys=self._host_keys(host)[:1],
+                args=[r.floor_s * 1000, r.ceiling_s * 1000, r.hard_margin],
+            )
+        except (RedisError, OSError) as exc:
+            raise QueueError(f"Redis refused to confirm a turn of {host}: {exc}") from exc
+        return max(0.0, float(_text(wait_ms)) / 1000)
+
+    async def touch(self, host: str) -> None:
+        try:
+            await self._touch(keys=self._host_keys(host)[:1])
+        except (RedisError, OSError) as exc:
+            raise QueueError(f"Redis refused to record a request to {host}: {exc}") from exc
 
     async def release(
         self, host: str, lease: str, outcome: Outcome, *, latency_s: float, retry_after_s: float
@@ -187,7 +259,8 @@ class RedisHostPacer:
             r.too_many_step_s * 1000, r.overloaded_step_s * 1000, r.hard_margin,
         ]
         try:
-            await self._release(keys=self._host_keys(host)[:2], args=args)
+            await self._release(keys=self._host_keys(host)[:2] + self._line_keys(host),
+                                args=args)
         except (RedisError, OSError) as exc:
             raise QueueError(f"Redis refused to record a request to {host}: {exc}") from exc
 
@@ -222,39 +295,23 @@ class RedisHostPacer:
             pipe.delete(key + ":claim")
             await pipe.execute()
 
-    async def note_waiting(self, batch_id: str, item_id: int, host: str, wait_s: float) -> None:
-        """Record that an item of ``batch_id`` waits ``wait_s`` for its paced ``host``."""
-        key = f"{self.prefix}waiting:{batch_id}"
-        now_ms = int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {f"{host} {item_id}": now_ms + int(wait_s * 1000) + _WAITING_GRACE_MS})
-            pipe.zremrangebyscore(key, "-inf", now_ms)
-            pipe.expire(key, HOST_TTL_S)
-            await pipe.execute()
-
-
-async def waiting_on_hosts(
-    redis: QueueRedis, queue_name: str, batch_id: str, *, limit: int = 10_000
-) -> tuple[int, int]:
-    """(items, hosts) of a batch deferred on paced hosts right now (hosts among the first
-    ``limit`` items)."""
-    key = f"{queue_name}:waiting:{batch_id}"
-    now_ms = int(time.time() * 1000)
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.zcount(key, now_ms, "+inf")
-            pipe.zrangebyscore(key, now_ms, "+inf", start=0, num=limit)
-            items, members = await pipe.execute()
-    except (RedisError, OSError) as exc:
-        raise QueueError(f"Redis refused to read the paced items: {exc}") from exc
-    return int(items), len({_text(m).split(" ", 1)[0] for m in members})
+    async def defer(
+        self, batch_id: str, item_id: int, attempt: int, host: str, wait_s: float
+    ) -> float:
+        """Put a deferred item in its host's line (``queue/lines.py``) and count it as waiting;
+        returns the delay of its job's fallback, in seconds."""
+        fallback_s = await enter_line(
+            self.redis, self.queue_name, host, job_id(item_id, attempt), wait_s
+        )
+        await note_waiting(self.redis, self.queue_name, batch_id, item_id, host, fallback_s)
+        return fallback_s
 
 
 async def host_rows(
     redis: QueueRedis, settings: Settings, *, limit: int = 10_000
 ) -> list[dict[str, Any]]:
     """One dict per host that was fetched in the last 7 days, most recent first: its counts,
-    current gap, Crawl-delay, robots state, pause and deferred items (``wb.hosts()``)."""
+    current gap, Crawl-delay, robots state, pause, deferrals and items in line (``wb.hosts()``)."""
     prefix = f"{settings.queue_name}:"
     rule = PacingRule.from_settings(settings)
     now = time.time()
@@ -265,11 +322,14 @@ async def host_rows(
             for host in hosts:
                 pipe.hgetall(f"{prefix}host:{host}")
                 pipe.zcount(f"{prefix}host:{host}:leases", now * 1000, "+inf")
+                pipe.llen(f"{prefix}host:{host}:line")
             replies = await pipe.execute()
     except (RedisError, OSError) as exc:
         raise QueueError(f"Redis refused to read the hosts: {exc}") from exc
     rows = []
-    for host, raw, in_flight in zip(hosts, replies[::2], replies[1::2], strict=True):
+    for host, raw, in_flight, in_line in zip(
+        hosts, replies[::3], replies[1::3], replies[2::3], strict=True
+    ):
         data = {_text(k): _text(v) for k, v in raw.items()}
         pace = _pace(data)
         rows.append(dict(
@@ -287,7 +347,8 @@ async def host_rows(
             robots_disallowed=int(data.get("robots_disallowed", 0)),
             paused_until=pace.paused_until if pace.paused_until > now else None,
             deferred=pace.deferred,
-            next_free_in_s=round(max(0.0, pace.next_at - now, pace.defer_at - now), 3),
+            next_free_in_s=round(max(0.0, pace.next_at - now), 3),
+            waiting=int(in_line),
             last_request_at=pace.last_at or None,
         ))
     return rows

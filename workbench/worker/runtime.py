@@ -8,8 +8,8 @@ running is handed back to the queue, never lost. Heart-beats and reconcile passe
 Politeness is shared through Redis (``queue.hosts.RedisHostPacer``, handed to the fetcher): every
 worker process and machine on the queue keeps one schedule per host. An item whose host's next free
 start is more than ``DEFER_AFTER_S`` away is handed back (same attempt, the try not counted) and
-its job deferred until then: it waits in the queue, not in a worker slot, and other hosts' items
-take the slot meanwhile.
+waits in its host's line (``queue/lines.py``) until its turn: in the queue, not in a worker slot,
+and other hosts' items take the slot meanwhile.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from workbench.ledger.pages import PageStore
 from workbench.ledger.store import BatchInfo, ClaimedItem, Ledger
 from workbench.notify.notifier import Notifier
 from workbench.pipeline.context import Context
-from workbench.pipeline.fetch.pacing import HostPaced
+from workbench.pipeline.fetch.pacing import PACED_JOB, HostPaced
 from workbench.pipeline.registry import get_pipeline
 from workbench.pipeline.tools import Tools
 from workbench.queue import QueueRedis
@@ -190,13 +190,17 @@ class WorkerRuntime:
         if claim is None:
             return "skipped"  # cancelled, finished, or superseded by a newer attempt
         self.running[item_id] = attempt
+        # whose fetches these are, for their hosts' lines (task-local: ARQ runs each job in a
+        # task of its own)
+        PACED_JOB.set((claim.batch_id, queue.job_id(item_id, attempt)))
         try:
             batch = await self.batch_info(claim.batch_id)
             outcome = await self._execute(claim, batch)
         except HostPaced as paced:
-            if not await self._defer(claim, paced):
+            fallback_s = await self._defer(claim, paced)
+            if fallback_s is None:
                 return "stale"
-            raise deferral(paced.wait_s) from None  # ARQ re-runs this job then
+            raise deferral(fallback_s) from None  # its line wakes it; ARQ's score: a fallback
         except asyncio.CancelledError:
             # shutdown: give the item back (same attempt; ARQ keeps the job queued)
             with contextlib.suppress(Exception):
@@ -210,18 +214,22 @@ class WorkerRuntime:
                 await self._run_settled_hooks(batch)
         return outcome
 
-    async def _defer(self, claim: ClaimedItem, paced: HostPaced) -> bool:
-        """Give a paced item back to the queue (the try is not counted)."""
+    async def _defer(self, claim: ClaimedItem, paced: HostPaced) -> float | None:
+        """Give a paced item back (the try is not counted) and put it in its host's line;
+        returns when its job runs anyway (a fallback), or None if it was cancelled meanwhile."""
         if not await self.ledger.hand_back(claim.item_id, claim.attempt):
-            return False  # cancelled meanwhile
+            return None
         self.items_deferred += 1
-        try:  # what the monitor shows; the deferral itself does not depend on it
-            await self.pacer.note_waiting(claim.batch_id, claim.item_id, paced.host, paced.wait_s)
-        except Exception as exc:
-            self.log.warning("noting a paced item failed", error=str(exc)[:300])
+        try:
+            fallback_s = await self.pacer.defer(
+                claim.batch_id, claim.item_id, claim.attempt, paced.host, paced.wait_s
+            )
+        except Exception as exc:  # no line: the job comes back when the host is next free
+            self.log.warning("putting a paced item in line failed", error=str(exc)[:300])
+            fallback_s = paced.wait_s
         self.log.debug("item deferred", item=claim.item_id, host=paced.host,
-                       wait_s=round(paced.wait_s, 2))
-        return True
+                       wait_s=round(paced.wait_s, 2), fallback_s=round(fallback_s, 2))
+        return fallback_s
 
     async def _execute(self, claim: ClaimedItem, batch: BatchInfo) -> str:
         t0 = time.perf_counter()

@@ -221,6 +221,7 @@ class Fetcher:
                 trust_env=False,
                 max_line_size=_MAX_HEADER_BYTES,
                 max_field_size=_MAX_HEADER_BYTES,
+                trace_configs=[self.politeness.trace_config()],  # when requests really leave
             )
         return self._session
 
@@ -418,7 +419,7 @@ class Fetcher:
             headers = {**(headers or {}), **proxy.headers}  # the proxy reads the request itself
         try:
             # the host's start and concurrency lease; the outcome paces its later requests
-            async with self.politeness.slot(url.host or "") as slot:
+            async with self.politeness.slot(url) as slot:
                 started = loop.time()
                 try:
                     async with asyncio.timeout(budget.left):
@@ -428,6 +429,7 @@ class Fetcher:
                             headers=headers,
                             proxy=proxy.url if proxy else None,
                             proxy_headers=dict(proxy.headers) if proxy and proxy.headers else None,
+                            trace_request_ctx=slot,
                         ) as resp:
                             slot.responded(resp.status)
                             return await handle(resp)

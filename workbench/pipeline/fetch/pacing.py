@@ -23,12 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+from contextvars import ContextVar
 from typing import Protocol
 
 from workbench.core import pacing
 from workbench.core.pacing import HostPace, Outcome, PacingRule, Verdict
 
-__all__ = ["HostPaced", "HostPacer", "LocalPacer"]
+__all__ = ["PACED_JOB", "HostPaced", "HostPacer", "LocalPacer"]
+
+#: ``(batch id, job id)`` of the item a worker runs (task-local): a grant takes the job out of
+#: its host's line and out of the batch's waiting count (``queue/lines.py``); empty outside one
+PACED_JOB: ContextVar[tuple[str, str]] = ContextVar("workbench_paced_job", default=("", ""))
 
 
 class HostPaced(BaseException):
@@ -49,9 +54,22 @@ class HostPacer(Protocol):
 
     Times are seconds. Records are opaque strings (JSON written by ``robots.py``)."""
 
-    async def acquire(self, host: str, *, max_wait_s: float | None) -> Verdict:
+    async def acquire(
+        self, host: str, *, max_wait_s: float | None, job: tuple[str, str] = ("", "")
+    ) -> Verdict:
         """``core.pacing.acquire`` on the host's state: ``("go", wait_s, lease)`` (start after
-        ``wait_s``), ``("busy", retry_in_s, "")`` or ``("defer", due_in_s, "")``."""
+        ``wait_s``), ``("busy", retry_in_s, "")`` or ``("defer", next_free_in_s, "")``.
+        ``job``: the worker's ``(batch, job id)`` asking (``PACED_JOB``), which leaves its
+        host's line on a grant."""
+        ...
+
+    async def confirm(self, host: str) -> float:
+        """``core.pacing.confirm``: 0 if a request that slept for its turn may go now, else how
+        much longer to wait."""
+        ...
+
+    async def touch(self, host: str) -> None:
+        """``core.pacing.touch``: a request to ``host`` left late, just now."""
         ...
 
     async def release(
@@ -110,14 +128,22 @@ class LocalPacer:
     def _forget_idle(self) -> None:
         now = self._now()
         for name, s in list(self.hosts.items()):
-            if not s.leases and max(s.next_at, s.defer_at, s.paused_until) <= now:
+            if not s.leases and max(s.next_at, s.paused_until) <= now:
                 del self.hosts[name]
 
-    async def acquire(self, host: str, *, max_wait_s: float | None) -> Verdict:
+    async def acquire(
+        self, host: str, *, max_wait_s: float | None, job: tuple[str, str] = ("", "")
+    ) -> Verdict:
         return pacing.acquire(
             self._host(host), self.rule, self._now(), max_wait_s=max_wait_s,
             lease_id=os.urandom(4).hex(),
         )
+
+    async def confirm(self, host: str) -> float:
+        return pacing.confirm(self._host(host), self.rule, self._now())
+
+    async def touch(self, host: str) -> None:
+        pacing.touch(self._host(host), self._now())
 
     async def release(
         self, host: str, lease: str, outcome: Outcome, *, latency_s: float, retry_after_s: float

@@ -9,17 +9,18 @@ The state is in a ``HostPacer`` (``pacing.py``): Redis for workers (one schedule
 every process and machine), in-process memory for a fetcher on its own.
 
 A fetch waits in place for at most ``defer_after_s`` (the worker's setting: 1 s); a longer wait
-raises ``HostPaced`` and the worker re-queues the item for when its host is free, so paced hosts
-never hold worker slots and other hosts keep flowing. Without ``defer_after_s`` (scripts, tests)
-a fetch waits however long its host needs. A deferred item comes back ``DEFER_LEAD_S`` before its
-start, to be in time for it.
+raises ``HostPaced`` and the worker puts the item in its host's line (``queue/hosts.py``), so paced
+hosts never hold worker slots and other hosts keep flowing. Without ``defer_after_s`` (scripts,
+tests) a fetch waits however long its host needs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -27,20 +28,25 @@ from yarl import URL
 from workbench.core.errors import FetchTimeout, PipelineError, TransientHTTPError
 from workbench.core.pacing import Outcome, PacingRule
 from workbench.core.settings import Settings
-from workbench.pipeline.fetch.pacing import HostPaced, HostPacer, LocalPacer
+from workbench.pipeline.fetch.pacing import PACED_JOB, HostPaced, HostPacer, LocalPacer
 from workbench.pipeline.fetch.robots import RobotsLoader, RobotsPolicy, robots_agent
 
-__all__ = ["DEFER_LEAD_S", "Politeness", "Slot", "robots_agent"]
+__all__ = ["Politeness", "Slot", "robots_agent"]
 
-#: a deferred item is due this long before its host's start (queue pick-up and claim take time)
-DEFER_LEAD_S = 0.5
+
+#: a request leaving this much after it asked for its turn records when it left (``touch``)
+LATE_S = 0.02
 
 
 class Slot:
-    """One request's hold on its host; the fetcher calls ``responded`` when headers arrive."""
+    """One request's hold on its host; the fetcher calls ``responded`` when headers arrive (and
+    aiohttp's trace, ``Politeness.trace_config``, when the request left)."""
 
-    def __init__(self, started: float):
+    def __init__(self, host: str, started: float, asked_at: float, *, robots: bool = False):
+        self.host = host
         self.started = started
+        self.asked_at = asked_at  # loop time of the call that gave the request its turn
+        self.robots = robots  # a robots.txt request: a 4xx there is an answer, not an error
         self.status: int | None = None
         self.latency_s = 0.0
 
@@ -60,7 +66,8 @@ def classify(slot: Slot, exc: BaseException | None) -> tuple[Outcome, float]:
         return "cancelled", 0.0  # cancelled, or a bug: says nothing about the host
     if slot.status is None:
         return "error", 0.0
-    return ("ok" if slot.status < 400 else "http_error"), 0.0
+    ok = slot.status < (500 if slot.robots else 400)
+    return ("ok" if ok else "http_error"), 0.0
 
 
 class Politeness:
@@ -86,11 +93,12 @@ class Politeness:
             await self.robots.check(url)
 
     @asynccontextmanager
-    async def slot(self, host: str) -> AsyncIterator[Slot]:
-        """Hold a start and a concurrency lease on ``host`` for one request."""
-        lease = await self._acquire(host)
+    async def slot(self, url: URL) -> AsyncIterator[Slot]:
+        """Hold a start and a concurrency lease on the URL's host for one request."""
+        host = url.host or ""
+        lease, asked_at = await self._acquire(host)
         loop = asyncio.get_running_loop()
-        slot = Slot(loop.time())
+        slot = Slot(host, loop.time(), asked_at, robots=url.path == "/robots.txt")
         failure: BaseException | None = None
         try:
             yield slot
@@ -105,22 +113,48 @@ class Politeness:
                 host, lease, outcome, latency_s=slot.latency_s, retry_after_s=retry_after
             ))
 
-    async def _acquire(self, host: str) -> str:
+    def trace_config(self) -> aiohttp.TraceConfig:
+        """For the fetcher's session: a request that leaves late records when it left."""
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(self._headers_sent)
+        return trace
+
+    async def _headers_sent(self, session: object, ctx: Any, params: object) -> None:
+        slot = ctx.trace_request_ctx
+        if not isinstance(slot, Slot):
+            return
+        if asyncio.get_running_loop().time() - slot.asked_at > LATE_S:
+            with contextlib.suppress(Exception):  # the request is out: never fail it now
+                await self.pacer.touch(slot.host)
+
+    async def _acquire(self, host: str) -> tuple[str, float]:
+        """A lease and the loop time of the call that gave the turn."""
         waited = 0.0
+        loop = asyncio.get_running_loop()
         while True:
-            verdict, wait_s, lease = await self.pacer.acquire(host, max_wait_s=self.defer_after_s)
+            asked_at = loop.time()
+            verdict, wait_s, lease = await self.pacer.acquire(
+                host, max_wait_s=self.defer_after_s, job=PACED_JOB.get()
+            )
             if verdict == "go":
                 if wait_s > 0:
                     try:
                         await asyncio.sleep(wait_s)
+                        # awake: confirm the turn (a late wake-up must not bunch requests);
+                        # a deadline kept in Redis, not an event: nothing here could signal it
+                        while True:
+                            asked_at = loop.time()
+                            if (more := await self.pacer.confirm(host)) <= 0:
+                                break
+                            await asyncio.sleep(more)
                     except BaseException:
                         await asyncio.shield(self.pacer.release(
                             host, lease, "cancelled", latency_s=0.0, retry_after_s=0.0
                         ))
                         raise
-                return lease
+                return lease, asked_at
             if verdict == "defer":
-                raise HostPaced(host, max(0.0, wait_s - DEFER_LEAD_S))
+                raise HostPaced(host, wait_s)
             # busy: every concurrency lease of the host is taken
             if self.defer_after_s is not None and waited + wait_s > self.defer_after_s:
                 raise HostPaced(host, max(wait_s, self.defer_after_s))

@@ -237,13 +237,19 @@ class RobotsPolicy:
                 stored = ""
                 try:
                     record = await self._fetch(origin, previous=record)
+                    rules = None
+                    if record.state == "rules":
+                        rules = RobotsRules(record.body, self.agent)
+                    # the Crawl-delay is in the host's pacing before anyone sees the rules: no
+                    # request may start on the old gap meanwhile
+                    await self.pacer.set_robots(
+                        host, state=record.state,
+                        crawl_delay_s=rules.crawl_delay_s() if rules is not None else 0.0,
+                    )
                     stored = json.dumps(asdict(record))
                 finally:
                     await self.pacer.store_robots(origin, stored, ROBOTS_TTL_S)
-                known = self._remember(origin, record)
-                delay = known.rules.crawl_delay_s() if known.rules is not None else 0.0
-                await self.pacer.set_robots(host, state=record.state, crawl_delay_s=delay)
-                return known
+                return self._remember(origin, record, rules)
             await asyncio.sleep(_POLL_S)  # another process is loading it
 
     async def _fetch(self, origin: str, previous: _Record | None) -> _Record:
@@ -260,8 +266,11 @@ class RobotsPolicy:
             return _Record("rules", status, body.decode("utf-8", errors="replace"), now)
         return _Record("allow_all", status, "", now)  # 4xx (or too many redirects): no rules
 
-    def _remember(self, origin: str, record: _Record) -> _Known:
-        rules = RobotsRules(record.body, self.agent) if record.state == "rules" else None
+    def _remember(
+        self, origin: str, record: _Record, rules: RobotsRules | None = None
+    ) -> _Known:
+        if rules is None and record.state == "rules":
+            rules = RobotsRules(record.body, self.agent)
         ttl = min(LOCAL_TTL_S, max(0.0, record.due_in(time.time())))
         known = _Known(record, rules, asyncio.get_running_loop().time() + ttl)
         if len(self._known) >= _MAX_LOCAL:

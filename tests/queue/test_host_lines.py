@@ -1,0 +1,186 @@
+"""The line of items waiting for a paced host (queue/lines.py) on a real Redis, and end to end:
+a worker keeps a Crawl-delay host's turns busy while another host's items flow."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from aiohttp import web
+
+from workbench import Workbench
+from workbench.core.settings import Settings
+from workbench.queue.arq_adapter import QueueRedis, open_pool, paced_key
+from workbench.queue.hosts import RedisHostPacer, host_rows
+
+H = "line.example"
+
+
+@pytest.fixture
+async def redis(embedded_redis: str) -> AsyncIterator[QueueRedis]:
+    pool = await open_pool(embedded_redis, "wblines")
+    yield pool
+    await pool.aclose()
+
+
+async def _setup(redis: QueueRedis, jobs: list[str]) -> tuple[RedisHostPacer, Settings]:
+    settings = Settings(queue_name=f"wblines:{uuid.uuid4().hex[:8]}", per_host_delay_s=0.8)
+    await redis.zadd(settings.queue_name, {j: 0 for j in jobs})  # the jobs are queued
+    return RedisHostPacer(redis, settings), settings
+
+
+async def _released(redis: QueueRedis, settings: Settings) -> dict[str, float]:
+    now_ms = time.time() * 1000
+    rows = await redis.zrange(paced_key(settings.queue_name), 0, -1, withscores=True)
+    return {m.decode(): (score - now_ms) / 1000 for m, score in rows}
+
+
+async def _line(redis: QueueRedis, settings: Settings) -> list[str]:
+    return [m.decode() for m in await redis.lrange(f"{settings.queue_name}:host:{H}:line", 0, -1)]
+
+
+async def test_the_line_releases_one_item_just_before_each_turn(redis):
+    pacer, settings = await _setup(redis, ["1:1", "2:1", "3:1", "4:1"])
+    verdict, _, lease = await pacer.acquire(H, max_wait_s=1.0, job=("b", "1:1"))
+    assert verdict == "go"
+    await pacer.release(H, lease, "ok", latency_s=0.01, retry_after_s=0)  # slow start: 2 now
+    for job in ("2:1", "3:1", "4:1"):
+        await pacer.acquire(H, max_wait_s=0.1, job=("b", job))  # the next turn is 0.84 s away
+    fallbacks = [await pacer.defer("b", n, 1, H, 0.84) for n in (2, 3, 4)]
+    assert fallbacks == sorted(fallbacks)  # later in line, later fallback
+    released = await _released(redis, settings)
+    assert list(released) == ["2:1"] and released["2:1"] == pytest.approx(0.34, abs=0.05)
+    assert await _line(redis, settings) == ["3:1", "4:1"]
+    # the released item takes its turn: out of the line, and the next one is released for the
+    # turn after
+    await asyncio.sleep(0.35)
+    verdict, wait, _ = await pacer.acquire(H, max_wait_s=1.0, job=("b", "2:1"))
+    assert verdict == "go" and wait == pytest.approx(0.5, abs=0.05)
+    released = await _released(redis, settings)
+    assert released["3:1"] == pytest.approx(0.84 + 0.5 - 0.5, abs=0.06)
+    assert await _line(redis, settings) == ["4:1"]
+
+
+async def test_a_released_item_whose_turn_was_taken_goes_back_to_the_front(redis):
+    pacer, settings = await _setup(redis, ["1:1", "2:1", "3:1", "9:1"])
+    _, _, lease = await pacer.acquire(H, max_wait_s=1.0, job=("b", "1:1"))
+    await pacer.release(H, lease, "ok", latency_s=0.01, retry_after_s=0)
+    for job in ("2:1", "3:1"):
+        await pacer.defer("b", int(job[0]), 1, H, 0.84)
+    assert list(await _released(redis, settings)) == ["2:1"]
+    newcomer = await pacer.acquire(H, max_wait_s=1.0, job=("b", "9:1"))
+    assert newcomer[0] == "go"  # a newcomer takes the turn
+    verdict, _, _ = await pacer.acquire(H, max_wait_s=0.5, job=("b", "2:1"))  # 1.7 s off now
+    assert verdict == "defer"
+    await pacer.defer("b", 2, 1, H, 1.7)
+    assert await _line(redis, settings) == ["3:1"]  # 2:1 was released again, first in line
+    assert "2:1" in await _released(redis, settings)
+
+
+async def test_items_gone_from_the_queue_are_skipped(redis):
+    pacer, settings = await _setup(redis, ["1:1", "2:1", "3:1"])
+    await pacer.acquire(H, max_wait_s=1.0, job=("b", "1:1"))
+    await redis.zadd(paced_key(settings.queue_name), {"x": 0})  # the set is shared by hosts
+    await redis.zrem(paced_key(settings.queue_name), "x")
+    await pacer.defer("b", 2, 1, H, 0.84)  # released at once
+    await pacer.defer("b", 3, 1, H, 0.84)
+    await redis.zrem(settings.queue_name, "3:1")  # cancelled while in line
+    await redis.hset(f"{settings.queue_name}:host:{H}", "released_until", 0)  # 2:1 never came
+    _, _, lease = await pacer.acquire(H, max_wait_s=None)
+    await pacer.release(H, lease, "ok", latency_s=0.01, retry_after_s=0)
+    assert await _line(redis, settings) == []
+    assert "3:1" not in await _released(redis, settings)
+
+
+CRAWL_DELAY = 0.5
+
+
+class ThreadSites:
+    """The two sites on an event loop of their own, in a thread: their clock sees a request when
+    it arrives, not when the worker's busy loop gets round to it (the worker runs in-process)."""
+
+    def __init__(self) -> None:
+        self.hits: list[float] = []
+        self.paths: list[str] = []
+        self.bases: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self.runners: list[web.AppRunner] = []
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    async def _robots(self, request: web.Request) -> web.Response:
+        self.hits.append(time.monotonic())
+        self.paths.append(request.path)
+        return web.Response(text=f"User-agent: *\nCrawl-delay: {CRAWL_DELAY}\n")
+
+    async def _page(self, request: web.Request) -> web.Response:
+        if request.host.startswith("127.0.0.41"):
+            self.hits.append(time.monotonic())
+            self.paths.append(request.path)
+        return web.Response(text="<html><head><title>t</title></head><body><article>"
+                            + "<p>Rivers rise in spring when the snow melts above.</p>" * 6
+                            + "</article></body></html>", content_type="text/html")
+
+    async def _start(self) -> None:
+        for host, with_robots in (("127.0.0.41", True), ("127.0.0.42", False)):
+            app = web.Application()
+            if with_robots:
+                app.router.add_get("/robots.txt", self._robots)
+            app.router.add_get("/{tail:.*}", self._page)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, host, 0)
+            await site.start()
+            self.runners.append(runner)
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.bases.append(f"http://{host}:{port}")
+
+    async def _stop(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+    def start(self) -> ThreadSites:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def two_sites() -> Iterator[ThreadSites]:
+    sites = ThreadSites().start()
+    yield sites
+    sites.stop()
+
+
+async def test_a_paced_host_keeps_its_turns_busy_while_others_flow(
+    wb: Workbench, run_worker, two_sites
+):
+    paced_base, free_base = two_sites.bases
+    hits, paths = two_sites.hits, two_sites.paths
+    n = 12
+    paced = await wb.submit([f"{paced_base}/p/{i}" for i in range(n)], pipeline="article")
+    free = await wb.submit([f"{free_base}/f/{i}" for i in range(40)], pipeline="article")
+    t0 = time.monotonic()
+    await run_worker(cpu_processes=1)
+    assert (await free.wait(timeout=60))["done"] == 40
+    assert (await paced.wait(timeout=60))["done"] == n
+    took = time.monotonic() - t0
+    gaps = [b - a for a, b in itertools.pairwise(hits)]
+    assert len(hits) == 1 + n and min(gaps) >= CRAWL_DELAY, list(
+        zip(paths, [0, *gaps], strict=True)
+    )
+    # the turns were used: about n gaps after robots.txt (plus start-up), not minutes
+    assert took < n * CRAWL_DELAY * 1.05 + 12, (took, gaps)
+    rows = {r["host"]: r for r in await host_rows(await wb.open_queue(), wb.settings)}
+    assert rows["127.0.0.41"]["deferred"] > 0 and rows["127.0.0.41"]["waiting"] == 0
+    assert await paced.paced() == (0, 0)
