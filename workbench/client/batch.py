@@ -183,17 +183,15 @@ class Batch:
 
     async def to_parquet(
         self, path: str | os.PathLike[str] | IO[bytes], columns: Sequence[str] | None = None,
-        *, chunk_rows: int = 20_000,
+        *, chunk_rows: int = 10_000,
     ) -> int:
         """Write the results to a Parquet file, one row group per ``chunk_rows`` as they are
         read (memory follows the chunk). Returns the rows written. The file's schema is decided
         from the whole batch before the first row group (``client.export.arrow_schema``)."""
-        ledger = await self._wb.open_ledger()
-        schemas = await reading.result_schemas(ledger, self.id, columns)
-        chunks = reading.iter_results(ledger, self.id, chunk_rows=chunk_rows, columns=columns,
-                                      schemas=schemas, carried_columns=self.carried_columns)
-        schema = export.arrow_schema(*schemas, self.carried_columns)
-        return await export.write_parquet(chunks, schema, path)
+        return await export.write_batch_parquet(
+            await self._wb.open_ledger(), self.id, path, columns=columns,
+            chunk_rows=chunk_rows, carried=self.carried_columns,
+        )
 
     async def failures(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Failed items with ``error_type``, ``error_message``, ``retryable`` and traceback;
