@@ -22,6 +22,7 @@ from workbench.notebook.protocol import MonitoredBatch
 from workbench.notebook.render import (
     COLORS,
     FAILURE_HEADERS,
+    GROUP_COLUMNS,
     FailureGroup,
     Snapshot,
     Throughput,
@@ -189,7 +190,9 @@ class BatchMonitor:
     async def refresh(self) -> Snapshot:
         """Read the counts (and the failures when they changed) once, and redraw."""
         counts = await self.batch.counts()
-        failures = await self.batch.failures() if self._failures_due(counts) else None
+        # the columns groups need: a million-item batch's tracebacks stay in the ledger
+        failures = await self.batch.failures(columns=GROUP_COLUMNS) \
+            if self._failures_due(counts) else None
         last = None
         if self._needs_last_finished(counts):
             last = _last_finished(await self.batch.workbench.batches(), self.batch.id)
@@ -200,7 +203,7 @@ class BatchMonitor:
         sync = self.batch.workbench.sync  # the facade scripts use, with its own loop
         batch = sync.get_batch(self.batch.id)
         counts = Counts(batch.counts())
-        failures = batch.failures() if self._failures_due(counts) else None
+        failures = batch.failures(columns=GROUP_COLUMNS) if self._failures_due(counts) else None
         last = _last_finished(sync.batches(), self.batch.id) \
             if self._needs_last_finished(counts) else None
         paced = tuple(batch.paced()) if counts.active else (0, 0)
