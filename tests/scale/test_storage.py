@@ -85,6 +85,29 @@ async def test_results_unchanged_for_small_batches(wb: Workbench) -> None:
         pd.testing.assert_frame_equal(await batch.failures(), legacy.failures_frame(failed))
 
 
+def _awkward(i: int) -> dict[str, Any]:
+    """Values where a JSON reader could differ from Python's: escapes, non-ASCII, surrogate
+    pairs, big integers, tiny and huge floats, empty strings and lists, long texts."""
+    return {
+        "s": ["", "é", "😀 \"q\" \n\t\\", "\u2028", "x" * (BULKY_CHARS + 5)][i % 5],
+        "big": [2**62, -(2**63), 0, 7, 2**53 + 1][i % 5],
+        "f": [1e-7, 1.5e300, -0.0, 0.1 + 0.2, 3.0][i % 5],
+        "tags": [[], ["é", ""], ["a"] * 3, [], ["😀"]][i % 5],
+        "ints": [[1, 2], [], [2**62], [0], [-1]][i % 5],
+        "flags": [[True], [False, True], [], [True], []][i % 5],
+        "ok": i % 2 == 0,
+        "maybe": None if i % 3 else f"m{i}",
+    }
+
+
+async def test_results_unchanged_for_awkward_values(wb: Workbench) -> None:
+    batch = await fill(wb, 25, _awkward)
+    expected = legacy.results_frame(await legacy.result_rows(wb.ledger, batch.id))
+    pd.testing.assert_frame_equal(await batch.results(), expected, check_exact=True)
+    got = await batch.results(columns=["s", "big", "f", "tags", "ints", "flags"])
+    pd.testing.assert_frame_equal(got, expected[got.columns.tolist()], check_exact=True)
+
+
 async def test_empty_frames_unchanged(wb: Workbench) -> None:
     batch = await wb.submit(["http://example.org/a", "http://example.org/b"], pipeline="noop")
     pd.testing.assert_frame_equal(await batch.results(), legacy.results_frame([]))

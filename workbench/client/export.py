@@ -177,7 +177,8 @@ def arrow_schema(
     docstring. A column written as JSON text says so in its metadata (``workbench.json``)."""
     import pyarrow as pa
 
-    from workbench.client.frames import PROVENANCE_COLUMNS, field_dtype, result_columns
+    from workbench.client.fields import field_dtype
+    from workbench.client.frames import PROVENANCE_COLUMNS, result_columns
     from workbench.inputs.tables import carried_names
 
     def column(name: str, typ: pa.DataType, as_json: bool = False) -> pa.Field:
@@ -347,6 +348,8 @@ async def arrow_chunks(
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from workbench.client.fields import json_table
+
     names = set(fields.names)
     small = pa.schema([schema.field(n) for n in fields.names])
     bulky = pa.schema([schema.field(f.name) for f in fields.fields if f.bulky])
@@ -354,9 +357,9 @@ async def arrow_chunks(
     count = 0
     async for raw in ledger.result_chunks(batch_id, chunk_rows=min(chunk_rows, ARROW_FETCH_ROWS),
                                           bulk=len(bulky) > 0):
-        values = _json_table(raw["data"], small)
+        values = json_table(raw["data"], small)
         if len(bulky):
-            extra = _json_table([b or "{}" for b in raw["bulk"]], bulky)
+            extra = json_table([b or "{}" for b in raw["bulk"]], bulky)
             for name in bulky.names:
                 at = values.schema.get_field_index(name)
                 values = values.set_column(at, small.field(name), pc.coalesce(
@@ -382,20 +385,6 @@ async def arrow_chunks(
 
 #: rows per read of the ledger for ``arrow_chunks``
 ARROW_FETCH_ROWS = 1_000
-
-
-def _json_table(texts: Sequence[str], schema: pa.Schema) -> pa.Table:
-    """One JSON object a text -> a table of ``schema`` (missing fields null), by Arrow."""
-    import pyarrow.json as pj
-
-    body = "\n".join(texts).encode()
-    longest = max((len(t) for t in texts), default=0)
-    return pj.read_json(
-        io.BytesIO(body),
-        read_options=pj.ReadOptions(block_size=max(1 << 20, 4 * longest)),
-        parse_options=pj.ParseOptions(explicit_schema=schema,
-                                      unexpected_field_behavior="ignore"),
-    )
 
 
 def _provenance_array(name: str, values: Sequence[Any], typ: pa.DataType) -> Any:

@@ -15,15 +15,16 @@ existed (a column with no value at all is object, an all-NaT time is datetime64[
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from workbench.client.fields import MISSING, field_columns, field_dtype
 from workbench.core.status import ITEM_STATUSES, Counts
-from workbench.ledger.reads import ResultField, ResultSchema, decode_fields, decode_json
+from workbench.ledger.reads import ResultSchema, decode_json
 
 ITEM_COLUMNS = [
     "item_id", "position", "url", "normalized_url", "status", "attempts", "tries",
@@ -126,31 +127,6 @@ def failures_frame(chunk: Mapping[str, Sequence[Any]],
 
 
 # ------------------------------------------------------------------ results
-def field_dtype(field: ResultField) -> Any:
-    """The dtype of a pipeline field, from its JSON kinds over the whole batch."""
-    kinds = field.kinds - {"n"}
-    gaps = "n" in field.kinds or not field.complete
-    if kinds == {"b"}:
-        return object if gaps else "bool"
-    if kinds == {"i"}:
-        return "float64" if gaps else "int64"
-    if kinds and kinds <= {"i", "f"}:
-        return "float64"
-    if kinds == {"s"}:
-        return "str"
-    return object
-
-
-def _field_column(values: list[Any], field: ResultField) -> Any:
-    dtype = field_dtype(field)
-    if dtype is object:
-        return _objects(values)
-    try:
-        return string_column(values) if dtype == "str" else np.array(values, dtype=dtype)
-    except (OverflowError, TypeError, ValueError):  # an integer beyond int64
-        return _objects(values)
-
-
 def result_columns(batch: ResultSchema, fields: ResultSchema) -> list[str]:
     """The columns of a results frame: ``item_id``, ``url``, the ``fields``, provenance (a
     provenance column named like a field of the batch gets a ``_``)."""
@@ -166,18 +142,14 @@ def results_frame(chunk: Mapping[str, Sequence[Any]], batch: ResultSchema,
     named ``item_id`` or ``url`` wins where the item has one; one named like a provenance
     column wins too, and provenance gets a ``_``."""
     fields = batch if fields is None else fields
-    values_of = _field_values(chunk)
+    picked, overrides = field_columns(chunk, fields)
     columns: dict[str, Any] = {"item_id": chunk["item_id"], "url": chunk["url"]}
-    for key in ("item_id", "url"):
-        if fields.get(key) is not None:
-            columns[key] = [v if x is _MISSING else x
-                            for x, v in zip(values_of(key), columns[key], strict=True)]
+    for key, own in overrides.items():
+        columns[key] = [v if x is MISSING else x for x, v in zip(own, columns[key], strict=True)]
     columns["item_id"] = np.asarray(columns["item_id"], dtype="int64")
     columns["url"] = string_column(columns["url"]) if key_is_str(fields, "url") \
         else _objects(columns["url"])
-    for f in fields.fields:
-        if f.name not in ("item_id", "url"):
-            columns[f.name] = _field_column(values_of(f.name), f)
+    columns.update(picked)
     names = set(batch.names)
     for name in PROVENANCE_COLUMNS:
         col = name if name not in names else f"_{name}"
@@ -195,17 +167,6 @@ def results_frame(chunk: Mapping[str, Sequence[Any]], batch: ResultSchema,
         else:
             columns[col] = pd.array(values, dtype)
     return _chunk_times(pd.DataFrame(columns))
-
-
-#: a field the result does not have: NaN, as ``pandas.DataFrame(list_of_dicts)`` gives
-_MISSING = np.nan
-
-
-def _field_values(chunk: Mapping[str, Sequence[Any]]) -> Callable[[str], list[Any]]:
-    """name -> the values of that field in the chunk's rows (``_MISSING`` where absent)."""
-    datas = [d if isinstance(d, dict) else {"value": d}
-             for d in decode_fields(chunk["data"], chunk.get("bulk"))]
-    return lambda name: [d.get(name, _MISSING) for d in datas]
 
 
 def key_is_str(fields: ResultSchema, key: str) -> bool:
