@@ -100,24 +100,29 @@ def _objects(values: Sequence[Any]) -> pd.Series:
 
 
 # ------------------------------------------------------------------ items
-def items_frame(chunk: Mapping[str, Sequence[Any]],
-                columns: Sequence[str] = ITEM_COLUMNS) -> pd.DataFrame:
-    """A chunk of items (``Ledger.item_chunks``) with ``columns``, in fixed dtypes."""
-    return pd.DataFrame({c: _item_column(c, chunk[c]) for c in columns})
+def items_frame(table: pa.Table, columns: Sequence[str] = ITEM_COLUMNS) -> pd.DataFrame:
+    """A chunk of items (``Ledger.item_tables``) with ``columns``, in fixed dtypes."""
+    return pd.DataFrame({c: _item_column(c, table.column(c)) for c in columns})
 
 
-def _item_column(name: str, values: Sequence[Any]) -> Any:
+def _item_column(name: str, values: pa.ChunkedArray) -> Any:
     dtype = _ITEM_DTYPES.get(name, "str")
     if dtype == _TIME:
-        return time_column(values)
+        return pd.Series(values.to_numpy(zero_copy_only=False)).dt.tz_localize("UTC")
     if dtype == "str":
-        return string_column(values)
-    if dtype == "bool":
-        return np.array(values, dtype=bool)
+        return pd.array(values, dtype="str")
     if name == "status":
-        return pd.Categorical.from_codes([_STATUS_CODES.get(v, -1) for v in values],
-                                         dtype=_STATUS_DTYPE)
-    return pd.array(values, dtype=dtype)
+        codes = np.full(len(values), -1, dtype=np.int8)
+        if len(values):
+            encoded = values.combine_chunks().dictionary_encode()
+            lookup = np.array([_STATUS_CODES.get(s, -1)
+                               for s in encoded.dictionary.to_pylist()], dtype=np.int8)
+            indices = encoded.indices.to_numpy(zero_copy_only=False)
+            codes = lookup[indices] if len(lookup) else codes
+        return pd.Categorical.from_codes(codes, dtype=_STATUS_DTYPE)
+    if dtype == "boolean":
+        return values.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get).array
+    return values.to_numpy(zero_copy_only=False).astype(dtype)
 
 
 def failures_frame(chunk: Mapping[str, Sequence[Any]],

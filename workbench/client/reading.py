@@ -18,11 +18,12 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import pyarrow as pa
 
 from workbench.client import carried, frames
 from workbench.core.errors import InvalidInputError
 from workbench.inputs.tables import CarriedColumn
-from workbench.ledger.reads import ResultSchema
+from workbench.ledger.reads import ITEM_ARROW, ResultSchema
 
 if TYPE_CHECKING:
     from workbench.ledger.store import Ledger
@@ -133,9 +134,9 @@ async def iter_items(
     cols = ["item_id", *(c for c in columns if c != "item_id")]
 
     async def pieces() -> AsyncIterator[pd.DataFrame]:
-        async for raw in ledger.item_chunks(batch_id, columns=cols, statuses=statuses,
-                                            chunk_rows=min(chunk_rows, FETCH_ROWS * 4)):
-            yield frames.items_frame(raw, cols)
+        async for table in ledger.item_tables(batch_id, columns=cols, statuses=statuses,
+                                              chunk_rows=min(chunk_rows, FETCH_ROWS * 4)):
+            yield frames.items_frame(table, cols)
 
     async for df in _rechunk(pieces(), chunk_rows):
         yield df
@@ -152,5 +153,6 @@ async def whole_items(
     parts = [df async for df in iter_items(ledger, batch_id, chunk_rows=FETCH_ROWS * 4,
                                            columns=cols, statuses=statuses)]
     if not parts:
-        parts = [frames.items_frame({c: [] for c in cols}, cols)]
+        empty = pa.schema([(c, ITEM_ARROW[c]) for c in cols]).empty_table()
+        parts = [frames.items_frame(empty, cols)]
     return frames.finish_whole(frames.concat(parts), frames.NULLABLE_STRINGS)

@@ -21,12 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Text, bindparam, func, select, text, type_coerce
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+from sqlalchemy import Text, bindparam, case, cast, func, literal, null, select, text, type_coerce
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workbench.core import codec
@@ -152,6 +157,40 @@ def decode_fields(data: Sequence[str], bulk: Sequence[str | None] | None) -> lis
     return values
 
 
+#: the Arrow type of each item column (``Ledger.item_tables``)
+ITEM_ARROW: dict[str, pa.DataType] = {
+    "item_id": pa.int64(), "position": pa.int64(), "url": pa.string(),
+    "normalized_url": pa.string(), "status": pa.string(), "attempts": pa.int64(),
+    "tries": pa.int64(), **{t: pa.timestamp("us") for t in sorted(_TIMES - {"fetched_at"})},
+    "duration_s": pa.float64(), "worker_id": pa.string(), "cached": pa.bool_(),
+    "error_type": pa.string(), "error_message": pa.string(), "traceback": pa.string(),
+    "retryable": pa.bool_(), "carried": pa.string(),
+}
+
+
+def _sqlite_json_value(column: Any, name: str) -> Any:
+    """SQLite keeps booleans as 0/1: in JSON they must be true/false (null stays null)."""
+    if ITEM_ARROW.get(name) == pa.bool_():
+        return case((column.is_(None), null()), (column != 0, func.json("true")),
+                    else_=func.json("false"))
+    return column
+
+
+def ndjson_table(lines: str, schema: pa.Schema) -> pa.Table:
+    """Newline-delimited JSON objects (from the database) -> a table of ``schema``, by Arrow's
+    JSON reader; rows put back in item order should the database have mixed them."""
+    body = lines.encode()
+    table = pj.read_json(
+        io.BytesIO(body),
+        read_options=pj.ReadOptions(block_size=max(1 << 20, len(body) + 1)),
+        parse_options=pj.ParseOptions(explicit_schema=schema),
+    )
+    ids = table.column("item_id")
+    if len(ids) > 1 and not pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py():
+        table = table.sort_by("item_id")
+    return table
+
+
 class ReadsMixin:
     """Schemas and chunked, projected reads, for ``Ledger``: uses its read engine."""
 
@@ -213,7 +252,49 @@ class ReadsMixin:
         after: int = 0,
     ) -> AsyncIterator[dict[str, list[Any]]]:
         """The batch's items (of ``statuses``, or all), ``chunk_rows`` a chunk in item order,
-        with the ``columns`` named (of ``ITEM_FIELDS``; ``item_id`` always)."""
+        with the ``columns`` named (of ``ITEM_FIELDS``; ``item_id`` always), as lists."""
+        built = await self._item_query(batch_id, columns, statuses, after)
+        if built is not None:
+            q, after = built
+            async for chunk in self._keyset(q, batch_id, chunk_rows, after, "reading items"):
+                yield chunk
+
+    async def item_tables(
+        self,
+        batch_id: str,
+        *,
+        columns: Sequence[str],
+        chunk_rows: int,
+        statuses: Sequence[str] | None = None,
+        after: int = 0,
+    ) -> AsyncIterator[pa.Table]:
+        """``item_chunks`` as Arrow tables (``ITEM_ARROW`` types; times naive UTC): each chunk
+        is one row of SQL, its items as newline-delimited JSON built by the database and parsed
+        by Arrow's reader. No Python object per value: on 100k items, 0.53 s of CPU against
+        ~0.95 s for rows of values turned into columns."""
+        built = await self._item_query(batch_id, columns, statuses, after)
+        if built is None:
+            return
+        q, after = built
+        inner = q.subquery()
+        names = list(inner.c.keys())
+        if self.read_engine.dialect.name == "sqlite":
+            pairs = [x for n in names for x in (literal(n), _sqlite_json_value(inner.c[n], n))]
+            lines = func.group_concat(func.json_object(*pairs), literal("\n"))
+        else:
+            obj = cast(func.json_build_object(*[x for n in names
+                                                for x in (literal(n), inner.c[n])]), Text)
+            lines = func.string_agg(obj, aggregate_order_by(literal("\n"), inner.c.item_id))
+        agg = select(lines.label("lines"), func.count().label("n"),
+                     func.max(inner.c.item_id).label("last"))
+        schema = pa.schema([(n, ITEM_ARROW[n]) for n in names])
+        async for chunk in self._keyset(agg, batch_id, chunk_rows, after, "reading items",
+                                        aggregated=True):
+            yield ndjson_table(chunk["lines"], schema)
+
+    async def _item_query(
+        self, batch_id: str, columns: Sequence[str], statuses: Sequence[str] | None, after: int
+    ) -> tuple[Any, int] | None:
         unknown = [c for c in columns if c not in ITEM_FIELDS]
         if unknown:
             raise InvalidInputError(
@@ -239,15 +320,13 @@ class ReadsMixin:
             # that was 7 s a chunk of a 1M-item status() on SQLite.
             lo, hi = await self._id_span(batch_id)
             if lo is None:
-                return
+                return None
             after = max(after, lo - 1)
             q = q.where(t.c.id > bindparam("after"), t.c.id <= hi,
                         (t.c.batch_id + "") == bindparam("b"))
             if statuses:
                 q = q.where(t.c.status.in_(list(statuses)))
-        q = q.order_by(t.c.id).limit(bindparam("n"))
-        async for chunk in self._keyset(q, batch_id, chunk_rows, after, "reading items"):
-            yield chunk
+        return q.order_by(t.c.id).limit(bindparam("n")), after
 
     async def _id_span(self, batch_id: str) -> tuple[int | None, int | None]:
         """The first and last item id of a batch (one pass over its index entries)."""
@@ -260,11 +339,14 @@ class ReadsMixin:
         return row[0], row[1]
 
     async def _keyset(
-        self, q: Any, batch_id: str, chunk_rows: int, after: int, doing: str
-    ) -> AsyncIterator[dict[str, list[Any]]]:
+        self, q: Any, batch_id: str, chunk_rows: int, after: int, doing: str,
+        *, aggregated: bool = False,
+    ) -> AsyncIterator[dict[str, Any]]:
         """Run ``q`` (bound ``b``, ``after``, ``n``) chunk after chunk on the driver itself:
         SQLAlchemy's rows and result processing were a third of a 1M-item ``status()``, and
         the values need none (times stay text on SQLite, the caller parses them in bulk).
+        ``aggregated``: ``q`` gives one row a chunk, ``lines``, ``n`` (its rows) and ``last``
+        (its last item id), handed over as that dict.
 
         The next chunk is asked for before this one is handed over, so the database (SQLite's
         thread, or PostgreSQL) works while the caller turns this one into a frame: ~1.4x on
@@ -278,7 +360,7 @@ class ReadsMixin:
         fixed = dict(compiled.params)
         sqlite = self.read_engine.dialect.name == "sqlite"
 
-        async def fetch(after: int) -> dict[str, list[Any]] | None:
+        async def fetch(after: int) -> dict[str, Any] | None:
             given = {**fixed, "b": batch_id, "after": after, "n": chunk_rows}
             params = [given[name] for name in order]
             with translate_errors(doing):
@@ -296,11 +378,19 @@ class ReadsMixin:
                     except Exception as exc:  # the driver's own errors, untranslated so far
                         detail = str(exc).splitlines()[0][:300] if str(exc) else repr(exc)
                         raise LedgerError(f"ledger error while {doing}: {detail}") from exc
+            if aggregated:
+                lines, n, last = rows[0] if rows else (None, 0, None)
+                return {"lines": lines, "n": n, "last": last} if n else None
             if not rows:
                 return None
             return {k: list(v) for k, v in zip(keys, zip(*rows, strict=True), strict=True)}
 
-        pending: asyncio.Future[dict[str, list[Any]] | None] | None = None
+        def size(chunk: dict[str, Any]) -> tuple[int, int]:
+            if aggregated:
+                return int(chunk["n"]), int(chunk["last"])
+            return len(chunk["item_id"]), int(chunk["item_id"][-1])
+
+        pending: asyncio.Future[dict[str, Any] | None] | None = None
         pending = asyncio.ensure_future(fetch(after))
         try:
             while pending is not None:
@@ -308,8 +398,9 @@ class ReadsMixin:
                 pending = None
                 if chunk is None:
                     return
-                if len(chunk["item_id"]) == chunk_rows:
-                    pending = asyncio.ensure_future(fetch(chunk["item_id"][-1]))
+                n, last = size(chunk)
+                if n == chunk_rows:
+                    pending = asyncio.ensure_future(fetch(last))
                     if _PREFETCH:
                         await asyncio.sleep(0)  # it hands its query to the driver, then we go on
                     else:
