@@ -2,11 +2,13 @@
 
     .venv/bin/python -m benchmarks --corpus ../shared/corpus/article-extraction-benchmark
     .venv/bin/python -m benchmarks --corpus ... --quick          # smaller sizes, a smoke run
-    .venv/bin/python -m benchmarks --corpus ... --only queue     # queue | article | cache | scale
+    .venv/bin/python -m benchmarks --corpus ... --only queue     # queue|article|cache|scale|hosts
     .venv/bin/python -m benchmarks scale [--quick]               # research scale alone (no corpus)
+    .venv/bin/python -m benchmarks hosts [--corpus ...]          # politeness alone (bench_hosts.py)
 
-The research-scale figures (a million-item batch, ``bench_scale.py``) have their own section of
-``RESULTS.md``, replaced by each run that includes them and kept by the others.
+The research-scale figures (a million-item batch, ``bench_scale.py``) and the politeness figures
+(``bench_hosts.py``) have their own sections of ``RESULTS.md``, each replaced by the runs that
+include it and kept by the others.
 
 Each figure is a ratio measured side by side in the same run, or an absolute time where the
 target is one. Exit status 0 when every target is met, 1 otherwise.
@@ -20,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import bench_article, bench_cache, bench_queue, bench_scale
+from . import bench_article, bench_cache, bench_hosts, bench_queue, bench_scale
 from .common import Figure, bench_env, log, machine
 
 HERE = Path(__file__).resolve().parent
@@ -38,20 +40,23 @@ SCALE_END = "<!-- /scale -->"
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", nargs="?", choices=["scale"],
-                   help="scale: only the research-scale benchmark (needs no corpus)")
+    p.add_argument("which", nargs="?", choices=["scale", "hosts"],
+                   help="scale: only the research-scale benchmark (needs no corpus); hosts: only "
+                   "the politeness benchmark (its corpus half with --corpus)")
     p.add_argument("--corpus", type=Path,
                    help="the article-extraction-benchmark directory (html/ + ground-truth.json)")
     p.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run")
-    p.add_argument("--only", choices=["queue", "article", "cache", "scale"], action="append",
+    p.add_argument("--only", choices=["queue", "article", "cache", "scale", "hosts"],
+                   action="append",
                    help="run only these benchmarks (repeatable)")
     p.add_argument("--output", type=Path, default=HERE / "RESULTS.md",
                    help="where to write the results (default benchmarks/RESULTS.md)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dirs")
     args = p.parse_args(argv)
-    wanted = ["scale"] if args.which else args.only or ["queue", "article", "cache", "scale"]
+    wanted = ([args.which] if args.which
+              else args.only or ["queue", "article", "cache", "scale", "hosts"])
     corpus = Path()
-    if set(wanted) - {"scale", "queue"}:
+    if set(wanted) - {"scale", "queue", "hosts"}:
         if args.corpus is None:
             p.error("--corpus is required (the article and cache benchmarks serve it)")
         corpus = args.corpus.expanduser().resolve()
@@ -80,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         with bench_env(keep=args.keep) as env:
             scale = bench_scale.run(env, SCALE_SIZES[mode])
     scale_s = time.monotonic() - scale_started
+    hosts: list[Figure] = []
+    hosts_started = time.monotonic()
+    if "hosts" in wanted:
+        hosts_corpus = args.corpus.expanduser().resolve() if args.corpus else None
+        hosts = bench_hosts.run(hosts_corpus, rounds=1 if mode == "quick" else 3)
+    hosts_s = time.monotonic() - hosts_started
     elapsed = time.monotonic() - started
 
     command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -87,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     text = render(figures, mode, command, elapsed) if figures else old or render([], mode, "", 0)
     section = (render_scale(scale, mode, command, scale_s) if scale
                else _between(old, SCALE_START, SCALE_END))
-    args.output.write_text(with_scale(text, section))
-    figures += scale
+    hosts_section = bench_hosts.render_section(hosts, command, hosts_s) if hosts else ""
+    args.output.write_text(bench_hosts.with_section(with_scale(text, section), hosts_section))
+    figures += scale + hosts
     print()
     for f in figures:
         print(f.line())

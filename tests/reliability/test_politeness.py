@@ -19,8 +19,6 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from workbench.queue.hosts import host_rows
-
 from .conftest import Cluster, report, tally, wait_settled
 
 CRAWL_DELAY_HOST = "127.0.0.21"
@@ -96,8 +94,7 @@ async def _run(cluster: Cluster, sites: Sites, name: str) -> None:
     t = await tally(wb, batch.id, len(public) + len(limited))
     st = (await batch.status()).set_index("url")
     failures = (await batch.failures()).set_index("url")
-    rows = await host_rows(await wb.open_queue(), wb.settings)
-    hosts = {r["host"]: r for r in rows}
+    hosts = (await wb.hosts()).set_index("host")
 
     delayed = sites.hits[CRAWL_DELAY_HOST]
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(delayed)]
@@ -115,9 +112,10 @@ async def _run(cluster: Cluster, sites: Sites, name: str) -> None:
     assert len(delayed) == 1 + len(public) and min(gaps) >= 0.95, delayed  # robots.txt + pages
     assert (st.loc[limited, "status"] == "done").all() and too_many <= 6, sites.hits[LIMITED_HOST]
     assert ran_by == 2  # both processes took a share
-    assert hosts[CRAWL_DELAY_HOST]["crawl_delay_s"] == 1.0
-    assert hosts[CRAWL_DELAY_HOST]["robots_disallowed"] == len(private)
-    assert hosts[LIMITED_HOST]["throttled"] == too_many
+    assert hosts.loc[CRAWL_DELAY_HOST, "crawl_delay_s"] == 1.0
+    assert hosts.loc[CRAWL_DELAY_HOST, "robots_disallowed"] == len(private)
+    assert hosts.loc[LIMITED_HOST, "throttled"] == too_many
+    assert (hosts["waiting"] == 0).all() and await batch.paced() == (0, 0)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ The gap between two request starts to a host::
   Request-rate): both always hold, as the site sees them: a request leaves a few milliseconds after
   its granted start (timer, event loop, connection), and two in a row by unequal amounts, so the
   hard delays get a 5 % margin (measured with two worker processes and Crawl-delay 1: the closest
-  requests arrived 0.950 s apart without it, 0.99 s with it). ``ceiling``
+  requests arrived 0.950 s apart without it, 1.014-1.047 s with it). ``ceiling``
   (``per_host_max_delay_s``) bounds the adaptation, never a Crawl-delay.
 - ``latency_gap`` follows the host's response time like Scrapy's AutoThrottle: each response of
   ``t`` seconds moves it halfway to ``t / target_concurrency``, so about ``target_concurrency``
@@ -30,7 +30,7 @@ The gap between two request starts to a host::
   ``per_host_concurrency``; a throttled host drops back to one request at a time.
 - A request whose start is further away than its caller may wait is deferred (``defer``, with
   the time to the host's next free start). Who waits in which order, and when each comes back,
-  is the worker's line per host (``queue/hosts.py``), not this rule.
+  is the worker's line per host (``queue/lines.py``), not this rule.
 
 A request takes a *lease* when it is granted a start time; the lease counts towards the host's
 concurrency until it is released with the outcome (or expires, if its process died).

@@ -16,7 +16,8 @@ import each other (docs/architecture.md). The fetcher asks for this small interf
 values; the worker, above both, hands it the Redis implementation.
 
 ``HostPaced`` is how a fetch says "this host's next free start is too far away to wait for": the
-worker gives the item back to the queue until then (its worker slot serves other hosts).
+worker gives the item back to the queue, in its host's line (``queue/lines.py``), and its worker
+slot serves other hosts meanwhile.
 """
 
 from __future__ import annotations

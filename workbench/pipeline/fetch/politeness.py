@@ -1,15 +1,16 @@
 """What the fetcher asks before each request, and tells after it: ``Politeness``.
 
 - ``check(url)``: may the URL be fetched at all (robots.txt, ``robots.py``)?
-- ``slot(host)``: wait for the host's next start (``core/pacing.py`` states the rule), hold one
-  of its concurrency leases during the request, and report the outcome, which moves the host's
-  gap: response time (to the headers), 429, 503, timeouts, Retry-After.
+- ``slot(url)``: wait for the host's next start (``core/pacing.py`` states the rule), confirm it
+  on waking, hold one of its concurrency leases during the request, and report the outcome, which
+  moves the host's gap: response time (to the headers), 429, 503, timeouts, Retry-After. The
+  session's trace (``trace_config``) notes a request that left late.
 
 The state is in a ``HostPacer`` (``pacing.py``): Redis for workers (one schedule per host across
 every process and machine), in-process memory for a fetcher on its own.
 
 A fetch waits in place for at most ``defer_after_s`` (the worker's setting: 1 s); a longer wait
-raises ``HostPaced`` and the worker puts the item in its host's line (``queue/hosts.py``), so paced
+raises ``HostPaced`` and the worker puts the item in its host's line (``queue/lines.py``), so paced
 hosts never hold worker slots and other hosts keep flowing. Without ``defer_after_s`` (scripts,
 tests) a fetch waits however long its host needs.
 """
