@@ -228,3 +228,15 @@ async def test_counts_stay_exact_whichever_status_is_largest(wb: Workbench) -> N
     await batch.retry([rows[12]["id"], rows[19]["id"]])
     await check()
     await check()
+
+
+async def test_numbers_read_back_exactly(wb: Workbench) -> None:
+    """Chunks the database writes as JSON lines keep every digit of a float (SQLite's
+    json_object writes 15 of them; 0.1 + 0.2 needs 17)."""
+    batch = await fill(wb, 3, article)
+    async with wb.ledger.engine.begin() as conn:
+        await conn.execute(text("UPDATE items SET duration_s = :d WHERE batch_id = :b"),
+                           {"d": 0.1 + 0.2, "b": batch.id})
+    assert (await batch.status())["duration_s"].tolist() == [0.1 + 0.2] * 3
+    assert (await batch.results(columns=["title"]))["duration_s"].tolist() == [0.1 + 0.2] * 3
+    assert (await batch.results())["duration_s"].tolist() == [0.1 + 0.2] * 3

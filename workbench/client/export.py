@@ -357,9 +357,9 @@ async def arrow_chunks(
     count = 0
     async for raw in ledger.result_chunks(batch_id, chunk_rows=min(chunk_rows, ARROW_FETCH_ROWS),
                                           bulk=len(bulky) > 0):
-        values = json_table(raw["data"], small)
+        values = json_table(raw.data, small)
         if len(bulky):
-            extra = json_table([b or "{}" for b in raw["bulk"]], bulky)
+            extra = json_table([b or "{}" for b in raw.bulk or ()], bulky)
             for name in bulky.names:
                 at = values.schema.get_field_index(name)
                 values = values.set_column(at, small.field(name), pc.coalesce(
@@ -369,10 +369,10 @@ async def arrow_chunks(
             if field.name in names:
                 arrays.append(values.column(field.name))
             else:  # item_id, url, provenance ("_name" when a field took its name)
-                key = field.name if field.name in raw else field.name[1:]
-                arrays.append(_provenance_array(key, raw[key], field.type))
+                key = field.name if field.name in raw.table.column_names else field.name[1:]
+                arrays.append(raw.table.column(key).cast(field.type))
         held.append(pa.Table.from_arrays(arrays, schema=schema))
-        count += len(raw["item_id"])
+        count += len(raw)
         del raw, values
         if count >= chunk_rows:
             table = pa.concat_tables(held)
@@ -385,20 +385,6 @@ async def arrow_chunks(
 
 #: rows per read of the ledger for ``arrow_chunks``
 ARROW_FETCH_ROWS = 1_000
-
-
-def _provenance_array(name: str, values: Sequence[Any], typ: pa.DataType) -> Any:
-    import numpy as np
-    import pyarrow as pa
-
-    if name == "fetched_at":
-        return pa.array(np.array(values, dtype="datetime64[us]")).cast(typ)
-    if name in ("cached", "from_stored_page"):
-        return pa.array(np.array(values, dtype=bool))
-    if name == "timings":  # as stored (SQLite) is json.dumps' text already; decoded on PG
-        return pa.array([v if isinstance(v, str) or v is None
-                         else json.dumps(v, ensure_ascii=False) for v in values], type=typ)
-    return pa.array(values, type=typ)
 
 
 async def write_batch_parquet(

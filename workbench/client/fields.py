@@ -12,7 +12,7 @@ field, NaN, from a null one, None, there) by ``json`` in Python. Measured on 20,
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from workbench.ledger.chunks import ResultChunk
 from workbench.ledger.reads import ResultField, ResultSchema, decode_fields
 
 #: a field the result does not have: NaN, as ``pandas.DataFrame(list_of_dicts)`` gives
@@ -56,14 +57,15 @@ def _arrow_type(field: ResultField) -> pa.DataType | None:
     return None
 
 
-def json_table(texts: Sequence[str], schema: pa.Schema) -> pa.Table:
-    """One JSON object a text -> a table of ``schema`` (missing fields null), by Arrow."""
+def json_table(texts: Sequence[str] | str, schema: pa.Schema) -> pa.Table:
+    """JSON objects (texts, or one text of them a line) -> a table of ``schema`` (missing
+    fields null), by Arrow."""
     import pyarrow.json as pj
 
-    longest = max((len(t) for t in texts), default=0)
+    body = (texts if isinstance(texts, str) else "\n".join(texts)).encode()
     return pj.read_json(
-        io.BytesIO("\n".join(texts).encode()),
-        read_options=pj.ReadOptions(block_size=max(1 << 20, 4 * longest)),
+        io.BytesIO(body),
+        read_options=pj.ReadOptions(block_size=max(1 << 20, len(body) + 1)),
         parse_options=pj.ParseOptions(explicit_schema=schema,
                                       unexpected_field_behavior="ignore"),
     )
@@ -94,7 +96,7 @@ def _from_python(values: list[Any], field: ResultField) -> Any:
 
 
 def field_columns(
-    chunk: Mapping[str, Sequence[Any]], fields: ResultSchema
+    chunk: ResultChunk, fields: ResultSchema
 ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """The columns of ``fields`` (but ``item_id`` and ``url``) for a chunk of results, and the
     raw values (``MISSING`` where absent) of a field named ``item_id`` or ``url``."""
@@ -110,7 +112,7 @@ def field_columns(
     overrides: dict[str, list[Any]] = {}
     if rest:
         datas = [d if isinstance(d, dict) else {"value": d}
-                 for d in decode_fields(chunk["data"], chunk.get("bulk"))]
+                 for d in decode_fields(chunk.data.split("\n"), chunk.bulk)]
         for f in rest:
             values = [d.get(f.name, MISSING) for d in datas]
             if f.name in ("item_id", "url"):
@@ -120,13 +122,13 @@ def field_columns(
     return {f.name: columns[f.name] for f in fields.fields if f.name in columns}, overrides
 
 
-def _arrow_columns(chunk: Mapping[str, Sequence[Any]], fields: ResultSchema,
+def _arrow_columns(chunk: ResultChunk, fields: ResultSchema,
                    types: dict[str, pa.DataType]) -> dict[str, Any]:
-    table = json_table(chunk["data"], pa.schema(list(types.items())))
+    table = json_table(chunk.data, pa.schema(list(types.items())))
     bulky = [f.name for f in fields.fields if f.bulky and f.name in types]
     extra = None
-    if bulky and chunk.get("bulk") is not None:
-        extra = json_table([b or "{}" for b in chunk["bulk"]],
+    if bulky and chunk.bulk is not None:
+        extra = json_table([b or "{}" for b in chunk.bulk],
                            pa.schema([(n, types[n]) for n in bulky]))
     out = {}
     for f in fields.fields:

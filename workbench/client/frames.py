@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from workbench.client.fields import MISSING, field_columns, field_dtype
 from workbench.core.status import ITEM_STATUSES, Counts
+from workbench.ledger.chunks import ResultChunk
 from workbench.ledger.reads import ResultSchema, decode_json
 
 ITEM_COLUMNS = [
@@ -140,37 +141,46 @@ def result_columns(batch: ResultSchema, fields: ResultSchema) -> list[str]:
             *(c if c not in names else f"_{c}" for c in PROVENANCE_COLUMNS)]
 
 
-def results_frame(chunk: Mapping[str, Sequence[Any]], batch: ResultSchema,
+def results_frame(chunk: ResultChunk, batch: ResultSchema,
                   fields: ResultSchema | None = None) -> pd.DataFrame:
     """A chunk of results (``Ledger.result_chunks``): ``item_id``, ``url``, the pipeline's
     ``fields`` (all of the ``batch`` by default) as columns, then provenance. A pipeline field
     named ``item_id`` or ``url`` wins where the item has one; one named like a provenance
     column wins too, and provenance gets a ``_``."""
     fields = batch if fields is None else fields
+    table = chunk.table
     picked, overrides = field_columns(chunk, fields)
-    columns: dict[str, Any] = {"item_id": chunk["item_id"], "url": chunk["url"]}
-    for key, own in overrides.items():
-        columns[key] = [v if x is MISSING else x for x, v in zip(own, columns[key], strict=True)]
-    columns["item_id"] = np.asarray(columns["item_id"], dtype="int64")
-    columns["url"] = string_column(columns["url"]) if key_is_str(fields, "url") \
-        else _objects(columns["url"])
+    columns: dict[str, Any] = {"item_id": table.column("item_id").to_numpy()}
+    if overrides:
+        own_ids = table.column("item_id").to_pylist()
+        own_urls = table.column("url").to_pylist()
+        for key, own in (("item_id", own_ids), ("url", own_urls)):
+            if key in overrides:
+                given = [v if x is MISSING else x for x, v in zip(overrides[key], own,
+                                                                  strict=True)]
+                columns[key] = np.asarray(given, dtype="int64") if key == "item_id" else given
+        if "url" in overrides:
+            columns["url"] = string_column(columns["url"]) if key_is_str(fields, "url") \
+                else _objects(columns["url"])
+    if "url" not in columns:
+        columns["url"] = pd.array(table.column("url"), dtype="str")
     columns.update(picked)
     names = set(batch.names)
     for name in PROVENANCE_COLUMNS:
         col = name if name not in names else f"_{name}"
         dtype = _PROVENANCE_DTYPES[name]
-        values = chunk[name]
+        values = table.column(name)
         if name == "timings":
             columns[col] = _objects([v if isinstance(v, dict) else {}
-                                     for v in decode_json(values)])
+                                     for v in decode_json(values.to_pylist())])
         elif dtype == _TIME:
-            columns[col] = time_column(values)
+            columns[col] = pd.Series(values.to_numpy(zero_copy_only=False)).dt.tz_localize("UTC")
         elif dtype == "str":
-            columns[col] = string_column(values)
-        elif dtype == "bool":
-            columns[col] = np.array(values, dtype=bool)
+            columns[col] = pd.array(values, dtype="str")
+        elif dtype == "Int64":
+            columns[col] = values.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get).array
         else:
-            columns[col] = pd.array(values, dtype)
+            columns[col] = values.to_numpy(zero_copy_only=False).astype(dtype)
     return _chunk_times(pd.DataFrame(columns))
 
 

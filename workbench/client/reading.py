@@ -23,7 +23,8 @@ import pyarrow as pa
 from workbench.client import carried, frames
 from workbench.core.errors import InvalidInputError
 from workbench.inputs.tables import CarriedColumn
-from workbench.ledger.reads import ITEM_ARROW, ResultSchema
+from workbench.ledger.chunks import ITEM_ARROW
+from workbench.ledger.reads import ResultSchema
 
 if TYPE_CHECKING:
     from workbench.ledger.store import Ledger
@@ -105,7 +106,9 @@ async def iter_results(
         ):
             df = frames.results_frame(raw, batch, fields)
             if carried_columns:
-                extra = carried.values_frame(raw["item_id"], raw["carried"], carried_columns)
+                extra = carried.values_frame(raw.table.column("item_id").to_pylist(),
+                                             raw.table.column("carried").to_pylist(),
+                                             carried_columns)
                 df = carried.attach(df, extra, carried_columns)
             yield df
 

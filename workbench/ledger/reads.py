@@ -21,21 +21,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pj
-from sqlalchemy import Text, bindparam, case, cast, func, literal, null, select, text, type_coerce
+from sqlalchemy import Text, bindparam, cast, func, literal, select, text, type_coerce
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workbench.core import codec
 from workbench.core.errors import InvalidInputError, LedgerError
+from workbench.ledger.chunks import (
+    ITEM_ARROW,
+    RESULT_ARROW,
+    TIMES,
+    ResultChunk,
+    ndjson_rows,
+    ndjson_table,
+    rows_table,
+    sqlite_json_value,
+)
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import ItemRow, ResultBulkRow, ResultRow
 from workbench.ledger.sql import table_of
@@ -53,7 +60,6 @@ RESULT_COLUMNS = (
     "duration_s", "timings",
 )
 _PREFETCH = True
-_TIMES = frozenset({"submitted_at", "started_at", "finished_at", "next_try_at", "fetched_at"})
 
 # The distinct shapes of a batch's results with the first item of each: a loose index scan of
 # (batch_id, shape, item_id), one seek per distinct shape (a batch has a handful), whatever the
@@ -157,40 +163,6 @@ def decode_fields(data: Sequence[str], bulk: Sequence[str | None] | None) -> lis
     return values
 
 
-#: the Arrow type of each item column (``Ledger.item_tables``)
-ITEM_ARROW: dict[str, pa.DataType] = {
-    "item_id": pa.int64(), "position": pa.int64(), "url": pa.string(),
-    "normalized_url": pa.string(), "status": pa.string(), "attempts": pa.int64(),
-    "tries": pa.int64(), **{t: pa.timestamp("us") for t in sorted(_TIMES - {"fetched_at"})},
-    "duration_s": pa.float64(), "worker_id": pa.string(), "cached": pa.bool_(),
-    "error_type": pa.string(), "error_message": pa.string(), "traceback": pa.string(),
-    "retryable": pa.bool_(), "carried": pa.string(),
-}
-
-
-def _sqlite_json_value(column: Any, name: str) -> Any:
-    """SQLite keeps booleans as 0/1: in JSON they must be true/false (null stays null)."""
-    if ITEM_ARROW.get(name) == pa.bool_():
-        return case((column.is_(None), null()), (column != 0, func.json("true")),
-                    else_=func.json("false"))
-    return column
-
-
-def ndjson_table(lines: str, schema: pa.Schema) -> pa.Table:
-    """Newline-delimited JSON objects (from the database) -> a table of ``schema``, by Arrow's
-    JSON reader; rows put back in item order should the database have mixed them."""
-    body = lines.encode()
-    table = pj.read_json(
-        io.BytesIO(body),
-        read_options=pj.ReadOptions(block_size=max(1 << 20, len(body) + 1)),
-        parse_options=pj.ParseOptions(explicit_schema=schema),
-    )
-    ids = table.column("item_id")
-    if len(ids) > 1 and not pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py():
-        table = table.sort_by("item_id")
-    return table
-
-
 class ReadsMixin:
     """Schemas and chunked, projected reads, for ``Ledger``: uses its read engine."""
 
@@ -209,13 +181,15 @@ class ReadsMixin:
     async def result_chunks(
         self, batch_id: str, *, chunk_rows: int, bulk: bool, carried: bool = False,
         after: int = 0,
-    ) -> AsyncIterator[dict[str, list[Any]]]:
-        """The batch's done items with their results, ``chunk_rows`` a chunk in item order:
-        ``RESULT_COLUMNS``, ``data`` (JSON of the small fields) and, with ``bulk``, ``bulk``
-        (JSON of the bulky fields, or None); with ``carried`` the items' ``carried`` (JSON of
-        the input row's other columns). Without ``bulk`` the bulky parts are never read.
+    ) -> AsyncIterator[ResultChunk]:
+        """The batch's done items with their results, ``chunk_rows`` a chunk in item order
+        (``ResultChunk``: provenance as an Arrow table, the small fields as JSON lines, and with
+        ``bulk`` the bulky fields of each row). Without ``bulk`` the bulky parts are never read,
+        and a chunk is one SQL row: its provenance as JSON lines built by the database, and its
+        small fields' JSON lines (no Python object per value). With ``bulk``, rows of values
+        (a page's text in one SQL value could pass SQLite's 1 GB limit).
 
-        The fields are picked out of ``data`` in Python (``decode_fields``), not by the
+        The fields are picked out of ``data`` by the client (``client.fields``), not by the
         database: SQLite's ``->`` took 0.52 s for 5 fields of 100k results, against 0.14 s to
         read ``data`` and ~0.2 s to parse it whole; PostgreSQL's saved the client 15 % of its
         CPU but cost more time in all (the server parses the text again for every field)."""
@@ -225,11 +199,14 @@ class ReadsMixin:
             type_coerce(r.c.fetched_at, Text).label("fetched_at"), r.c.content_sha256,
             r.c.pipeline, r.c.pipeline_version, r.c.params_hash, r.c.workbench_version,
             r.c.cached, r.c.from_stored_page, i.c.duration_s,
-            type_coerce(r.c.timings, Text).label("timings"), r.c.data,
+            cast(r.c.timings, Text).label("timings"),
         ]
         if carried:
             cols.append(i.c.carried)
+        names = [c.key for c in cols]
+        schema = pa.schema([(n, RESULT_ARROW[n]) for n in names])
         joined = i.join(r, r.c.item_id == i.c.id)
+        cols.append(r.c.data)
         if bulk:
             cols.append(b.c.data.label("bulk"))
             joined = joined.outerjoin(b, b.c.item_id == i.c.id)
@@ -239,8 +216,33 @@ class ReadsMixin:
                    i.c.id > bindparam("after"))
             .order_by(i.c.id).limit(bindparam("n"))
         )
-        async for chunk in self._keyset(q, batch_id, chunk_rows, after, "reading results"):
-            yield chunk
+        if bulk:
+            async for chunk in self._keyset(q, batch_id, chunk_rows, after, "reading results"):
+                yield ResultChunk(rows_table(chunk, schema), "\n".join(chunk["data"]),
+                                  chunk.get("bulk"))
+            return
+        inner = q.subquery()
+        sqlite = self.read_engine.dialect.name == "sqlite"
+        if sqlite:
+            pairs = [x for n in names for x in (literal(n), sqlite_json_value(inner.c[n], n))]
+            lines = func.group_concat(func.json_object(*pairs), literal("\n"))
+            datas = func.group_concat(inner.c.data, literal("\n"))
+        else:
+            obj = cast(func.json_build_object(*[x for n in names
+                                                for x in (literal(n), inner.c[n])]), Text)
+            lines = func.string_agg(obj, aggregate_order_by(literal("\n"), inner.c.item_id))
+            datas = func.string_agg(inner.c.data,
+                                    aggregate_order_by(literal("\n"), inner.c.item_id))
+        agg = select(lines.label("lines"), func.count().label("n"),
+                     func.max(inner.c.item_id).label("last"), datas.label("data"))
+        async for chunk in self._keyset(agg, batch_id, chunk_rows, after, "reading results",
+                                        aggregated=True):
+            table, order = ndjson_rows(chunk["lines"], schema, sqlite=sqlite)
+            data = chunk["data"]
+            if order is not None:  # the database mixed the rows: the data lines follow
+                split = data.split("\n")
+                data = "\n".join(split[k] for k in order)
+            yield ResultChunk(table, data, None)
 
     async def item_chunks(
         self,
@@ -278,8 +280,9 @@ class ReadsMixin:
         q, after = built
         inner = q.subquery()
         names = list(inner.c.keys())
-        if self.read_engine.dialect.name == "sqlite":
-            pairs = [x for n in names for x in (literal(n), _sqlite_json_value(inner.c[n], n))]
+        sqlite = self.read_engine.dialect.name == "sqlite"
+        if sqlite:
+            pairs = [x for n in names for x in (literal(n), sqlite_json_value(inner.c[n], n))]
             lines = func.group_concat(func.json_object(*pairs), literal("\n"))
         else:
             obj = cast(func.json_build_object(*[x for n in names
@@ -290,7 +293,7 @@ class ReadsMixin:
         schema = pa.schema([(n, ITEM_ARROW[n]) for n in names])
         async for chunk in self._keyset(agg, batch_id, chunk_rows, after, "reading items",
                                         aggregated=True):
-            yield ndjson_table(chunk["lines"], schema)
+            yield ndjson_table(chunk["lines"], schema, sqlite=sqlite)
 
     async def _item_query(
         self, batch_id: str, columns: Sequence[str], statuses: Sequence[str] | None, after: int
@@ -307,7 +310,7 @@ class ReadsMixin:
             if name == "item_id":
                 continue
             col = t.c[name]
-            cols.append(type_coerce(col, Text).label(name) if name in _TIMES else col)
+            cols.append(type_coerce(col, Text).label(name) if name in TIMES else col)
         q = select(*cols)
         if statuses and len(statuses) == 1:
             # (batch_id, status, id): the items of one status in id order, straight
@@ -379,8 +382,8 @@ class ReadsMixin:
                         detail = str(exc).splitlines()[0][:300] if str(exc) else repr(exc)
                         raise LedgerError(f"ledger error while {doing}: {detail}") from exc
             if aggregated:
-                lines, n, last = rows[0] if rows else (None, 0, None)
-                return {"lines": lines, "n": n, "last": last} if n else None
+                got = dict(zip(keys, rows[0], strict=True)) if rows else {"n": 0}
+                return got if got["n"] else None
             if not rows:
                 return None
             return {k: list(v) for k, v in zip(keys, zip(*rows, strict=True), strict=True)}
