@@ -211,7 +211,9 @@ async def test_exception_in_child_propagates(pool: CpuPool) -> None:
 
 
 async def test_timeout_kills_stuck_call() -> None:
-    pool = CpuPool(1, timeout_s=0.5, warm_up=False)
+    # 3 s, not 0.5: the next call runs in a fresh child that first imports this module, which
+    # took over 0.5 s on a loaded machine (a 30 s sleep still shows the limit at work)
+    pool = CpuPool(1, timeout_s=3, warm_up=False)
     try:
         with pytest.raises(ExtractionFailed, match="limit"):
             await pool.run(_sleep_then, 30, "never")
