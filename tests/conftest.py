@@ -23,6 +23,13 @@ from aiohttp import web
 from workbench import Workbench
 from workbench.queue.embedded import EmbeddedRedis
 
+# The product's own settings come from WORKBENCH_* variables; one left in the shell that runs the
+# suite (CI's smoke run exports WORKBENCH_DATA_DIR for its demo) would change what every test
+# sees. Tests set what they need themselves; only the WORKBENCH_TEST_* switches pass through.
+for _name in [n for n in os.environ if n.startswith("WORKBENCH_")]:
+    if not _name.startswith("WORKBENCH_TEST_"):
+        del os.environ[_name]
+
 PG_URL = os.environ.get("WORKBENCH_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("WORKBENCH_TEST_REDIS_URL")
 
