@@ -15,6 +15,7 @@ from aiohttp import web
 
 from workbench import Workbench
 from workbench.core.settings import Settings
+from workbench.pipeline.cpu import CpuPool
 from workbench.queue.arq_adapter import QueueRedis, open_pool, paced_key
 from workbench.queue.hosts import RedisHostPacer, host_rows
 
@@ -168,6 +169,11 @@ async def test_a_paced_host_keeps_its_turns_busy_while_others_flow(
     paced_base, free_base = two_sites.bases
     hits, paths = two_sites.hits, two_sites.paths
     n = 12
+    # the fork server (one per process) warm before the clock starts: the worker's CPU pool
+    # starts its child in ms then, as it does in a suite, not in the 6-25 s its imports take on
+    # a loaded machine run alone, while the other host's 40 items hold every slot waiting for it
+    async with CpuPool(1) as pool:
+        await pool.warm_up()
     paced = await wb.submit([f"{paced_base}/p/{i}" for i in range(n)], pipeline="article")
     free = await wb.submit([f"{free_base}/f/{i}" for i in range(40)], pipeline="article")
     t0 = time.monotonic()
@@ -176,11 +182,22 @@ async def test_a_paced_host_keeps_its_turns_busy_while_others_flow(
     assert (await paced.wait(timeout=60))["done"] == n
     took = time.monotonic() - t0
     gaps = [b - a for a, b in itertools.pairwise(hits)]
-    assert len(hits) == 1 + n and min(gaps) >= CRAWL_DELAY, list(
-        zip(paths, [0, *gaps], strict=True)
-    )
+    # robots.txt, then each page once (no page fetched twice), a Crawl-delay apart as the site
+    # saw them. Its clock jitters: its loop shares this process (and its GIL) with the worker,
+    # and on a loaded machine one arrival seen 120 ms late made a 0.405 s gap out of a 0.525 s
+    # turn, the gap before it that much longer. So: no two requests together (half a Crawl-delay
+    # at least), and the pace held over every two turns within the 5 % (its target:
+    # >= 0.95 s for Crawl-delay 1; the exact gaps are tests/reliability/test_politeness.py's)
+    shown = ", ".join(f"{p} +{g:.3f}" for p, g in zip(paths, [0, *gaps], strict=True))
+    assert len(hits) == 1 + n and min(gaps) >= CRAWL_DELAY / 2, shown
+    assert min(a + b for a, b in itertools.pairwise(gaps)) >= 2 * 0.95 * CRAWL_DELAY, shown
     # the turns were used: about n gaps after robots.txt (plus start-up), not minutes
     assert took < n * CRAWL_DELAY * 1.05 + 12, (took, gaps)
+    # nothing was re-run as lost: the worker never took its own running items for lost (its
+    # loop stopped 13-25 s on a loaded machine while its CPU pool started its first child; a
+    # reconcile after that pause re-queued 21-22 running items and fetched a page twice)
+    for batch in (paced, free):
+        assert (await batch.status())["attempts"].max() == 1
     rows = {r["host"]: r for r in await host_rows(await wb.open_queue(), wb.settings)}
     assert rows["127.0.0.41"]["deferred"] > 0 and rows["127.0.0.41"]["waiting"] == 0
     assert await paced.paced() == (0, 0)

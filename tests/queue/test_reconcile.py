@@ -5,13 +5,14 @@ Redis are enqueued again."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_asyncio
 from sqlalchemy import text
 
-from workbench import Workbench
+from workbench import Workbench, pipeline
 from workbench.queue import jobs as queue
 from workbench.queue.arq_adapter import JOB_KEY_PREFIX
 from workbench.queue.reconcile import reconcile
@@ -97,3 +98,25 @@ async def test_missing_jobs_enqueued_again_with_their_delay(wb: Workbench, redis
 async def _redis_ms(redis: Any) -> int:
     seconds, micros = await redis.time()
     return int(seconds) * 1000 + int(micros) // 1000
+
+
+@pipeline("reconcile-pause", version="1")
+async def _pause(url: str, ctx: Any) -> dict[str, Any]:
+    """Runs longer than the worker's heartbeat timeout (3 s in tests)."""
+    await asyncio.sleep(4.0)
+    return {"attempt": ctx.attempt}
+
+
+async def test_a_worker_never_takes_its_own_running_items_for_lost(
+    wb: Workbench, run_worker: Any
+) -> None:
+    """Its reconcile heart-beats first: a worker alive enough to reconcile never re-queues its
+    own running items, whatever kept its heartbeat from landing (here: a heartbeat due every 60 s
+    against a 3 s timeout; in CI, a loop stopped 17 s while a CPU pool started: 22 items re-run,
+    a page fetched twice)."""
+    batch = await wb.submit([f"http://example.org/p/{i}" for i in range(6)],
+                            pipeline="reconcile-pause")
+    await run_worker(burst=True, heartbeat_s=60.0)
+    status = await batch.status()
+    assert (status["status"] == "done").all()
+    assert status["attempts"].max() == 1, status[["url", "attempts", "error_type"]]

@@ -7,6 +7,10 @@ The worker's event loop keeps fetching and heart-beating while trafilatura runs 
   once, so a (re)started child is ready in milliseconds instead of re-importing trafilatura. The
   pool names those modules (``PRELOAD_MODULES``) but never imports them itself: what warms a child
   lives in ``cpu_preload``, beside the work it warms up for.
+- The children are started in a thread, never on the event loop: starting the first child waits
+  for the fork server to import the extraction stack, 2 s on an idle machine and 6-17 s on a
+  loaded one, and a worker whose loop stops that long stops heart-beating; its running items look
+  lost, are re-queued by reconcile and fetched twice (seen in tests/queue/test_host_lines.py).
 - At most ``processes`` calls are in flight; further callers wait on a semaphore instead of piling
   futures into the executor. This also makes ``timeout_s`` measure running time, not queueing time.
 - A child that dies (segfault, OOM kill, ``os._exit``) breaks a ``ProcessPoolExecutor`` for every
@@ -87,6 +91,8 @@ class CpuPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
         self._quarantine_lock: asyncio.Lock | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._started: ProcessPoolExecutor | None = None  # the executor whose children run
         self._closed = False
         #: how many times a broken pool was replaced (for logs and tests)
         self.restarts = 0
@@ -108,6 +114,7 @@ class CpuPool:
             raise RuntimeError("CpuPool is closed")
         slots, _ = self._primitives()
         async with slots:
+            await self._start()
             if self._closed:  # closed while this call waited for a slot
                 raise RuntimeError("CpuPool is closed")
             executor, fut = self._submit(fn, args)
@@ -124,9 +131,7 @@ class CpuPool:
             raise RuntimeError("CpuPool is closed")
         executor = self._get_executor()
         try:
-            # Submitting while no child is idle makes the executor start one child per call.
-            futures = [asyncio.wrap_future(executor.submit(_noop)) for _ in range(self.processes)]
-            await asyncio.gather(*futures)
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in await self._start()))
         except BrokenProcessPool as exc:
             self._replace(executor)
             raise RuntimeError(
@@ -157,7 +162,30 @@ class CpuPool:
             self._loop = loop
             self._slots = asyncio.Semaphore(self.processes)
             self._quarantine_lock = asyncio.Lock()
+            self._start_lock = asyncio.Lock()
         return self._slots, self._quarantine_lock
+
+    async def _start(self) -> list[Future[None]]:
+        """Start the current executor's children in a thread, once (module docstring: a child's
+        start blocks its caller until the fork server is warm). Returns the start-up calls'
+        futures (none if the children were already started)."""
+        self._primitives()
+        assert self._start_lock is not None
+        async with self._start_lock:
+            executor = self._get_executor()
+            if self._started is executor:
+                return []
+
+            def start() -> list[Future[None]]:
+                # a submit while no child is idle starts one: one call per child starts them all
+                return [executor.submit(_noop) for _ in range(self.processes)]
+
+            try:
+                futures = await asyncio.to_thread(start)
+            except BrokenProcessPool:
+                return []  # the call that submits next sees it, and replaces the executor
+            self._started = executor
+            return futures
 
     def _new_executor(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(

@@ -164,6 +164,9 @@ class WorkerRuntime:
         lock = f"{self.settings.queue_name}:reconcile-lock"
         ttl_ms = int(self.settings.reconcile_interval_s * 1000 * 0.9)
         if await self.redis.set(lock, self.worker_id, px=max(ttl_ms, 1000), nx=True):
+            # alive, since it reconciles: a pause of this process past heartbeat_timeout_s must
+            # not make its own running items look lost to itself (re-run, fetched twice)
+            await self._heartbeat()
             await reconcile(self.ledger, self.redis, self.settings)
 
     async def batch_info(self, batch_id: str) -> BatchInfo:
