@@ -65,15 +65,21 @@ class InsertPlan:
         self, conn: AsyncConnection, rows: Sequence[tuple[Any, ...]], fixed: dict[str, Any],
         chunk: int = 5000,
     ) -> None:
+        for start in range(0, len(rows), chunk):
+            await conn.exec_driver_sql(self.sql, self.params(rows[start : start + chunk], fixed))
+
+    def params(
+        self, rows: Sequence[tuple[Any, ...]], fixed: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """The driver's parameters for ``rows`` plus ``fixed`` (for ``executemany(self.sql)``,
+        as ``ledger.direct`` runs it on a plain ``sqlite3`` connection)."""
         tail = tuple(
             process(value) if process else value
             for process, value in zip(self.fixed_converters, fixed.values(), strict=True)
         )
-        for start in range(0, len(rows), chunk):
-            part = rows[start : start + chunk]
-            if self.converters:
-                part = [self._convert(row) for row in part]
-            await conn.exec_driver_sql(self.sql, [self.arrange(row + tail) for row in part])
+        if self.converters:
+            rows = [self._convert(row) for row in rows]
+        return [self.arrange(row + tail) for row in rows]
 
     def _convert(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         values = list(row)
@@ -102,10 +108,17 @@ class BulkInserter:
         with ``skip_existing`` (key columns), rows whose key exists are skipped."""
         if not rows:
             return
+        await self.plan(conn.dialect, table, columns, fixed, skip_existing).run(conn, rows, fixed)
+
+    def plan(
+        self, dialect: Any, table: Table, columns: Sequence[str], fixed: dict[str, Any],
+        skip_existing: Sequence[str] = (),
+    ) -> InsertPlan:
+        """The plan of this INSERT, built on first use."""
         key = (table.name, tuple(columns), tuple(fixed), tuple(skip_existing))
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = InsertPlan.build(
-                conn.dialect, table, columns, fixed, skip_existing
+                dialect, table, columns, fixed, skip_existing
             )
-        await plan.run(conn, rows, fixed)
+        return plan

@@ -8,6 +8,11 @@ at high load writes naturally batch while the previous commit is in flight.
 The hot per-item writes (claim, complete) are *batched ops*: every argument queued for the same
 handler before a commit is written by one handler call, one statement for many items, since a
 statement per item costs ~1 ms of Python and driver overhead and capped a worker's throughput.
+On a SQLite file, a batched op that also has a *direct* handler (a plain function of a
+``sqlite3`` connection) is written by ``ledger.direct.SqliteDirect``: the commit's direct ops run
+as one function in the writer's thread, one thread hop per commit instead of three per statement.
+A commit whose ops are not all direct runs the others first, in a transaction of their own
+(as before, plain ops ran before the batched ones).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,12 +29,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workbench.core.errors import LedgerError
 from workbench.core.logs import get_logger
+from workbench.ledger.direct import SqliteDirect, is_direct_lock_error
 from workbench.ledger.engine import is_lock_error, translate_errors
 
 T = TypeVar("T")
 Op = Callable[[AsyncConnection], Awaitable[Any]]
 #: ``handler(conn, args) -> results``, one result per argument, in order
 BatchHandler = Callable[[AsyncConnection, Sequence[Any]], Awaitable[Sequence[Any]]]
+#: the same op on a plain ``sqlite3`` connection, run in ``SqliteDirect``'s thread
+DirectHandler = Callable[[sqlite3.Connection, Sequence[Any]], Sequence[Any]]
 log = get_logger("workbench.ledger")
 
 _LOCK_RETRIES = 8
@@ -38,6 +47,7 @@ _LOCK_RETRIES = 8
 class _Batched:
     handler: BatchHandler
     arg: Any
+    direct: DirectHandler | None = None
 
 
 class GroupCommitter:
@@ -48,8 +58,10 @@ class GroupCommitter:
         linger_s: float = 0.0,
         linger_ops: int = 8,
         max_ops: int = 500,
+        direct: SqliteDirect | None = None,
     ):
         self._engine = engine
+        self._direct = direct
         self._linger_s = linger_s
         self._linger_ops = linger_ops
         self._max_ops = max_ops
@@ -65,10 +77,16 @@ class GroupCommitter:
         """Run ``op`` inside the next shared transaction; return its result once committed."""
         return await self._enqueue(op)
 
-    async def run_batched(self, handler: BatchHandler, arg: Any) -> Any:
+    async def run_batched(
+        self, handler: BatchHandler, arg: Any, direct: DirectHandler | None = None
+    ) -> Any:
         """Queue ``arg`` for ``handler``; all args queued for one handler before the next commit
-        go to a single ``handler(conn, args)`` call. Returns this arg's result once committed."""
-        return await self._enqueue(_Batched(handler, arg))
+        go to a single ``handler(conn, args)`` call (or ``direct(sqlite3_conn, args)`` when this
+        committer writes SQLite directly). Returns this arg's result once committed."""
+        return await self._enqueue(_Batched(handler, arg, direct))
+
+    def _is_direct(self, op: Op | _Batched) -> bool:
+        return self._direct is not None and isinstance(op, _Batched) and op.direct is not None
 
     async def _enqueue(self, op: Op | _Batched) -> Any:
         if self._closed:
@@ -105,6 +123,14 @@ class GroupCommitter:
             self._wakeup.clear()  # set by writes that this round already committed
 
     async def _execute(self, ops: list[tuple[Op | _Batched, asyncio.Future[Any]]]) -> None:
+        if self._direct is not None:
+            direct = [pair for pair in ops if self._is_direct(pair[0])]
+            if direct and len(direct) < len(ops):
+                await self._execute_group([pair for pair in ops if not self._is_direct(pair[0])])
+                ops = direct
+        await self._execute_group(ops)
+
+    async def _execute_group(self, ops: list[tuple[Op | _Batched, asyncio.Future[Any]]]) -> None:
         try:
             results = await self._transaction([op for op, _ in ops])
         except Exception as exc:
@@ -127,14 +153,20 @@ class GroupCommitter:
         delay = 0.02
         for attempt in range(_LOCK_RETRIES):
             try:
-                with translate_errors("writing item updates"):
-                    async with self._engine.begin() as conn:
-                        results = await self._apply(conn, ops)
+                if self._direct is not None and all(self._is_direct(op) for op in ops):
+                    results = await self._direct.transaction(self._apply_direct, ops)
+                else:
+                    with translate_errors("writing item updates"):
+                        async with self._engine.begin() as conn:
+                            results = await self._apply(conn, ops)
                 self.commits += 1
                 self.ops += len(ops)
                 return results
             except LedgerError as exc:
-                if attempt == _LOCK_RETRIES - 1 or not is_lock_error(exc.__cause__ or exc):
+                cause = exc.__cause__ or exc
+                if attempt == _LOCK_RETRIES - 1 or not (
+                    is_lock_error(cause) or is_direct_lock_error(cause)
+                ):
                     raise
                 await asyncio.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 2.0)
@@ -151,6 +183,20 @@ class GroupCommitter:
                 results[i] = await op(conn)
         for handler, positions in batches.items():
             out = await handler(conn, [ops[i].arg for i in positions])  # type: ignore[union-attr]
+            for i, result in zip(positions, out, strict=True):
+                results[i] = result
+        return results
+
+    @staticmethod
+    def _apply_direct(conn: sqlite3.Connection, ops: list[Op | _Batched]) -> list[Any]:
+        """``_apply`` in the writer's thread: every op is a ``_Batched`` with a direct handler."""
+        results: list[Any] = [None] * len(ops)
+        batches: dict[DirectHandler, list[int]] = {}
+        for i, op in enumerate(ops):
+            assert isinstance(op, _Batched) and op.direct is not None
+            batches.setdefault(op.direct, []).append(i)
+        for handler, positions in batches.items():
+            out = handler(conn, [ops[i].arg for i in positions])  # type: ignore[union-attr]
             for i, result in zip(positions, out, strict=True):
                 results[i] = result
         return results
@@ -178,3 +224,8 @@ class GroupCommitter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+
+    async def close_direct(self) -> None:
+        """Close the direct writer's connection (after ``close``)."""
+        if self._direct is not None:
+            await self._direct.close()

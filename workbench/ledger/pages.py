@@ -14,12 +14,14 @@ ms of zstd) are still compressed in a thread, so a huge page does not stall the 
 
 Saves are a batched op of the group commit (``GroupCommitter.run_batched``): the pages fetched
 since the last commit are written with one executemany per table through prepared INSERTs
-(``ledger.bulk``), not two statements built per page.
+(``ledger.bulk``), not two statements built per page; on a SQLite file, in the direct writer's
+thread with the commit's claims and completions (``ledger.direct``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import zlib
 from collections.abc import Sequence
@@ -46,6 +48,12 @@ _codecs = threading.local()  # zstd (de)compressors are not thread-safe: one per
 
 _SNAPSHOT_COLUMNS = ("normalized_url", "url", "final_url", "http_status", "content_type",
                      "encoding", "headers", "sha256", "fetched_at")
+
+_LOAD_SQL = (
+    "SELECT s.url, s.final_url, s.http_status, s.content_type, s.headers, s.encoding,"
+    " s.fetched_at, b.body FROM snapshots AS s JOIN page_blobs AS b ON b.sha256 = s.sha256"
+    " WHERE s.normalized_url = ? ORDER BY s.fetched_at DESC, s.id DESC LIMIT 1"
+)
 
 
 def compress_page(body: bytes) -> bytes:
@@ -77,12 +85,13 @@ class PageStore:
             body = compress_page(page.body)
         else:
             body = await asyncio.to_thread(compress_page, page.body)
-        await self._ledger.committer.run_batched(self._save_many, (page, normalized_url, body))
+        await self._ledger.committer.run_batched(
+            self._save_many, (page, normalized_url, body), self._save_direct
+        )
 
-    async def _save_many(
-        self, conn: AsyncConnection, saves: Sequence[tuple[Page, str, bytes]]
-    ) -> list[None]:
-        """The group commit's batched op: every blob not stored yet, then every snapshot."""
+    @staticmethod
+    def _rows(saves: Sequence[tuple[Page, str, bytes]]) -> tuple[list[Any], list[Any]]:
+        """(blob rows, each stored sha256 once; snapshot rows) of a commit's saves."""
         blobs: dict[str, tuple[Any, ...]] = {}
         snapshots: list[tuple[Any, ...]] = []
         for page, normalized_url, body in saves:
@@ -91,14 +100,37 @@ class PageStore:
             snapshots.append((normalized_url, page.url, page.final_url, page.status,
                               page.content_type, page.encoding, page.headers, sha,
                               page.fetched_at))
+        return list(blobs.values()), snapshots
+
+    def _save_direct(
+        self, conn: sqlite3.Connection, saves: Sequence[tuple[Page, str, bytes]]
+    ) -> list[None]:
+        """``_save_many`` on the direct writer's connection (``ledger.direct``)."""
+        blobs, snapshots = self._rows(saves)
+        dialect, stored = self._ledger.engine.dialect, {"stored_at": utcnow()}
+        plan = self._bulk.plan(dialect, table_of(PageBlobRow), ("sha256", "body", "size"),
+                               stored, skip_existing=("sha256",))
+        conn.executemany(plan.sql, plan.params(blobs, stored))
+        plan = self._bulk.plan(dialect, table_of(SnapshotRow), _SNAPSHOT_COLUMNS, {})
+        conn.executemany(plan.sql, plan.params(snapshots, {}))
+        return [None] * len(saves)
+
+    async def _save_many(
+        self, conn: AsyncConnection, saves: Sequence[tuple[Page, str, bytes]]
+    ) -> list[None]:
+        """The group commit's batched op: every blob not stored yet, then every snapshot."""
+        blobs, snapshots = self._rows(saves)
         await self._bulk.insert(conn, table_of(PageBlobRow), ("sha256", "body", "size"),
-                                list(blobs.values()), {"stored_at": utcnow()},
-                                skip_existing=("sha256",))
+                                blobs, {"stored_at": utcnow()}, skip_existing=("sha256",))
         await self._bulk.insert(conn, table_of(SnapshotRow), _SNAPSHOT_COLUMNS, snapshots, {})
         return [None] * len(saves)
 
     async def load(self, normalized_url: str) -> Page | None:
         """The newest stored page for a URL, or None."""
+        reader = self._ledger.direct_reader
+        if reader is not None:  # one thread hop (ledger.direct), not a pooled connection's ~10
+            got = await reader.read(self._load_direct, normalized_url, "loading a stored page")
+            return None if got is None else await self._page(*got)
         s, b = table_of(SnapshotRow), table_of(PageBlobRow)
         q = (
             select(s, b.c.body)
@@ -112,19 +144,43 @@ class PageStore:
                 row = (await conn.execute(q)).first()
         if row is None:
             return None
-        if len(row.body) <= INLINE_MAX_BYTES // 4:
-            body = decompress_page(row.body)
+        return await self._page(
+            row.body, row.url, row.final_url, row.http_status, row.headers, row.content_type,
+            row.encoding, row.fetched_at,
+        )
+
+    def _load_direct(self, conn: sqlite3.Connection, normalized_url: str) -> tuple[Any, ...] | None:
+        """``load``'s query on the direct reader's connection: (blob, the page's fields), the
+        values converted as SQLAlchemy converts them."""
+        row = conn.execute(_LOAD_SQL, (normalized_url,)).fetchone()
+        if row is None:
+            return None
+        t, dialect = table_of(SnapshotRow), self._ledger.engine.dialect
+        headers = t.c.headers.type.dialect_impl(dialect).result_processor(dialect, None)
+        fetched = t.c.fetched_at.type.dialect_impl(dialect).result_processor(dialect, None)
+        assert headers is not None and fetched is not None
+        url, final_url, status, content_type, headers_json, encoding, fetched_at, blob = row
+        return (blob, url, final_url, status, headers(headers_json), content_type, encoding,
+                fetched(fetched_at))
+
+    @staticmethod
+    async def _page(
+        blob: bytes, url: str, final_url: str, status: int, headers: Any, content_type: str,
+        encoding: str, fetched_at: datetime,
+    ) -> Page:
+        if len(blob) <= INLINE_MAX_BYTES // 4:
+            body = decompress_page(blob)
         else:
-            body = await asyncio.to_thread(decompress_page, row.body)
+            body = await asyncio.to_thread(decompress_page, blob)
         return Page(
-            url=row.url,
-            final_url=row.final_url,
-            status=row.http_status,
-            headers=dict(row.headers or {}),
-            content_type=row.content_type,
+            url=url,
+            final_url=final_url,
+            status=status,
+            headers=dict(headers or {}),
+            content_type=content_type,
             body=body,
-            encoding=row.encoding,
-            fetched_at=row.fetched_at,
+            encoding=encoding,
+            fetched_at=fetched_at,
             from_store=True,
         )
 

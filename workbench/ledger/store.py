@@ -23,7 +23,14 @@ from workbench.core.errors import BatchNotFoundError, InvalidInputError, LedgerE
 from workbench.core.status import ACTIVE_STATUSES, ITEM_STATUSES, Counts
 from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.committer import GroupCommitter
-from workbench.ledger.engine import is_sqlite, make_engine, migrate, translate_errors
+from workbench.ledger.direct import SqliteDirect, sqlite_file
+from workbench.ledger.engine import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    is_sqlite,
+    make_engine,
+    migrate,
+    translate_errors,
+)
 from workbench.ledger.maintenance import MaintenanceMixin
 from workbench.ledger.models import BatchRow, ItemRow, ResultBulkRow, ResultRow
 from workbench.ledger.reads import ReadsMixin, ResultField, ResultSchema
@@ -70,7 +77,16 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
         self.read_engine: AsyncEngine = (
             make_engine(url, immediate=False) if self.dialect == "sqlite" else self.engine
         )
-        self.committer = GroupCommitter(self.engine, linger_s=commit_linger_s)
+        # a SQLite file: the group commit's hot writes, and the page store's look-ups, each on a
+        # plain sqlite3 connection in a thread of its own (``ledger.direct``)
+        path = sqlite_file(url)
+        self.committer = GroupCommitter(
+            self.engine, linger_s=commit_linger_s,
+            direct=SqliteDirect(path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS) if path else None,
+        )
+        self.direct_reader = SqliteDirect(
+            path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS, reader=True
+        ) if path else None
         self._started = False
         self._bulk = BulkInserter()
         # per batch, the status most of its items had when last counted (see counts())
@@ -87,6 +103,9 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
 
     async def close(self) -> None:
         await self.committer.close()
+        await self.committer.close_direct()
+        if self.direct_reader is not None:
+            await self.direct_reader.close()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -9,7 +9,9 @@ reconcile finds the items of lost workers and the queued jobs. ``Ledger`` inheri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.committer import GroupCommitter
 from workbench.ledger.engine import translate_errors
-from workbench.ledger.models import ItemRow, ResultRow, UTCDateTime, WorkerRow
+from workbench.ledger.models import ItemRow, ResultBulkRow, ResultRow, UTCDateTime, WorkerRow
 from workbench.ledger.shapes import StoredResult, delete_parts, store_result, write_parts
 from workbench.ledger.sql import TUPLE_CHUNK, chunks, row_dict, table_of, utcnow
 
@@ -66,6 +68,22 @@ def work_statements(dialect: str) -> tuple[Any, Any]:
     return claim, complete
 
 
+# The same writes on a plain sqlite3 connection (``ledger.direct``): one row found by primary key
+# per item (``id = ?`` always seeks by rowid), run through sqlite3's statement cache.
+_CLAIM_SQL = (
+    "UPDATE items SET status = 'running', tries = tries + 1, started_at = ?, next_try_at = NULL,"
+    " worker_id = ? WHERE id = ? AND attempts = ? AND status = 'queued'"
+    " RETURNING id, attempts, batch_id, url, normalized_url, tries"
+)
+_COMPLETE_SQL = (
+    "UPDATE items SET status = 'done', finished_at = ?,"
+    " duration_s = coalesce((julianday(?) - julianday(started_at)) * 86400.0, 0.0),"
+    " error_type = NULL, error_message = NULL, traceback = NULL, retryable = NULL"
+    " WHERE id = ? AND attempts = ? AND status = 'running'"
+)
+_SHAPE_SQL = "INSERT INTO result_shapes (id, fields) VALUES (?, ?) ON CONFLICT DO NOTHING"
+
+
 class WorkMixin:
     """Worker-side writes and worker records, for ``Ledger``: uses its engines, group committer,
     bulk inserter and the statements of ``work_statements``."""
@@ -81,7 +99,26 @@ class WorkMixin:
     # ------------------------------------------------------------------ per-item writes (grouped)
     async def claim(self, item_id: int, attempt: int, worker_id: str) -> ClaimedItem | None:
         """queued -> running for exactly this attempt; None if stale, cancelled or done."""
-        return await self.committer.run_batched(self._claim_many, (item_id, attempt, worker_id))
+        return await self.committer.run_batched(
+            self._claim_many, (item_id, attempt, worker_id), self._claim_direct
+        )
+
+    def _sqlite_now(self) -> Any:
+        """Now as SQLAlchemy binds a ``UTCDateTime`` on SQLite (the text every row holds)."""
+        return _now_binder(self.engine.dialect)(utcnow())
+
+    def _claim_direct(
+        self, conn: sqlite3.Connection, claims: Sequence[tuple[int, int, str]]
+    ) -> list[ClaimedItem | None]:
+        """``_claim_many`` on the direct writer's connection: one prepared UPDATE per claim."""
+        now = self._sqlite_now()
+        out: list[ClaimedItem | None] = []
+        for item_id, attempt, worker_id in claims:
+            # fetchall: a statement left unfinished would keep COMMIT from running
+            got = conn.execute(_CLAIM_SQL, (now, worker_id, item_id, attempt)).fetchall()
+            out.append(ClaimedItem(got[0][0], got[0][2], got[0][3], got[0][4], got[0][1],
+                                   got[0][5]) if got else None)
+        return out
 
     async def _claim_many(
         self, conn: AsyncConnection, claims: Sequence[tuple[int, int, str]]
@@ -112,7 +149,42 @@ class WorkMixin:
 
     async def complete(self, item_id: int, attempt: int, result: dict[str, Any]) -> bool:
         """running -> done with its result, in one transaction; False if the attempt is stale."""
-        return await self.committer.run_batched(self._complete_many, (item_id, attempt, result))
+        return await self.committer.run_batched(
+            self._complete_many, (item_id, attempt, result), self._complete_direct
+        )
+
+    def _complete_direct(
+        self, conn: sqlite3.Connection, items: Sequence[tuple[int, int, dict[str, Any]]]
+    ) -> list[bool]:
+        """``_complete_many`` on the direct writer's connection: one prepared UPDATE per item,
+        then one executemany per table (results, their bulky parts, new shapes)."""
+        now = self._sqlite_now()
+        out: list[bool] = []
+        rows: list[tuple[Any, ...]] = []
+        bulk_rows: list[tuple[int, str]] = []
+        shapes: dict[str, str] = {}
+        for item_id, attempt, result in items:
+            ok = conn.execute(_COMPLETE_SQL, (now, now, item_id, attempt)).rowcount == 1
+            out.append(ok)
+            if ok:
+                values, stored = _result_values(result)
+                rows.append((item_id, *values))
+                if stored.bulk is not None:
+                    bulk_rows.append((item_id, stored.bulk))
+                shapes[stored.shape_id] = stored.shape
+        if rows:
+            ids = [(row[0],) for row in rows]
+            conn.executemany("DELETE FROM results WHERE item_id = ?", ids)
+            conn.executemany("DELETE FROM result_bulk WHERE item_id = ?", ids)
+            dialect, created = self.engine.dialect, {"created_at": utcnow()}
+            plan = self._bulk.plan(dialect, table_of(ResultRow),
+                                   ("item_id", *_RESULT_FIELDS, "shape"), created)
+            conn.executemany(plan.sql, plan.params(rows, created))
+            if bulk_rows:
+                plan = self._bulk.plan(dialect, table_of(ResultBulkRow), ("item_id", "data"), {})
+                conn.executemany(plan.sql, plan.params(bulk_rows, {}))
+            conn.executemany(_SHAPE_SQL, sorted(shapes.items()))
+        return out
 
     async def _complete_many(
         self, conn: AsyncConnection, items: Sequence[tuple[int, int, dict[str, Any]]]
@@ -327,6 +399,12 @@ def _result_values(result: dict[str, Any]) -> tuple[tuple[Any, ...], StoredResul
     stored = store_result(str(values[_DATA]))
     values[_DATA] = stored.data
     return (*values, stored.shape_id), stored
+
+
+@functools.lru_cache(maxsize=4)
+def _now_binder(dialect: Any) -> Callable[[datetime], Any]:
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    return process or (lambda value: value)
 
 
 def _seconds_since(dialect: str, start: Any, now: Any) -> Any:
