@@ -150,7 +150,7 @@ async def _sweep_queue(
     queue_name = settings.queue_name
     members: dict[str, tuple[int, int]] = {}
     async for jid in queue.queued_ids(redis, queue_name, count=_SCAN):
-        job = queue.parse_job_id(jid)
+        job = queue.parse_job_id(jid, queue_name)
         if job:  # other entries (the cleanup cron job itself) are not items
             members[jid] = job
     stale: list[str] = []
@@ -169,7 +169,7 @@ async def _sweep_queue(
         return  # a shared Redis may hold other deployments' job keys: leave them to expire
     orphans: dict[str, tuple[int, int]] = {}
     async for jid in queue.stored_ids(redis, count=_SCAN):
-        job = queue.parse_job_id(jid)
+        job = queue.parse_job_id(jid, queue_name)
         if job and jid not in members:
             orphans[jid] = job
     gone = await queue.not_running(redis, await ledger.stale_jobs(orphans))

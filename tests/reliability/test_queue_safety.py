@@ -68,12 +68,13 @@ async def test_jobs_are_json_that_arqs_job_api_reads(make_cluster) -> None:
     batch = await wb.submit(["http://example.org/j/1"], pipeline="rel-sleep")
     item = int((await batch.status())["item_id"][0])
     r = redis.Redis.from_url(cluster.embedded.url)  # type: ignore[union-attr]
-    raw = r.get(job_key_prefix + queue.job_id(item, 1))
+    raw = r.get(job_key_prefix + queue.job_id(cluster.settings["queue_name"], item, 1))
     et = __import__("json").loads(raw)["et"]
     assert raw == serialize_job(queue.JOB_FUNCTION, (item, 1), {}, None, et, serializer=job_dumps)
     pool = await queue.connect(wb.settings)
     try:
-        info = await arq_job(pool, queue.job_id(item, 1), cluster.settings["queue_name"]).info()
+        info = await arq_job(pool, queue.job_id(cluster.settings["queue_name"], item, 1),
+                       cluster.settings["queue_name"]).info()
     finally:
         await pool.aclose()
     assert info is not None and info.function == queue.JOB_FUNCTION and list(info.args) == [item, 1]

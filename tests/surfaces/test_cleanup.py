@@ -17,7 +17,7 @@ from workbench.core.page import Page
 from workbench.core.settings import load_settings
 from workbench.ledger.models import ItemRow, ResultRow, WorkerRow
 from workbench.ledger.pages import PageStore
-from workbench.queue.jobs import enqueue
+from workbench.queue.jobs import enqueue, job_id
 from workbench.worker.process import build_worker
 
 from .conftest import PIPELINES, cli_env, run_cli
@@ -78,7 +78,8 @@ async def test_stale_queue_entries_swept_live_ones_kept(
     make_wb: Callable[..., Workbench], run_worker: Any, backend_settings: dict[str, Any],
 ) -> None:
     """Done/failed/cancelled, superseded and unknown items' jobs go; queued items' jobs and
-    non-item entries stay. Orphaned job keys are swept only on the embedded (private) Redis."""
+    non-item entries stay. Orphaned job keys of this queue are swept only on the embedded (private)
+    Redis; another queue's jobs are never touched."""
     # redis_url=None: its own embedded Redis under the test's data dir, private to it
     wb = make_wb(redis_url=None, pipelines=PIPELINES)
     try:
@@ -97,34 +98,42 @@ async def test_stale_queue_entries_swept_live_ones_kept(
         redis = await wb.open_queue()
         queue_name = wb.settings.queue_name
 
+        def jid(item: int, attempt: int) -> str:
+            return job_id(queue_name, item, attempt)
+
         stale = [*done_jobs, (cancelled_id, 1), (live_ids[0], 0), (999_999, 1)]
         await enqueue(redis, queue_name, stale)  # leftovers: a lost drop, a crash after commit
-        await redis.set(in_progress_key_prefix + f"{live_ids[1]}:0", b"1")  # being run: kept
+        await redis.set(in_progress_key_prefix + jid(live_ids[1], 0), b"1")  # being run: kept
         await enqueue(redis, queue_name, [(live_ids[1], 0)])
         await redis.zadd(queue_name, {"cron:cleanup:1700000000000": 1})
         orphans = [(cancelled_id, 7), (888_888, 1)]
-        await enqueue(redis, "another:queue", orphans)  # job keys outside this queue
+        await enqueue(redis, queue_name, orphans)  # job keys whose queue entry is gone
+        await redis.zrem(queue_name, *(jid(i, a) for i, a in orphans))
+        foreign = job_id("another:queue", 777_777, 1)
+        await enqueue(redis, "another:queue", [(777_777, 1)])  # another queue's job: not ours
 
         assert wb.settings.uses_embedded_redis
         report = await run_cleanup(wb.settings)
         assert report.ok and report.stale_jobs_removed == len(stale)
         assert report.orphan_keys_removed == 2
         members = {m.decode() for m in await redis.zrange(queue_name, 0, -1)}
-        expected_live = {f"{i}:1" for i in live_ids}
-        assert members == expected_live | {f"{live_ids[1]}:0", "cron:cleanup:1700000000000"}
+        expected_live = {jid(i, 1) for i in live_ids}
+        assert members == expected_live | {jid(live_ids[1], 0), "cron:cleanup:1700000000000"}
         for item, attempt in stale + orphans:
-            assert not await redis.exists(job_key_prefix + f"{item}:{attempt}")
-        for jid in expected_live:
-            assert await redis.exists(job_key_prefix + jid)
+            assert not await redis.exists(job_key_prefix + jid(item, attempt))
+        for live_job in expected_live:
+            assert await redis.exists(job_key_prefix + live_job)
+        assert await redis.exists(job_key_prefix + foreign)
 
         # on a shared Redis (an explicit URL), keys outside this queue are left to expire
-        await enqueue(redis, "another:queue", orphans)
+        await enqueue(redis, queue_name, orphans)
+        await redis.zrem(queue_name, *(jid(i, a) for i, a in orphans))
         from workbench.queue.embedded import EmbeddedRedis
 
         url = EmbeddedRedis(wb.settings.embedded_redis_dir).url
         shared = await run_cleanup(load_settings(**{**backend_settings, "redis_url": url}))
         assert shared.orphan_keys_removed == 0 and shared.stale_jobs_removed == 0
-        assert await redis.exists(job_key_prefix + "888888:1")
+        assert await redis.exists(job_key_prefix + jid(888_888, 1))
         assert (await live.counts())["queued"] == 4  # nothing in the ledger moved
     finally:
         from workbench.queue.embedded import EmbeddedRedis

@@ -301,7 +301,7 @@ class RedisHostPacer:
         """Put a deferred item in its host's line (``queue/lines.py``) and count it as waiting;
         returns the delay of its job's fallback, in seconds."""
         fallback_s = await enter_line(
-            self.redis, self.queue_name, host, job_id(item_id, attempt), wait_s
+            self.redis, self.queue_name, host, job_id(self.queue_name, item_id, attempt), wait_s
         )
         await note_waiting(self.redis, self.queue_name, batch_id, item_id, host, fallback_s)
         return fallback_s

@@ -1,6 +1,9 @@
 """Item jobs in Redis: the connection, bulk enqueue, drop, checks and sweeps; job ids.
 
-One ARQ job per item attempt, id ``"<item>:<attempt>"``. Jobs are written in ARQ's own format
+One ARQ job per item attempt, id ``"<item>:<attempt>:<queue tag>"``. ARQ keeps every job's keys
+(``arq:job:<id>``, ``arq:in-progress:<id>``) outside any queue, so the ids carry a tag of the
+queue's name: two deployments on one Redis (two queue names, two ledgers whose item ids both
+start at 1) never see each other's jobs as theirs. Jobs are written in ARQ's own format
 (so ARQ's worker and ``Job`` read them; the format lives in ``queue.arq_adapter``) but through one
 Lua call per few thousand jobs: 100k items are a handful of round trips, not 100k.
 """
@@ -8,6 +11,7 @@ Lua call per few thousand jobs: 100k items are a handful of round trips, not 100
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -30,17 +34,27 @@ JOB_FUNCTION = "run_item"
 # Jobs outlive a long queue; the ledger re-enqueues anything that expires anyway.
 JOB_EXPIRES_MS = 7 * 24 * 3600 * 1000
 _PIPELINE_CHUNK = 5000
-_ITEM_JOB = re.compile(r"^(\d+):(\d+)$")
+_ITEM_JOB = re.compile(r"^(\d+):(\d+)(?::([0-9a-f]{8}))?$")
 
 
-def job_id(item_id: int, attempt: int) -> str:
-    return f"{item_id}:{attempt}"
+def queue_tag(queue_name: str) -> str:
+    """Eight hex digits naming the queue in its job ids (short: a million queued jobs hold each
+    id three times in Redis)."""
+    return hashlib.blake2s(queue_name.encode(), digest_size=4).hexdigest()
 
 
-def parse_job_id(value: str) -> tuple[int, int] | None:
-    """``(item_id, attempt)`` of an item's job id; None for other jobs (the cleanup cron job)."""
+def job_id(queue_name: str, item_id: int, attempt: int) -> str:
+    return f"{item_id}:{attempt}:{queue_tag(queue_name)}"
+
+
+def parse_job_id(value: str, queue_name: str) -> tuple[int, int] | None:
+    """``(item_id, attempt)`` of one of this queue's item jobs; None for other jobs (the cleanup
+    cron job, another queue's items). An untagged ``"<item>:<attempt>"`` (written before ids were
+    tagged) counts as this queue's."""
     m = _ITEM_JOB.match(value)
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    if m is None or (m.group(3) is not None and m.group(3) != queue_tag(queue_name)):
+        return None
+    return int(m.group(1)), int(m.group(2))
 
 
 async def redis_url_for(settings: Settings) -> str:
@@ -117,6 +131,7 @@ async def enqueue(
     if not jobs:
         return 0
     now_ms = int(time.time() * 1000)
+    tag = queue_tag(queue_name).encode()
     script = redis.register_script(_ENQUEUE_LUA)
     written = 0
     try:
@@ -127,7 +142,7 @@ async def enqueue(
             else:
                 defers = [int(defer_s * 1000)] * len(chunk)
             args: list[bytes | str] = [
-                b"\n".join(b"%d:%d" % (i, a) for i, a in chunk),
+                b"\n".join(b"%d:%d:%s" % (i, a, tag) for i, a in chunk),
                 b"\n".join(_PAYLOAD % (i, a, now_ms) for i, a in chunk),
                 b"\n".join(b"0" if front else b"%d" % (now_ms + d) for d in defers),
                 b"\n".join(b"%d" % (JOB_EXPIRES_MS + d) for d in defers),
@@ -142,7 +157,7 @@ async def enqueue(
 async def drop(redis: QueueRedis, queue_name: str, jobs: Sequence[tuple[int, int]]) -> None:
     """Remove queued jobs (cancel). A job already running finds its item cancelled and stops."""
     try:
-        await remove(redis, queue_name, [job_id(i, a) for i, a in jobs])
+        await remove(redis, queue_name, [job_id(queue_name, i, a) for i, a in jobs])
     except (RedisError, OSError) as exc:
         raise QueueError(f"Redis refused to drop jobs: {exc}") from exc
 
@@ -183,14 +198,16 @@ async def stored_ids(redis: QueueRedis, *, count: int = 1000) -> AsyncIterator[s
         yield (key.decode() if isinstance(key, bytes) else str(key))[len(JOB_KEY_PREFIX):]
 
 
-async def missing(redis: QueueRedis, jobs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+async def missing(
+    redis: QueueRedis, queue_name: str, jobs: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
     """The jobs whose key is gone from Redis (flushed, expired, lost with a restart)."""
     out: list[tuple[int, int]] = []
     for start in range(0, len(jobs), _PIPELINE_CHUNK):
         chunk = jobs[start : start + _PIPELINE_CHUNK]
         async with redis.pipeline(transaction=False) as pipe:
             for item_id, attempt in chunk:
-                pipe.exists(JOB_KEY_PREFIX + job_id(item_id, attempt))
+                pipe.exists(JOB_KEY_PREFIX + job_id(queue_name, item_id, attempt))
             flags = await pipe.execute()
         out.extend(job for job, flag in zip(chunk, flags, strict=True) if not flag)
     return out

@@ -46,7 +46,7 @@ async def reconcile(
     ):
         queued = await ledger.queued_jobs()
         delays = {item_id: queue.defer_from(next_try) for item_id, _, next_try in queued}
-        gone = await queue.missing(redis, [(i, a) for i, a, _ in queued])
+        gone = await queue.missing(redis, settings.queue_name, [(i, a) for i, a, _ in queued])
         if gone:
             missing_count = await queue.enqueue(redis, settings.queue_name, gone, defer_s=delays)
     report = ReconcileReport(len(lost), failed, missing_count)

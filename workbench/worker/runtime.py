@@ -195,7 +195,7 @@ class WorkerRuntime:
         self.running[item_id] = attempt
         # whose fetches these are, for their hosts' lines (task-local: ARQ runs each job in a
         # task of its own)
-        PACED_JOB.set((claim.batch_id, queue.job_id(item_id, attempt)))
+        PACED_JOB.set((claim.batch_id, queue.job_id(self.settings.queue_name, item_id, attempt)))
         try:
             batch = await self.batch_info(claim.batch_id)
             outcome = await self._execute(claim, batch)
