@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks --corpus ../shared/corpus/article-extraction-benchmark
     .venv/bin/python -m benchmarks --corpus ... --quick          # smaller sizes, a smoke run
     .venv/bin/python -m benchmarks --corpus ... --only queue     # queue|article|cache|scale|hosts
-    .venv/bin/python -m benchmarks scale [--quick]               # research scale alone (no corpus)
+    .venv/bin/python -m benchmarks scale [--quick] [--fill]      # research scale alone (no corpus)
     .venv/bin/python -m benchmarks hosts [--corpus ...]          # politeness alone (bench_hosts.py)
 
 The research-scale figures (a million-item batch, ``bench_scale.py``) and the politeness figures
@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=HERE / "RESULTS.md",
                    help="where to write the results (default benchmarks/RESULTS.md)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dirs")
+    p.add_argument("--fill", action="store_true",
+                   help="scale: complete its batches by the ledger's write statements, not a "
+                   "worker (the read side at a million items in minutes; no worker figure)")
     args = p.parse_args(argv)
     wanted = ([args.which] if args.which
               else args.only or ["queue", "article", "cache", "scale", "hosts"])
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     scale_started = time.monotonic()
     if "scale" in wanted:
         with bench_env(keep=args.keep) as env:
-            scale = bench_scale.run(env, SCALE_SIZES[mode])
+            scale = bench_scale.run(env, SCALE_SIZES[mode], fill=args.fill)
     scale_s = time.monotonic() - scale_started
     hosts: list[Figure] = []
     hosts_started = time.monotonic()

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks scale              # 1,000,000 items (~45 min on 2 cores)
     .venv/bin/python -m benchmarks scale --quick      # 100,000 items
+    .venv/bin/python -m benchmarks scale --fill       # 1,000,000 items, no worker (~15 min)
 
 One real worker (``python -m workbench.worker --processes 1``) runs ``scale-text``
 (``benchmarks/scale_pipeline.py``: ~3 KB of text and a dozen small fields a result, no network,
@@ -21,6 +22,15 @@ the researcher's client; its RSS is sampled every 5 ms by a thread. Measured, in
   batch: time and peak RSS growth;
 - ``python -m workbench results B -o out.parquet`` in a subprocess: its peak RSS and rows/s;
 - ``cancel()`` of a second N-item batch, all queued (ledger + Redis).
+
+With ``--fill`` both batches are completed without a worker, by the ledger's own claim and
+completion statements (``benchmarks/scale_fill.py``: the same rows a worker writes, 5,000 items
+a transaction), so the read side can be measured at a million items in minutes: there is no
+worker figure then, and the monitor ticks while the filler writes.
+
+The ``iter_results`` loop lets each chunk go before asking for the next (``del chunk``); the
+figure of a loop that keeps it until the next one is given beside (that loop holds two chunks
+at the peak, whatever the library does: 2 × ~180 MB with this pipeline's 50,000-row chunks).
 
 "Today" is the figure the issue measured before this work (same machine); where this run can
 measure the old way, it does so beside the new one.
@@ -151,17 +161,44 @@ def _rate_at(samples: list[tuple[float, int]], center: int, half: int) -> float:
     return (hi - lo) / (t_hi - t_lo) if t_hi > t_lo else float("nan")
 
 
-def _sampled(args: list[str], env: BenchEnv) -> tuple[float, float, str]:
-    """(seconds, peak RSS MB, stdout) of a subprocess, its RSS sampled every 5 ms."""
+async def _fill(env: BenchEnv, batch_id: str, *, monitor: Any = None) -> dict[str, Any]:
+    """Complete a batch by ``benchmarks.scale_fill`` (a subprocess); the monitor ticks."""
+    proc = await asyncio.create_subprocess_exec(
+        PYTHON, "-m", "benchmarks.scale_fill", batch_id, env=env.env(), cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    ticks: list[float] = []
+    waiting = asyncio.ensure_future(proc.communicate())
+    while not waiting.done():
+        await asyncio.wait([waiting], timeout=5)
+        if monitor is not None and not waiting.done():
+            c0 = time.process_time()
+            await monitor.refresh()
+            ticks.append(time.process_time() - c0)
+    out, err = waiting.result()
+    if proc.returncode != 0:
+        raise RuntimeError(f"scale_fill failed: {err.decode()[-3000:]}")
+    info = json.loads(out.decode().strip().splitlines()[-1])
+    return {**info, "ticks": ticks}
+
+
+def _sampled(args: list[str], env: BenchEnv, cpu: list[float] | None = None
+             ) -> tuple[float, float, str]:
+    """(seconds, peak RSS MB, stdout) of a subprocess, its RSS sampled every 5 ms (and its
+    CPU seconds, the last sample, appended to ``cpu``)."""
     proc = subprocess.Popen(args, env=env.env(), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     ps = psutil.Process(proc.pid)
     peak = 0.0
     t0 = time.perf_counter()
+    used = 0.0
     while proc.poll() is None:
         with contextlib.suppress(psutil.Error):
             peak = max(peak, ps.memory_info().rss / 2**20)
+            times = ps.cpu_times()
+            used = times.user + times.system
         time.sleep(0.005)
+    if cpu is not None:
+        cpu.append(used)
     elapsed = time.perf_counter() - t0
     out, err = proc.communicate()
     if proc.returncode != 0:
@@ -176,20 +213,51 @@ def _submit_fresh(env: BenchEnv, n: int, tag: str) -> tuple[str, float, float, f
     return info["batch_id"], info["seconds"], info["rss_before_mb"], peak
 
 
-def _cli_parquet(env: BenchEnv, batch_id: str, out: Path) -> tuple[float, float, int]:
-    """(seconds, peak RSS MB, rows) of ``python -m workbench results B -o out.parquet``."""
+def _cli_parquet(env: BenchEnv, batch_id: str, out: Path) -> tuple[float, float, int, float]:
+    """(seconds, peak RSS MB, rows, CPU seconds) of ``python -m workbench results B -o
+    out.parquet``."""
     import pyarrow.parquet as pq
 
+    cpu: list[float] = []
     secs, peak, _ = _sampled([PYTHON, "-m", "workbench", "results", batch_id, "-o", str(out)],
-                             env)
-    return secs, peak, pq.ParquetFile(out).metadata.num_rows
+                             env, cpu)
+    return secs, peak, pq.ParquetFile(out).metadata.num_rows, cpu[0]
 
 
-def run(env: BenchEnv, n: int) -> list[Figure]:
-    return asyncio.run(_run(env, n))
+async def _worker_figures(env: BenchEnv, r: sync_redis.Redis, n: int, batch: Any, monitor: Any,
+                          add: Callable[[Figure], None]) -> dict[str, Any]:
+    """One worker over the N items: its items/s early and late, its RSS (a figure)."""
+    log(f"the worker over the {n:,}-item batch (monitor refreshing every 5 s)")
+    run_ = await _drain(env, r, n, monitor=monitor, name="worker-big")
+    counts = await batch.counts()
+    half = max(1, n // 50)
+    early, late = min(100_000, n // 10), max(n - 100_000, n * 9 // 10)
+    rate_early = _rate_at(run_["samples"], early, half)
+    rate_late = _rate_at(run_["samples"], late, half)
+    ratio_ = rate_late / rate_early
+    # the worker's CPU per item over the same windows: what other load on the machine
+    # does not change (items/s does)
+    ms_early = 1000 / _rate_at(run_["cpu"], early, half)
+    ms_late = 1000 / _rate_at(run_["cpu"], late, half)
+    rss = [(d, mb) for d, mb in run_["rss"] if not math.isnan(mb) and d > 0]
+    base = next((mb for d, mb in rss if d >= min(10_000, n // 10)), rss[0][1])
+    growth = max(mb for _, mb in rss) - base
+    add(Figure(f"worker items/s at item {late:,} vs {early:,}", "—",
+               "within 10 %, RSS growth ≤ 50 MB", f"{ratio_:.2f}×, {growth:+.0f} MB",
+               ratio_ >= 0.9 and growth <= 50,
+               f"{rate_early:,.0f} items/s around item {early:,}, {rate_late:,.0f} around "
+               f"{late:,} (±{half:,}); worker CPU {ms_early:.2f} ms/item around "
+               f"{early:,}, {ms_late:.2f} around {late:,}; worker RSS {base:,.0f} MB "
+               f"after 10k items, peak "
+               f"{base + growth:,.0f} MB; {dict(counts)}"))
+    return run_
 
 
-async def _run(env: BenchEnv, n: int) -> list[Figure]:
+def run(env: BenchEnv, n: int, *, fill: bool = False) -> list[Figure]:
+    return asyncio.run(_run(env, n, fill))
+
+
+async def _run(env: BenchEnv, n: int, fill: bool = False) -> list[Figure]:
     from workbench.notebook.monitor import BatchMonitor
 
     figures: list[Figure] = []
@@ -207,9 +275,13 @@ async def _run(env: BenchEnv, n: int) -> list[Figure]:
         r = sync_redis.Redis.from_url(await redis_url_for(wb.settings))
 
         # ---- the 100k batch: results() memory against the frame it returns
-        log(f"{small_n:,}-item batch through one worker")
+        log(f"{small_n:,}-item batch " + ("completed by scale_fill" if fill
+                                           else "through one worker"))
         small = await wb.submit(_urls("small", small_n), pipeline=PIPELINE, name="scale-small")
-        await _drain(env, r, small_n, name="worker-small")
+        if fill:
+            await _fill(env, small.id)
+        else:
+            await _drain(env, r, small_n, name="worker-small")
         df, secs, start, peak = await probe.measure(small.results)
         held = df.memory_usage(deep=True).sum() / 2**20
         x = (peak - start) / held
@@ -229,37 +301,22 @@ async def _run(env: BenchEnv, n: int) -> list[Figure]:
                    f"RSS {start:,.0f} MB with its list of URLs built, peak {peak:,.0f} MB"))
         counts_queued = await _timed_counts(batch)
 
-        # ---- the worker over N, the monitor watching
-        log(f"the worker over the {n:,}-item batch (monitor refreshing every 5 s)")
+        # ---- the worker over N (or the filler), the monitor watching
         monitor = BatchMonitor(batch)
-        run_ = await _drain(env, r, n, monitor=monitor, name="worker-big")
-        counts = await batch.counts()
-        half = max(1, n // 50)
-        early, late = min(100_000, n // 10), max(n - 100_000, n * 9 // 10)
-        rate_early = _rate_at(run_["samples"], early, half)
-        rate_late = _rate_at(run_["samples"], late, half)
-        ratio_ = rate_late / rate_early
-        # the worker's CPU per item over the same windows: what other load on the machine
-        # does not change (items/s does)
-        ms_early = 1000 / _rate_at(run_["cpu"], early, half)
-        ms_late = 1000 / _rate_at(run_["cpu"], late, half)
-        rss = [(d, mb) for d, mb in run_["rss"] if not math.isnan(mb) and d > 0]
-        base = next((mb for d, mb in rss if d >= min(10_000, n // 10)), rss[0][1])
-        growth = max(mb for _, mb in rss) - base
-        add(Figure(f"worker items/s at item {late:,} vs {early:,}", "—",
-                   "within 10 %, RSS growth ≤ 50 MB", f"{ratio_:.2f}×, {growth:+.0f} MB",
-                   ratio_ >= 0.9 and growth <= 50,
-                   f"{rate_early:,.0f} items/s around item {early:,}, {rate_late:,.0f} around "
-                   f"{late:,} (±{half:,}); worker CPU {ms_early:.2f} ms/item around "
-                   f"{early:,}, {ms_late:.2f} around {late:,}; worker RSS {base:,.0f} MB "
-                   f"after 10k items, peak "
-                   f"{base + growth:,.0f} MB; {dict(counts)}"))
+        if fill:
+            log(f"completing the {n:,}-item batch by scale_fill (monitor refreshing every 5 s)")
+            run_ = await _fill(env, batch.id, monitor=monitor)
+            log(f"filled: {run_['done']:,} done, {run_['failed']:,} failed in "
+                f"{run_['seconds']:.0f} s")
+        else:
+            run_ = await _worker_figures(env, r, n, batch, monitor, add)
         ticks = run_["ticks"]
         worst = max(ticks) if ticks else float("nan")
         add(Figure(f"monitor refresh on the {n:,}-item batch", "—", "≤ 50 ms CPU per tick",
                    f"{worst * 1000:.0f} ms", worst <= 0.050,
-                   f"{len(ticks)} ticks while the worker ran, CPU of this process per "
-                   f"refresh(): median {statistics.median(ticks) * 1000:.0f} ms, worst "
+                   f"{len(ticks)} ticks while the {'filler' if fill else 'worker'} ran, CPU of "
+                   f"this process per refresh(): median {statistics.median(ticks) * 1000:.0f} "
+                   f"ms, worst "
                    f"{worst * 1000:.0f} ms" if ticks else "no tick"))
         counts_done = await _timed_counts(batch)
         worst_counts = max(counts_queued, counts_done)
@@ -284,27 +341,39 @@ async def _run(env: BenchEnv, n: int) -> list[Figure]:
                    f"{df.memory_usage(deep=True).sum() / 2**20:,.0f} MB"))
         del df
 
-        async def iterate() -> int:
+        async def iterate(hold: bool) -> int:
             rows = 0
             async for chunk in batch.iter_results():
                 rows += len(chunk)
+                if not hold:
+                    del chunk  # a loop that lets each chunk go before the next is read
             return rows
 
-        rows, secs, start, peak = await probe.measure(iterate)
+        rows, secs, start, peak = await probe.measure(lambda: iterate(False))
+        _, held_secs, held_start, held_peak = await probe.measure(lambda: iterate(True))
         add(Figure(f"iter_results() over {rows:,} rows", "today: results() (~18 GB at 1M)",
-                   "RSS growth ≤ 300 MB", f"+{peak - start:,.0f} MB", peak - start <= 300,
-                   f"chunks of 50,000 (the default), {secs:.1f} s, {rows / secs:,.0f} rows/s"))
+                   "RSS growth ≤ 300 MB",
+                   f"+{peak - start:,.0f} MB (+{held_peak - held_start:,.0f} MB holding each "
+                   "chunk until the next)", peak - start <= 300,
+                   f"chunks of 50,000 (the default), {secs:.1f} s, {rows / secs:,.0f} rows/s; "
+                   f"a loop that lets each chunk go (del chunk): peak RSS +{peak - start:,.0f} "
+                   f"MB; one that keeps it until the next is read (two chunks alive at the "
+                   f"peak, whatever the library does): +{held_peak - held_start:,.0f} MB, "
+                   f"{held_secs:.1f} s"))
 
         log("python -m workbench results -o out.parquet")
         out = env.root / "out.parquet"
-        secs, peak, rows = await asyncio.to_thread(_cli_parquet, env, batch.id, out)
+        secs, peak, rows, cpu_s = await asyncio.to_thread(_cli_parquet, env, batch.id, out)
+        load = psutil.getloadavg()[0]
         rate = rows / secs
         add(Figure(f"Parquet export of {rows:,} rows, all columns (CLI)",
                    "today: peak 1.8 GB and 15k rows/s at 100k", "peak RSS ≤ 400 MB, "
                    "≥ 50,000 rows/s", f"{peak:,.0f} MB, {rate:,.0f} rows/s",
                    peak <= 400 and rate >= 50_000,
                    f"python -m workbench results B -o out.parquet: {secs:.1f} s, "
-                   f"{out.stat().st_size / 2**20:,.0f} MB written"))
+                   f"{cpu_s:.1f} s of CPU ({rows / cpu_s:,.0f} rows per CPU-second; the "
+                   f"process start and imports included), load average {load:.1f} on "
+                   f"{psutil.cpu_count()} cores; {out.stat().st_size / 2**20:,.0f} MB written"))
         out.unlink()
 
         # ---- cancel N queued items

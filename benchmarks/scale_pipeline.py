@@ -28,11 +28,8 @@ def _texts(n: int = 97, chars: int = 3000) -> list[str]:
 TEXTS = _texts()
 
 
-@pipeline("scale-text", version="1", description="~3 KB of text and small fields, no network")
-async def scale_text(url: str, ctx: Context) -> dict[str, Any]:
-    n = int(url.rsplit("/", 1)[1])
-    if n % 100 == 99:
-        raise PermanentError(f"item {n} fails on purpose", error_type="bench_failure")
+def result_for(n: int) -> dict[str, Any]:
+    """The result of item ``n`` (its URL ends in ``/n``); items ``n % 100 == 99`` fail."""
     text = f"{n} {TEXTS[n % len(TEXTS)]}"
     words = text.split()
     return {
@@ -42,3 +39,15 @@ async def scale_text(url: str, ctx: Context) -> dict[str, Any]:
         "reading_time_min": round(len(words) / 200, 2), "keywords": words[1:6],
         "unique_word_ratio": round(len(set(words)) / len(words), 3), "text": text,
     }
+
+
+def fails(n: int) -> bool:
+    return n % 100 == 99
+
+
+@pipeline("scale-text", version="1", description="~3 KB of text and small fields, no network")
+async def scale_text(url: str, ctx: Context) -> dict[str, Any]:
+    n = int(url.rsplit("/", 1)[1])
+    if fails(n):
+        raise PermanentError(f"item {n} fails on purpose", error_type="bench_failure")
+    return result_for(n)

@@ -71,11 +71,13 @@ async def test_sync_facade_iterates_and_exports(backend_settings: dict[str, Any]
 
 
 async def test_memory_follows_the_chunk_not_the_batch(wb: Workbench, tmp_path: Any) -> None:
-    """iter_results and to_parquet over 20k and 80k results (~1.7 KB each) grow the RSS by
-    about the same amount (a chunk's worth, 20-30 MB here): a 4x larger batch must not need 4x
-    the memory."""
-    small = await fill(wb, 20_000, article)
-    big = await fill(wb, 80_000, article)
+    """iter_results and to_parquet over 10k and 40k results (~3.3 KB each) grow the RSS by
+    about the same amount (a chunk's worth, 20-40 MB here): a 4x larger batch must not need 4x
+    the memory (the 30k more results hold ~100 MB of text). 10k/40k rather than 20k/80k: the
+    filling took most of the 300 s limit on PostgreSQL on a loaded machine (5 s for each
+    5,000-item transaction), and rows of 3 KB keep the difference well above the margin."""
+    small = await fill(wb, 10_000, lambda i: article(i, 3000))
+    big = await fill(wb, 40_000, lambda i: article(i, 3000))
     probe = PeakRSS()
 
     async def iterate(batch: Any) -> None:
@@ -92,5 +94,48 @@ async def test_memory_follows_the_chunk_not_the_batch(wb: Workbench, tmp_path: A
         await probe.measure(lambda w=work: w(small))  # warm up: imports, pools, arenas
         grew_small = await probe.measure(lambda w=work: w(small))
         grew_big = await probe.measure(lambda w=work: w(big))
-        # unbounded, the 60k more results (~100 MB of text) would show in full
+        # unbounded, the 30k more results (~100 MB of text) would show in full
         assert grew_big - grew_small < 50, (work.__name__, grew_small, grew_big)
+
+
+async def test_chunks_follow_their_size(wb: Workbench, monkeypatch: Any) -> None:
+    """A chunk of results stops at about ``CHUNK_BYTES`` of stored JSON (at least one row):
+    every row comes back, in order, whatever the sizes. A read the database finds too big (its
+    1 GB limit for one value) is told apart from other errors, to be asked again for fewer
+    rows."""
+    from workbench.core.errors import LedgerError
+    from workbench.ledger import reads
+
+    batch = await fill(wb, 60, lambda i: article(i, 3000 if i % 5 else 30_000))
+    whole = await batch.results()
+    monkeypatch.setattr(reads, "CHUNK_BYTES", 20_000)
+    monkeypatch.setattr(reads, "FIRST_ROWS", 4)
+    sizes = [len(c) async for c in wb.ledger.result_chunks(batch.id, chunk_rows=50, bulk=True)]
+    assert sum(sizes) == 60 and sizes[0] == 4 and max(sizes) < 12, sizes
+    chunks = [df async for df in batch.iter_results(chunk_rows=50)]
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
+    assert reads._too_big(LedgerError("ledger error while reading: string or blob too big"))
+    assert reads._too_big(LedgerError("invalid memory alloc request size 1073741824 "
+                                      "(cannot enlarge string buffer)"))
+    assert not reads._too_big(LedgerError("ledger error while reading: no such table"))
+
+
+async def test_leaving_a_chunked_read_early_leaves_no_connection_busy(wb: Workbench) -> None:
+    """A loop that breaks out of iter_results lets the read asked for ahead finish and return
+    its connection (it was cancelled mid-query: aiosqlite logged an error resetting it, and a
+    PostgreSQL session could stay idle in a transaction)."""
+    import asyncio
+
+    batch = await fill(wb, 300, article)
+    pool = wb.ledger.read_engine.pool
+    for _ in range(5):
+        async for df in batch.iter_results(chunk_rows=50):
+            assert len(df) == 50
+            break
+        # the loop's generator is closed by the event loop (aclose) once dropped
+        for _ in range(200):
+            if not pool.checkedout():
+                break
+            await asyncio.sleep(0.05)
+        assert pool.checkedout() == 0, pool.status()
+    assert len(await batch.results()) == 300

@@ -142,6 +142,7 @@ class Batch:
                                              chunk_rows=chunk_rows, columns=columns,
                                              carried_columns=self.carried_columns):
             yield df
+            del df  # not kept while the next chunk is built
 
     async def export_text(
         self, fmt: str = "csv", columns: Sequence[str] | None = None, *,
@@ -158,6 +159,7 @@ class Batch:
                                       schemas=schemas, carried_columns=self.carried_columns)
         async for piece in export.stream_text(chunks, fmt, names):
             yield piece
+            del piece
 
     async def iter_status(
         self, chunk_rows: int = 200_000, columns: Sequence[str] | None = None
@@ -169,6 +171,7 @@ class Batch:
             columns=frames.ITEM_COLUMNS if names is None else names,
         ):
             yield df
+            del df  # not kept while the next chunk is built
 
     async def iter_failures(
         self, chunk_rows: int = 50_000, columns: Sequence[str] | None = None
@@ -180,6 +183,7 @@ class Batch:
             columns=frames.FAILURE_COLUMNS if names is None else names,
         ):
             yield df
+            del df  # not kept while the next chunk is built
 
     async def to_parquet(
         self, path: str | os.PathLike[str] | IO[bytes], columns: Sequence[str] | None = None,

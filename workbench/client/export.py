@@ -346,9 +346,8 @@ async def arrow_chunks(
     column. Rows are read ``ARROW_FETCH_ROWS`` at a time: with 3 KB results, 5,000 held
     ~60 MB more at the peak than 1,000 (Python's copies of the texts), for no more rows/s."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    from workbench.client.fields import json_table
+    from workbench.client.fields import bulk_column, json_table
 
     names = set(fields.names)
     small = pa.schema([schema.field(n) for n in fields.names])
@@ -358,12 +357,13 @@ async def arrow_chunks(
     async for raw in ledger.result_chunks(batch_id, chunk_rows=min(chunk_rows, ARROW_FETCH_ROWS),
                                           bulk=len(bulky) > 0):
         values = json_table(raw.data, small)
-        if len(bulky):
-            extra = json_table([b or "{}" for b in raw.bulk or ()], bulky)
+        if len(bulky) and raw.bulk is not None:
+            extra = json_table(raw.bulk, bulky)
             for name in bulky.names:
                 at = values.schema.get_field_index(name)
-                values = values.set_column(at, small.field(name), pc.coalesce(
+                values = values.set_column(at, small.field(name), bulk_column(
                     extra.column(name), values.column(name)))
+            del extra
         arrays: list[Any] = []
         for field in schema:
             if field.name in names:
@@ -376,9 +376,11 @@ async def arrow_chunks(
         del raw, values
         if count >= chunk_rows:
             table = pa.concat_tables(held)
-            yield table.slice(0, chunk_rows)
             rest = table.slice(chunk_rows)
             held, count = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+            box = [table.slice(0, chunk_rows)]
+            del table, rest
+            yield box.pop()
     if count:
         yield pa.concat_tables(held)
 

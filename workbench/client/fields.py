@@ -57,12 +57,15 @@ def _arrow_type(field: ResultField) -> pa.DataType | None:
     return None
 
 
-def json_table(texts: Sequence[str] | str, schema: pa.Schema) -> pa.Table:
-    """JSON objects (texts, or one text of them a line) -> a table of ``schema`` (missing
-    fields null), by Arrow."""
+def json_table(texts: Sequence[str] | str | bytes, schema: pa.Schema) -> pa.Table:
+    """JSON objects (texts, or one text of them a line, perhaps UTF-8) -> a table of
+    ``schema`` (missing fields null), by Arrow."""
     import pyarrow.json as pj
 
-    body = (texts if isinstance(texts, str) else "\n".join(texts)).encode()
+    if isinstance(texts, bytes):
+        body = texts
+    else:
+        body = (texts if isinstance(texts, str) else "\n".join(texts)).encode()
     return pj.read_json(
         io.BytesIO(body),
         read_options=pj.ReadOptions(block_size=max(1 << 20, len(body) + 1)),
@@ -128,14 +131,23 @@ def _arrow_columns(chunk: ResultChunk, fields: ResultSchema,
     bulky = [f.name for f in fields.fields if f.bulky and f.name in types]
     extra = None
     if bulky and chunk.bulk is not None:
-        extra = json_table([b or "{}" for b in chunk.bulk],
-                           pa.schema([(n, types[n]) for n in bulky]))
+        extra = json_table(chunk.bulk, pa.schema([(n, types[n]) for n in bulky]))
     out = {}
     for f in fields.fields:
         if f.name not in types:
             continue
         values = table.column(f.name)
         if extra is not None and f.name in bulky:
-            values = pc.coalesce(extra.column(f.name), values)
+            values = bulk_column(extra.column(f.name), values)
         out[f.name] = _from_arrow(values, f)
     return out
+
+
+def bulk_column(bulky: pa.ChunkedArray, small: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A field's values: its bulky ones where stored apart, its small ones elsewhere (no copy
+    when every value is of one kind, as a field of long texts has)."""
+    if small.null_count == len(small):
+        return bulky
+    if bulky.null_count == len(bulky):
+        return small
+    return pc.coalesce(bulky, small)

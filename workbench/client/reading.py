@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from workbench.ledger.store import Ledger
 
 #: rows per read of the ledger: bounds the raw rows and parsed JSON alive at once
-FETCH_ROWS = 5_000
+FETCH_ROWS = 2000
 
 
 def check_columns(columns: Sequence[str] | None) -> list[str] | None:
@@ -78,6 +78,7 @@ async def _rechunk(pieces: AsyncIterator[pd.DataFrame],
     async for piece in pieces:
         buffer.append(piece)
         held += len(piece)
+        del piece
         while held >= chunk_rows:
             whole = frames.concat(buffer)
             yield whole.iloc[:chunk_rows].reset_index(drop=True)
@@ -110,10 +111,13 @@ async def iter_results(
                                              raw.table.column("carried").to_pylist(),
                                              carried_columns)
                 df = carried.attach(df, extra, carried_columns)
+            del raw
             yield df
+            del df
 
     async for df in _rechunk(pieces(), chunk_rows):
         yield df
+        del df  # not kept while the next chunk is built
 
 
 async def whole_results(
@@ -140,9 +144,11 @@ async def iter_items(
         async for table in ledger.item_tables(batch_id, columns=cols, statuses=statuses,
                                               chunk_rows=min(chunk_rows, FETCH_ROWS * 4)):
             yield frames.items_frame(table, cols)
+            del table
 
     async for df in _rechunk(pieces(), chunk_rows):
         yield df
+        del df
 
 
 async def whole_items(

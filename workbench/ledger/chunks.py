@@ -1,12 +1,10 @@
 """What a chunk read of the ledger looks like (``ledger.reads``): the Arrow types of item and
-result columns, the database's JSON lines parsed by Arrow's reader, rows of values turned into
-the same tables, and ``ResultChunk``.
+result columns, the database's JSON lines parsed by Arrow's reader, and ``ResultChunk``.
 """
 
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,16 +48,16 @@ def json_schema(schema: pa.Schema, sqlite: bool) -> pa.Schema:
                       for f in schema])
 
 
-def ndjson_table(lines: str, schema: pa.Schema, *, sqlite: bool = False) -> pa.Table:
+def ndjson_table(lines: str | bytes, schema: pa.Schema, *, sqlite: bool = False) -> pa.Table:
     """Newline-delimited JSON objects (from the database) -> a table of ``schema``, by Arrow's
     JSON reader; rows put back in item order should the database have mixed them."""
     return ndjson_rows(lines, schema, sqlite=sqlite)[0]
 
 
-def ndjson_rows(lines: str, schema: pa.Schema, *, sqlite: bool = False
+def ndjson_rows(lines: str | bytes, schema: pa.Schema, *, sqlite: bool = False
                  ) -> tuple[pa.Table, list[int] | None]:
     """``ndjson_table``, and the order the rows were put in (None: as they came)."""
-    body = lines.encode()
+    body = lines.encode() if isinstance(lines, str) else lines
     table = pj.read_json(
         io.BytesIO(body),
         read_options=pj.ReadOptions(block_size=max(1 << 20, len(body) + 1)),
@@ -74,35 +72,16 @@ def ndjson_rows(lines: str, schema: pa.Schema, *, sqlite: bool = False
     return table, None
 
 
-def rows_table(chunk: dict[str, list[Any]], schema: pa.Schema) -> pa.Table:
-    """Rows of values (``_keyset``) -> a table of ``schema`` (the same as ``ndjson_table``)."""
-    arrays = []
-    for field in schema:
-        values = chunk[field.name]
-        if field.type == pa.bool_():
-            arrays.append(pa.array([None if v is None else bool(v) for v in values],
-                                   type=pa.bool_()))
-        elif pa.types.is_timestamp(field.type):
-            arrays.append(pa.array([None if v is None else str(v) for v in values],
-                                   type=pa.string()).cast(field.type))
-        elif field.name == "timings":
-            arrays.append(pa.array([v if v is None or isinstance(v, str) else json.dumps(v)
-                                    for v in values], type=pa.string()))
-        else:
-            arrays.append(pa.array(values, type=field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
 @dataclass(frozen=True)
 class ResultChunk:
     """A chunk of results: ``table`` (``item_id``, ``url``, provenance and perhaps
     ``carried``, typed as ``RESULT_ARROW``: times naive UTC, ``timings`` JSON text), ``data``
     (the small fields, one JSON object a line, in the table's order) and ``bulk`` (each row's
-    bulky fields as JSON, or None; None when not read)."""
+    bulky fields, one JSON object a line, ``{}`` for none, as UTF-8; None when not read)."""
 
     table: pa.Table
     data: str
-    bulk: list[str | None] | None
+    bulk: bytes | None
 
     def __len__(self) -> int:
         return int(self.table.num_rows)

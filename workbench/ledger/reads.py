@@ -27,7 +27,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Text, bindparam, cast, func, literal, select, text, type_coerce
+from sqlalchemy import (
+    LargeBinary,
+    Text,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+    text,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -40,7 +50,6 @@ from workbench.ledger.chunks import (
     ResultChunk,
     ndjson_rows,
     ndjson_table,
-    rows_table,
     sqlite_json_value,
 )
 from workbench.ledger.engine import translate_errors
@@ -60,6 +69,10 @@ RESULT_COLUMNS = (
     "duration_s", "timings",
 )
 _PREFETCH = True
+#: a chunk of results holds about this many characters of stored JSON at most (the rows of
+#: the next read follow the size of the last; the first read asks for ``FIRST_ROWS``)
+CHUNK_BYTES = 32 << 20
+FIRST_ROWS = 256
 
 # The distinct shapes of a batch's results with the first item of each: a loose index scan of
 # (batch_id, shape, item_id), one seek per distinct shape (a batch has a handful), whatever the
@@ -151,13 +164,15 @@ def decode_json(values: Sequence[Any]) -> list[Any]:
     return out
 
 
-def decode_fields(data: Sequence[str], bulk: Sequence[str | None] | None) -> list[Any]:
+def decode_fields(data: Sequence[str], bulk: bytes | None) -> list[Any]:
     """The pipeline's values of each row of a chunk: small fields and, where read, bulky ones
-    in their places (one JSON parse per column of the chunk, ``codec.loads_many``)."""
+    (``bulk``: a JSON object a line) in their places (one JSON parse per column of the chunk,
+    ``codec.loads_many``)."""
     values = codec.loads_many(data)
     if bulk is not None:
-        rows = [n for n, b in enumerate(bulk) if b]
-        for n, extra in zip(rows, codec.loads_many([bulk[n] for n in rows]), strict=True):
+        lines = bulk.decode().split("\n")
+        rows = [n for n, b in enumerate(lines) if b != "{}"]
+        for n, extra in zip(rows, codec.loads_many([lines[n] for n in rows]), strict=True):
             if isinstance(values[n], dict):
                 values[n].update(extra)
     return values
@@ -182,12 +197,15 @@ class ReadsMixin:
         self, batch_id: str, *, chunk_rows: int, bulk: bool, carried: bool = False,
         after: int = 0,
     ) -> AsyncIterator[ResultChunk]:
-        """The batch's done items with their results, ``chunk_rows`` a chunk in item order
-        (``ResultChunk``: provenance as an Arrow table, the small fields as JSON lines, and with
-        ``bulk`` the bulky fields of each row). Without ``bulk`` the bulky parts are never read,
-        and a chunk is one SQL row: its provenance as JSON lines built by the database, and its
-        small fields' JSON lines (no Python object per value). With ``bulk``, rows of values
-        (a page's text in one SQL value could pass SQLite's 1 GB limit).
+        """The batch's done items with their results, at most ``chunk_rows`` a chunk in item
+        order (``ResultChunk``: provenance as an Arrow table, the small fields as JSON lines,
+        and with ``bulk`` the bulky fields' JSON lines). A chunk is one SQL row: provenance as
+        JSON lines built by the database, the small fields' and bulky parts' JSON lines as they
+        are stored, concatenated by it (no Python object per row or value: 3 KB texts came
+        back as a Python string each, then joined and encoded again). Without ``bulk`` the
+        bulky parts are never read. A chunk holds about ``CHUNK_BYTES`` of stored JSON at
+        most (at least one row; ``_keyset``), so that one SQL value stays far below the
+        databases' 1 GB limit and memory follows the chunk however large the pages.
 
         The fields are picked out of ``data`` by the client (``client.fields``), not by the
         database: SQLite's ``->`` took 0.52 s for 5 fields of 100k results, against 0.14 s to
@@ -208,41 +226,49 @@ class ReadsMixin:
         joined = i.join(r, r.c.item_id == i.c.id)
         cols.append(r.c.data)
         if bulk:
-            cols.append(b.c.data.label("bulk"))
             joined = joined.outerjoin(b, b.c.item_id == i.c.id)
-        q = (
+            cols.append(func.coalesce(b.c.data, "{}").label("bulk"))
+        inner = (
             select(*cols).select_from(joined)
             .where(i.c.batch_id == bindparam("b"), i.c.status == "done",
                    i.c.id > bindparam("after"))
             .order_by(i.c.id).limit(bindparam("n"))
-        )
-        if bulk:
-            async for chunk in self._keyset(q, batch_id, chunk_rows, after, "reading results"):
-                yield ResultChunk(rows_table(chunk, schema), "\n".join(chunk["data"]),
-                                  chunk.get("bulk"))
-            return
-        inner = q.subquery()
+        ).subquery()
         sqlite = self.read_engine.dialect.name == "sqlite"
+
+        def lines(value: Any, blob: bool = False) -> Any:  # one text (or UTF-8) a chunk
+            if sqlite:
+                out = func.group_concat(value, literal("\n"))
+                return cast(out, LargeBinary) if blob else out
+            out = func.string_agg(value, aggregate_order_by(literal("\n"), inner.c.item_id))
+            return func.convert_to(out, "UTF8") if blob else out
+
+        obj: Any
         if sqlite:
-            pairs = [x for n in names for x in (literal(n), sqlite_json_value(inner.c[n], n))]
-            lines = func.group_concat(func.json_object(*pairs), literal("\n"))
-            datas = func.group_concat(inner.c.data, literal("\n"))
+            obj = func.json_object(*[x for n in names
+                                     for x in (literal(n), sqlite_json_value(inner.c[n], n))])
         else:
             obj = cast(func.json_build_object(*[x for n in names
                                                 for x in (literal(n), inner.c[n])]), Text)
-            lines = func.string_agg(obj, aggregate_order_by(literal("\n"), inner.c.item_id))
-            datas = func.string_agg(inner.c.data,
-                                    aggregate_order_by(literal("\n"), inner.c.item_id))
-        agg = select(lines.label("lines"), func.count().label("n"),
-                     func.max(inner.c.item_id).label("last"), datas.label("data"))
+        outs = [lines(obj).label("lines"), func.count().label("n"),
+                func.max(inner.c.item_id).label("last"), lines(inner.c.data).label("data")]
+        if bulk:
+            outs.append(lines(inner.c.bulk, blob=True).label("bulk"))
+        agg = select(*outs)
         async for chunk in self._keyset(agg, batch_id, chunk_rows, after, "reading results",
-                                        aggregated=True):
-            table, order = ndjson_rows(chunk["lines"], schema, sqlite=sqlite)
-            data = chunk["data"]
-            if order is not None:  # the database mixed the rows: the data lines follow
+                                        aggregated=True, max_bytes=CHUNK_BYTES):
+            table, order = ndjson_rows(chunk.pop("lines"), schema, sqlite=sqlite)
+            data, extra = chunk.pop("data"), chunk.pop("bulk", None)
+            del chunk
+            if order is not None:  # the database mixed the rows: the other lines follow
                 split = data.split("\n")
                 data = "\n".join(split[k] for k in order)
-            yield ResultChunk(table, data, None)
+                if extra is not None:
+                    parts = bytes(extra).split(b"\n")
+                    extra = b"\n".join(parts[k] for k in order)
+            box = [ResultChunk(table, data, None if extra is None else bytes(extra))]
+            del table, data, extra
+            yield box.pop()
 
     async def item_chunks(
         self,
@@ -343,13 +369,19 @@ class ReadsMixin:
 
     async def _keyset(
         self, q: Any, batch_id: str, chunk_rows: int, after: int, doing: str,
-        *, aggregated: bool = False,
+        *, aggregated: bool = False, max_bytes: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Run ``q`` (bound ``b``, ``after``, ``n``) chunk after chunk on the driver itself:
         SQLAlchemy's rows and result processing were a third of a 1M-item ``status()``, and
         the values need none (times stay text on SQLite, the caller parses them in bulk).
         ``aggregated``: ``q`` gives one row a chunk, ``lines``, ``n`` (its rows) and ``last``
         (its last item id), handed over as that dict.
+
+        ``max_bytes`` (aggregated): the rows asked for follow the size of what came back, so
+        that a chunk holds about that many characters at most (``chunk_rows`` rows at most,
+        ``FIRST_ROWS`` the first time);
+        should the database find one SQL value too big anyway (over its 1 GB limit), the
+        read is asked again for half the rows.
 
         The next chunk is asked for before this one is handed over, so the database (SQLite's
         thread, or PostgreSQL) works while the caller turns this one into a frame: ~1.4x on
@@ -363,8 +395,17 @@ class ReadsMixin:
         fixed = dict(compiled.params)
         sqlite = self.read_engine.dialect.name == "sqlite"
 
-        async def fetch(after: int) -> dict[str, Any] | None:
-            given = {**fixed, "b": batch_id, "after": after, "n": chunk_rows}
+        async def fetch(after: int, limit: int) -> dict[str, Any] | None:
+            while True:
+                try:
+                    return await fetch_once(after, limit)
+                except LedgerError as exc:
+                    if max_bytes is None or limit == 1 or not _too_big(exc):
+                        raise
+                    limit = max(1, limit // 2)
+
+        async def fetch_once(after: int, limit: int) -> dict[str, Any] | None:
+            given = {**fixed, "b": batch_id, "after": after, "n": limit}
             params = [given[name] for name in order]
             with translate_errors(doing):
                 async with self.read_engine.connect() as conn:
@@ -383,34 +424,59 @@ class ReadsMixin:
                         raise LedgerError(f"ledger error while {doing}: {detail}") from exc
             if aggregated:
                 got = dict(zip(keys, rows[0], strict=True)) if rows else {"n": 0}
+                got["asked_"] = given["n"]
                 return got if got["n"] else None
             if not rows:
                 return None
-            return {k: list(v) for k, v in zip(keys, zip(*rows, strict=True), strict=True)}
+            out = {k: list(v) for k, v in zip(keys, zip(*rows, strict=True), strict=True)}
+            out["asked_"] = given["n"]
+            return out
 
-        def size(chunk: dict[str, Any]) -> tuple[int, int]:
+        def follow(chunk: dict[str, Any]) -> tuple[int, int, int]:
+            """(the rows it holds, the rows asked for, its last item id)"""
+            asked = int(chunk.pop("asked_"))
             if aggregated:
-                return int(chunk["n"]), int(chunk["last"])
-            return len(chunk["item_id"]), int(chunk["item_id"][-1])
+                return int(chunk["n"]), asked, int(chunk["last"])
+            return len(chunk["item_id"]), asked, int(chunk["item_id"][-1])
+
+        def next_rows(chunk: dict[str, Any], n: int) -> int:
+            if max_bytes is None or not n:
+                return chunk_rows
+            size = sum(len(v) for v in chunk.values() if isinstance(v, (str, bytes)))
+            return max(1, min(chunk_rows, n * max_bytes // max(size, 1)))
 
         pending: asyncio.Future[dict[str, Any] | None] | None = None
-        pending = asyncio.ensure_future(fetch(after))
+        first = chunk_rows if max_bytes is None else min(chunk_rows, FIRST_ROWS)
+        pending = asyncio.ensure_future(fetch(after, first))
         try:
             while pending is not None:
                 chunk = await pending
                 pending = None
                 if chunk is None:
                     return
-                n, last = size(chunk)
-                if n == chunk_rows:
-                    pending = asyncio.ensure_future(fetch(last))
+                n, asked, last = follow(chunk)
+                if n == asked:
+                    pending = asyncio.ensure_future(fetch(last, next_rows(chunk, n)))
                     if _PREFETCH:
                         await asyncio.sleep(0)  # it hands its query to the driver, then we go on
                     else:
                         await asyncio.wait([pending])
-                yield chunk
+                box = [chunk]
+                del chunk  # handed over, not kept here: the caller may free it at once
+                yield box.pop()
         finally:
             if pending is not None:
-                pending.cancel()
+                # Left early (a break, an error, a cancelled caller): the read asked for ahead
+                # runs to its end, its connection returned as usual. Cancelling it mid-query
+                # cancelled the connection's reset too (aiosqlite logged "Exception during
+                # reset"; asyncpg can leave the session idle in a transaction).
                 with contextlib.suppress(BaseException):
-                    await pending
+                    await asyncio.shield(pending)
+
+
+def _too_big(exc: BaseException) -> bool:
+    """Whether a read failed for a value over the database's size limit (SQLite's "string or
+    blob too big", PostgreSQL's "out of memory"/"cannot enlarge string buffer")."""
+    text = str(exc).lower()
+    return any(s in text for s in ("too big", "cannot enlarge", "out of memory",
+                                   "exceeds the maximum"))
