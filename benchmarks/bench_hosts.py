@@ -1,7 +1,18 @@
 """Politeness costs nothing where it is not needed (issue 11).
 
-Two measurements, each side by side in the same run:
+Three measurements:
 
+- **Two worker processes keep one schedule per host** (the issue's first targets). Two real
+  ``python -m workbench.worker`` processes (``--processes 1 --concurrency 16``), default
+  settings, one batch: 8 public and 4 ``/private/`` pages of a host (127.0.3.1) whose robots.txt
+  says ``Disallow: /private/`` and ``Crawl-delay: 1``, and 20 pages of a host (127.0.3.2) that
+  answers 429 (no Retry-After) to any request less than 0.5 s after the one before. Figures, as
+  the sites saw them: requests to ``/private/`` (target 0), the smallest gap between two
+  requests to the Crawl-delay host (>= 0.95 s), the 429s (<= 6) and the limited host's items
+  ``done`` (20). On SQLite + the embedded Redis, and on PostgreSQL + a shared Redis when
+  ``WORKBENCH_BENCH_DATABASE_URL`` (an existing database; a fresh one is created beside it) and
+  ``WORKBENCH_BENCH_REDIS_URL`` are set (or the tests' ``WORKBENCH_TEST_*`` twins); the run
+  takes an empty database index of that Redis and empties it after.
 - **A slow host and a paced host do not stall the others.** 50 hosts on their own loopback
   addresses (127.0.2.1-50), 20 synthetic articles each: 48 ordinary hosts, one answering in 2 s,
   one whose robots.txt says ``Crawl-delay: 2``. The 48 hosts' items are one batch, the two hosts'
@@ -13,17 +24,20 @@ Two measurements, each side by side in the same run:
   pacing turned off (``obey_robots=false``, per-host concurrency and target 1000), alternating,
   medians of the steady pages/s (10 → 90 %).
 
-``python -m benchmarks hosts [--corpus DIR]`` runs both (the corpus part with ``--corpus``) and
+``python -m benchmarks hosts [--corpus DIR]`` runs them all (the corpus part with ``--corpus``) and
 writes the "Politeness" section of ``RESULTS.md``; ``python -m benchmarks.bench_hosts [--corpus
-DIR] [--rounds N] [--skip-hosts]`` only prints the figures.
+DIR] [--rounds N] [--skip-hosts] [--skip-workers]`` only prints the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import os
 import statistics
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +204,186 @@ def run_corpus(corpus: Path, rounds: int, repeat: int = 5) -> Figure:
     )
 
 
+CRAWL_DELAY_HOST = "127.0.3.1"
+LIMITED_HOST = "127.0.3.2"
+LIMIT_S = 0.5
+
+
+class PoliteSites:
+    """The Crawl-delay host and the 429 host of the two-worker measurement, hits as they arrive."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, list[tuple[float, str, int]]] = {CRAWL_DELAY_HOST: [],
+                                                               LIMITED_HOST: []}
+        self.runners: list[web.AppRunner] = []
+        self.base: dict[str, str] = {}
+
+    async def _crawl_delay(self, request: web.Request) -> web.Response:
+        self.hits[CRAWL_DELAY_HOST].append((time.monotonic(), request.path, 200))
+        if request.path == "/robots.txt":
+            return web.Response(text="User-agent: *\nDisallow: /private/\nCrawl-delay: 1\n")
+        return web.Response(body=synthetic_article(len(request.path)), content_type="text/html")
+
+    async def _limited(self, request: web.Request) -> web.Response:
+        hits = self.hits[LIMITED_HOST]
+        now = time.monotonic()
+        status = 429 if hits and now - hits[-1][0] < LIMIT_S else 200
+        hits.append((now, request.path, status))
+        if status == 429:
+            return web.Response(status=429, text="slow down")
+        if request.path == "/robots.txt":
+            return web.Response(status=404)
+        return web.Response(body=synthetic_article(len(request.path)), content_type="text/html")
+
+    async def start(self) -> PoliteSites:
+        for host, handler in ((CRAWL_DELAY_HOST, self._crawl_delay),
+                              (LIMITED_HOST, self._limited)):
+            app = web.Application()
+            app.router.add_get("/{tail:.*}", handler)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, host, 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.base[host] = f"http://{host}:{port}"
+            self.runners.append(runner)
+        return self
+
+    async def close(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+async def _two_workers_round(env: BenchEnv) -> dict[str, Any]:
+    sites = await PoliteSites().start()
+    wb = Workbench(**env.settings())
+    try:
+        public = [f"{sites.base[CRAWL_DELAY_HOST]}/public/{n}" for n in range(8)]
+        private = [f"{sites.base[CRAWL_DELAY_HOST]}/private/{n}" for n in range(4)]
+        limited = [f"{sites.base[LIMITED_HOST]}/page/{n}" for n in range(20)]
+        batch = await wb.submit(public + private + limited, pipeline="article")
+        workers = [worker_proc(env, "--processes", "1", "--concurrency", "16",
+                               name=f"polite-worker-{i}") for i in range(2)]
+        try:
+            settle_s = await _settle(wb, batch.id, timeout_s=300)
+        finally:
+            for w in workers:
+                w.stop()
+        st = (await batch.status()).set_index("url")
+        failures = (await batch.failures()).set_index("url")
+        delayed = sites.hits[CRAWL_DELAY_HOST]
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(delayed)]
+        return {
+            "settle_s": settle_s,
+            "private_requests": sum(1 for _, p, _ in delayed if p.startswith("/private/")),
+            "private_refused": int((failures.reindex(private)["error_type"]
+                                    == "robots_disallowed").sum()),
+            "crawl_delay_requests": len(delayed),
+            "min_gap_s": min(gaps) if gaps else float("nan"),
+            "too_many": sum(1 for _, _, s in sites.hits[LIMITED_HOST] if s == 429),
+            "limited_requests": len(sites.hits[LIMITED_HOST]),
+            "limited_done": int((st.loc[limited, "status"] == "done").sum()),
+            "workers_used": int(st["worker_id"].nunique()),
+        }
+    finally:
+        await wb.close()
+        await sites.close()
+
+
+def _shared_backend() -> tuple[str, str] | None:
+    """(database URL, Redis URL) of the PostgreSQL + shared Redis run, if configured."""
+    db = (os.environ.get("WORKBENCH_BENCH_DATABASE_URL")
+          or os.environ.get("WORKBENCH_TEST_DATABASE_URL"))
+    redis_url = (os.environ.get("WORKBENCH_BENCH_REDIS_URL")
+                 or os.environ.get("WORKBENCH_TEST_REDIS_URL"))
+    return (db, redis_url) if db and redis_url else None
+
+
+async def _pg_database(base_url: str) -> tuple[str, Any]:
+    """A fresh database beside ``base_url``'s, and its drop."""
+    import asyncpg
+
+    plain = base_url.replace("postgresql+asyncpg://", "postgresql://")
+    name = f"wbbench_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(plain)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(plain)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    return f"{base_url.rpartition('/')[0]}/{name}", drop
+
+
+def _empty_redis_index(url: str) -> tuple[str, Any]:
+    """An empty database index of the shared Redis, claimed (ARQ's job keys are not under the
+    queue's name: item ids of a fresh database would meet other runs' keys), and its release."""
+    import redis
+
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    for index in range(14, 0, -1):
+        client = redis.Redis.from_url(f"{base}/{index}")
+        if client.dbsize() == 0 and client.set("wbbench:claimed", "1", nx=True, ex=3600):
+            if client.dbsize() == 1:
+                return f"{base}/{index}", client
+            client.delete("wbbench:claimed")
+        client.close()
+    raise RuntimeError(f"no empty database index on {base}")
+
+
+def run_two_workers() -> list[Figure]:
+    """The issue's Crawl-delay, robots.txt and 429 targets with two worker processes, on SQLite
+    + the embedded Redis and (when configured) PostgreSQL + a shared Redis."""
+    runs: list[tuple[str, dict[str, Any]]] = []
+    with bench_env() as env:
+        runs.append(("SQLite + embedded Redis", asyncio.run(_two_workers_round(env))))
+    shared = _shared_backend()
+    if shared is not None:
+        db_url, drop = asyncio.run(_pg_database(shared[0]))
+        redis_url, claim = _empty_redis_index(shared[1])
+        try:
+            with bench_env(database_url=db_url, redis_url=redis_url) as env:
+                runs.append(("PostgreSQL + shared Redis 7", asyncio.run(_two_workers_round(env))))
+        finally:
+            claim.flushdb()
+            claim.close()
+            asyncio.run(drop())
+    figures = []
+    for name, r in runs:
+        log(f"two workers, {name}: {r}")
+        ok = (r["private_requests"] == 0 and r["min_gap_s"] >= 0.95
+              and r["crawl_delay_requests"] == 9)
+        figures.append(Figure(
+            f"Crawl-delay 1 and Disallow, 2 worker processes, {name}",
+            "issue: 0.00 s apart, every disallowed URL fetched",
+            "0 disallowed requests; gaps ≥ 0.95 s",
+            f"{r['private_requests']}; min {r['min_gap_s']:.3f} s", ok,
+            f"{r['crawl_delay_requests']} requests (robots.txt + 8 pages), the closest two "
+            f"{r['min_gap_s']:.3f} s apart; the 4 /private/ URLs failed robots_disallowed: "
+            f"{r['private_refused']}; batch settled in {r['settle_s']:.1f} s, items run by "
+            f"{r['workers_used']} processes",
+        ))
+        figures.append(Figure(
+            f"429 under 0.5 s, 20 URLs, 2 worker processes, {name}",
+            "issue: 59 × 429, 9 of 20 failed",
+            "20 done, ≤ 6 × 429",
+            f"{r['limited_done']} done, {r['too_many']} × 429",
+            r["limited_done"] == 20 and r["too_many"] <= 6,
+            f"{r['limited_requests']} requests to the host (robots.txt included), "
+            f"{r['too_many']} answered 429",
+        ))
+    return figures
+
+
 def run(corpus: Path | None, rounds: int) -> list[Figure]:
-    """Both measurements (the corpus one only with ``corpus``)."""
-    figures = [run_hosts(rounds)]
+    """All three measurements (the corpus one only with ``corpus``)."""
+    figures = [*run_two_workers(), run_hosts(rounds)]
     if corpus is not None:
         figures.append(run_corpus(corpus, rounds))
     return figures
@@ -234,8 +425,11 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-hosts", action="store_true")
+    parser.add_argument("--skip-workers", action="store_true")
     args = parser.parse_args()
-    figures = [] if args.skip_hosts else [run_hosts(args.rounds)]
+    figures = [] if args.skip_workers else run_two_workers()
+    if not args.skip_hosts:
+        figures.append(run_hosts(args.rounds))
     if args.corpus:
         figures.append(run_corpus(args.corpus, args.rounds))
     for f in figures:

@@ -133,3 +133,28 @@ async def test_an_unreachable_site_is_asked_again_on_the_next_try(make_fetcher):
     for _ in range(2):  # not cached: each try asks for robots.txt again, and says why it failed
         with pytest.raises(FetchConnectionError):
             await fetcher.fetch(url)
+
+
+async def test_the_user_agent_names_workbench_and_carries_contact_details(serve, make_fetcher):
+    from workbench import __version__
+
+    default = Settings().user_agent
+    assert default.startswith(f"WorkbenchBot/{__version__} (")
+    seen: list[str] = []
+
+    async def robots(request: web.Request) -> web.Response:
+        seen.append(request.headers["User-Agent"])
+        return web.Response(text=RULES)
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.headers["User-Agent"])
+        return html("<p>content</p>")
+
+    server = await serve({"/robots.txt": robots, "/{tail:.*}": page})
+    # contact details alone are added to the default; the WorkbenchBot group still applies
+    fetcher = make_fetcher(block_private_addresses=False, user_agent="jane@uni.example; rivers")
+    agent = f"{default[:-1]}; jane@uni.example; rivers)"
+    await fetcher.fetch(str(server.make_url("/p/1")))
+    with pytest.raises(RobotsDisallowed):
+        await fetcher.fetch(str(server.make_url("/private/x")))
+    assert seen == [agent, agent]  # robots.txt and the page, each with the researcher's address

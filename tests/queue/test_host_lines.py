@@ -18,6 +18,7 @@ from workbench.core.settings import Settings
 from workbench.pipeline.cpu import CpuPool
 from workbench.queue.arq_adapter import QueueRedis, open_pool, paced_key
 from workbench.queue.hosts import RedisHostPacer, host_rows
+from workbench.queue.jobs import job_id
 
 H = "line.example"
 
@@ -29,73 +30,82 @@ async def redis(embedded_redis: str) -> AsyncIterator[QueueRedis]:
     await pool.aclose()
 
 
-async def _setup(redis: QueueRedis, jobs: list[str]) -> tuple[RedisHostPacer, Settings]:
+async def _setup(redis: QueueRedis, items: list[int]) -> tuple[RedisHostPacer, Settings]:
     settings = Settings(queue_name=f"wblines:{uuid.uuid4().hex[:8]}", per_host_delay_s=0.8)
+    jobs = [job_id(settings.queue_name, i, 1) for i in items]
     await redis.zadd(settings.queue_name, {j: 0 for j in jobs})  # the jobs are queued
     return RedisHostPacer(redis, settings), settings
 
 
-async def _released(redis: QueueRedis, settings: Settings) -> dict[str, float]:
+def _job(settings: Settings, item: int) -> tuple[str, str]:
+    """(batch, job id) of an item's first attempt, as the worker's fetches name it."""
+    return ("b", job_id(settings.queue_name, item, 1))
+
+
+async def _released(redis: QueueRedis, settings: Settings) -> dict[int, float]:
+    """Released items (by item id) and how far off each is due."""
     now_ms = time.time() * 1000
     rows = await redis.zrange(paced_key(settings.queue_name), 0, -1, withscores=True)
-    return {m.decode(): (score - now_ms) / 1000 for m, score in rows}
+    return {int(m.decode().split(":")[0]): (score - now_ms) / 1000 for m, score in rows}
 
 
-async def _line(redis: QueueRedis, settings: Settings) -> list[str]:
-    return [m.decode() for m in await redis.lrange(f"{settings.queue_name}:host:{H}:line", 0, -1)]
+async def _line(redis: QueueRedis, settings: Settings) -> list[int]:
+    """The item ids in the host's line, in order."""
+    key = f"{settings.queue_name}:host:{H}:line"
+    return [int(m.decode().split(":")[0]) for m in await redis.lrange(key, 0, -1)]
 
 
 async def test_the_line_releases_one_item_just_before_each_turn(redis):
-    pacer, settings = await _setup(redis, ["1:1", "2:1", "3:1", "4:1"])
-    verdict, _, lease = await pacer.acquire(H, max_wait_s=1.0, job=("b", "1:1"))
+    pacer, settings = await _setup(redis, [1, 2, 3, 4])
+    verdict, _, lease = await pacer.acquire(H, max_wait_s=1.0, job=_job(settings, 1))
     assert verdict == "go"
     await pacer.release(H, lease, "ok", latency_s=0.01, retry_after_s=0)  # slow start: 2 now
-    for job in ("2:1", "3:1", "4:1"):
-        await pacer.acquire(H, max_wait_s=0.1, job=("b", job))  # the next turn is 0.84 s away
+    for item in (2, 3, 4):
+        await pacer.acquire(H, max_wait_s=0.1, job=_job(settings, item))  # next turn: 0.84 s
     fallbacks = [await pacer.defer("b", n, 1, H, 0.84) for n in (2, 3, 4)]
     assert fallbacks == sorted(fallbacks)  # later in line, later fallback
     released = await _released(redis, settings)
-    assert list(released) == ["2:1"] and released["2:1"] == pytest.approx(0.34, abs=0.05)
-    assert await _line(redis, settings) == ["3:1", "4:1"]
+    assert list(released) == [2] and released[2] == pytest.approx(0.34, abs=0.05)
+    assert await _line(redis, settings) == [3, 4]
     # the released item takes its turn: out of the line, and the next one is released for the
     # turn after
     await asyncio.sleep(0.35)
-    verdict, wait, _ = await pacer.acquire(H, max_wait_s=1.0, job=("b", "2:1"))
+    verdict, wait, _ = await pacer.acquire(H, max_wait_s=1.0, job=_job(settings, 2))
     assert verdict == "go" and wait == pytest.approx(0.5, abs=0.05)
     released = await _released(redis, settings)
-    assert released["3:1"] == pytest.approx(0.84 + 0.5 - 0.5, abs=0.06)
-    assert await _line(redis, settings) == ["4:1"]
+    assert released[3] == pytest.approx(0.84 + 0.5 - 0.5, abs=0.06)
+    assert await _line(redis, settings) == [4]
 
 
 async def test_a_released_item_whose_turn_was_taken_goes_back_to_the_front(redis):
-    pacer, settings = await _setup(redis, ["1:1", "2:1", "3:1", "9:1"])
-    _, _, lease = await pacer.acquire(H, max_wait_s=1.0, job=("b", "1:1"))
+    pacer, settings = await _setup(redis, [1, 2, 3, 9])
+    _, _, lease = await pacer.acquire(H, max_wait_s=1.0, job=_job(settings, 1))
     await pacer.release(H, lease, "ok", latency_s=0.01, retry_after_s=0)
-    for job in ("2:1", "3:1"):
-        await pacer.defer("b", int(job[0]), 1, H, 0.84)
-    assert list(await _released(redis, settings)) == ["2:1"]
-    newcomer = await pacer.acquire(H, max_wait_s=1.0, job=("b", "9:1"))
+    for item in (2, 3):
+        await pacer.defer("b", item, 1, H, 0.84)
+    assert list(await _released(redis, settings)) == [2]
+    newcomer = await pacer.acquire(H, max_wait_s=1.0, job=_job(settings, 9))
     assert newcomer[0] == "go"  # a newcomer takes the turn
-    verdict, _, _ = await pacer.acquire(H, max_wait_s=0.5, job=("b", "2:1"))  # 1.7 s off now
+    verdict, _, _ = await pacer.acquire(H, max_wait_s=0.5, job=_job(settings, 2))  # 1.7 s off
     assert verdict == "defer"
     await pacer.defer("b", 2, 1, H, 1.7)
-    assert await _line(redis, settings) == ["3:1"]  # 2:1 was released again, first in line
-    assert "2:1" in await _released(redis, settings)
+    assert await _line(redis, settings) == [3]  # 2 was released again, first in line
+    assert 2 in await _released(redis, settings)
 
 
 async def test_items_gone_from_the_queue_are_skipped(redis):
-    pacer, settings = await _setup(redis, ["1:1", "2:1", "3:1"])
-    await pacer.acquire(H, max_wait_s=1.0, job=("b", "1:1"))
+    pacer, settings = await _setup(redis, [1, 2, 3])
+    await pacer.acquire(H, max_wait_s=1.0, job=_job(settings, 1))
     await redis.zadd(paced_key(settings.queue_name), {"x": 0})  # the set is shared by hosts
     await redis.zrem(paced_key(settings.queue_name), "x")
     await pacer.defer("b", 2, 1, H, 0.84)  # released at once
     await pacer.defer("b", 3, 1, H, 0.84)
-    await redis.zrem(settings.queue_name, "3:1")  # cancelled while in line
-    await redis.hset(f"{settings.queue_name}:host:{H}", "released_until", 0)  # 2:1 never came
+    await redis.zrem(settings.queue_name, job_id(settings.queue_name, 3, 1))  # cancelled in line
+    await redis.hset(f"{settings.queue_name}:host:{H}", "released_until", 0)  # 2 never came
     _, _, lease = await pacer.acquire(H, max_wait_s=None)
     await pacer.release(H, lease, "ok", latency_s=0.01, retry_after_s=0)
     assert await _line(redis, settings) == []
-    assert "3:1" not in await _released(redis, settings)
+    assert 3 not in await _released(redis, settings)
 
 
 CRAWL_DELAY = 0.5
