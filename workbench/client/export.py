@@ -303,6 +303,12 @@ async def write_parquet(
 
     rows = 0
     writer = pq.ParquetWriter(path, schema, compression="zstd")
+    pool = pa.default_memory_pool()
+
+    def write(table: pa.Table) -> None:
+        writer.write_table(table)
+        del table
+        pool.release_unused()  # the row group's buffers back to the system, not kept by the pool
     pending: asyncio.Future[None] | None = None
     try:
         async for df in chunks:
@@ -311,7 +317,7 @@ async def write_parquet(
             del df
             if pending is not None:
                 await pending
-            pending = asyncio.ensure_future(asyncio.to_thread(writer.write_table, table))
+            pending = asyncio.ensure_future(asyncio.to_thread(write, table))
             del table
         if pending is not None:
             await pending

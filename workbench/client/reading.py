@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from workbench.ledger.store import Ledger
 
 #: rows per read of the ledger: bounds the raw rows and parsed JSON alive at once
-FETCH_ROWS = 2000
+FETCH_ROWS = 2_000
 
 
 def check_columns(columns: Sequence[str] | None) -> list[str] | None:
