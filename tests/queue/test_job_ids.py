@@ -8,6 +8,7 @@ test's items 31 and 42 blocked for 30 minutes by another test's in-progress mark
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ def test_ids_name_their_queue() -> None:
 async def test_another_deployments_jobs_on_the_same_redis_block_nothing(
     make_wb: Any, run_worker: Any, tmp_path: Path
 ) -> None:
-    first: Workbench = make_wb(queue_name="wbtest-ids-first")
+    run = uuid.uuid4().hex[:8]  # the machine's Redis outlives each test: queues of this run only
+    first: Workbench = make_wb(queue_name=f"wbtest-ids-first-{run}")
     urls = [f"http://example.org/ids/{n}" for n in range(6)]
     held = await first.submit(urls, pipeline="job-ids-echo")  # never run: its jobs stay queued
     ids = [int(i) for i in (await held.status())["item_id"]]
@@ -43,7 +45,7 @@ async def test_another_deployments_jobs_on_the_same_redis_block_nothing(
             await redis.set(IN_PROGRESS_KEY_PREFIX + queue.job_id(first.settings.queue_name,
                                                                   item_id, 1), b"1", px=600_000)
 
-        second_settings = {"queue_name": "wbtest-ids-second", "database_url": None,
+        second_settings = {"queue_name": f"wbtest-ids-second-{run}", "database_url": None,
                            "data_dir": str(tmp_path / "second")}
         second: Workbench = make_wb(**second_settings)  # a ledger of its own: ids from 1 too
         batch = await second.submit(urls, pipeline="job-ids-echo")
@@ -56,5 +58,6 @@ async def test_another_deployments_jobs_on_the_same_redis_block_nothing(
         for item_id in ids:
             assert await redis.exists(
                 JOB_KEY_PREFIX + queue.job_id(first.settings.queue_name, item_id, 1))
+        await held.cancel()  # leaves nothing behind in a shared Redis
     finally:
         await redis.aclose()
