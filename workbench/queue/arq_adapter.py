@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from signal import Signals
 from typing import Any, TypeAlias, cast
 
 from arq import cron
@@ -226,6 +227,12 @@ class QueueWorker(Worker):
         #: jobs whose start or finish Redis refused to record (a full disk): their in-progress
         #: keys are dropped once it takes writes again, so they run (or are seen done) at once
         self._handed_back: set[str] = set()
+        #: set by every stop (close() and the signal handlers all end in handle_sig)
+        self._stopping = False
+
+    def handle_sig(self, signum: Signals) -> None:
+        self._stopping = True
+        super().handle_sig(signum)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -289,8 +296,11 @@ class QueueWorker(Worker):
                 raise
             self._handed_back.add(job_id)
         except asyncio.CancelledError:
+            # the flag, not only the main task's state: that task's cancel request can be
+            # consumed before the job task sees its own (seen once in a loaded run on PostgreSQL)
             main = self.main_task
-            if main is None or not (main.done() or main.cancelling()):
+            stopping = self._stopping or (main is not None and (main.done() or main.cancelling()))
+            if not stopping:
                 raise  # not our stop
 
     async def _hand_back(self) -> None:
