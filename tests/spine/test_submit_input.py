@@ -66,8 +66,13 @@ async def test_submit_errors(wb: Workbench) -> None:
     assert (await wb.batches()).empty  # nothing half-recorded
     with pytest.raises(UnknownPipelineError, match=r"'nope'.*known: .*article"):
         await wb.submit(["https://ok.example/"], pipeline="nope")
-    with pytest.raises(InvalidParamsError, match="not JSON"):
+    with pytest.raises(InvalidParamsError, match="not JSON") as refused:
         await wb.submit(["https://ok.example/"], pipeline="noop", params={"f": object()})
+    assert [name for name, _ in refused.value.fields] == ["f"]
+    with pytest.raises(InvalidParamsError, match="not JSON") as refused:  # NaN is not JSON
+        await wb.submit(["https://ok.example/"], pipeline="noop",
+                        params={"ok": 1, "x": float("nan"), "y": [float("inf")]})
+    assert [name for name, _ in refused.value.fields] == ["x", "y"]
     with pytest.raises(InvalidParamsError, match="must be a dict"):
         await wb.submit(["https://ok.example/"], pipeline="noop", params=[1])
     with pytest.raises(EmptyBatchError, match="no URLs"):

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from workbench.core import codec
-from workbench.core.errors import EmptyBatchError, InvalidInputError, InvalidParamsError
+from workbench.core.errors import EmptyBatchError, InvalidInputError
 from workbench.core.logs import get_logger
 from workbench.core.urls import normalize_url
 from workbench.inputs.tables import CarriedColumn
@@ -101,10 +101,7 @@ async def read_warc(
 ) -> WarcSubmission:
     """Store the archive's pages and prepare its batch (see the module doc)."""
     spec = get_pipeline(pipeline)
-    try:
-        clean = codec.check_json_object(params)
-    except ValueError as exc:
-        raise InvalidParamsError(str(exc)) from None
+    clean = codec.check_json_object(params)  # InvalidParamsError naming the keys
     spec.check_params(clean)
     if name is not None and (not isinstance(name, str) or len(name) > 200):
         raise InvalidInputError("name must be a string of at most 200 characters")

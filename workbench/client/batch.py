@@ -22,7 +22,6 @@ from workbench.core import codec
 from workbench.core.errors import (
     EmptyBatchError,
     InvalidInputError,
-    InvalidParamsError,
     QueueError,
     WaitTimeout,
 )
@@ -293,10 +292,7 @@ class Batch:
         pipeline, version or params. Returns the new batch; its items carry this batch's
         carried columns (a table's, a WARC's provenance)."""
         spec = get_pipeline(pipeline or self.pipeline)
-        try:
-            clean = codec.check_json_object(self.params if params is None else params)
-        except ValueError as exc:
-            raise InvalidParamsError(str(exc)) from None
+        clean = codec.check_json_object(self.params if params is None else params)
         rows = await (await self._wb.open_ledger()).item_rows(self.id)
         entries = [(r["position"], r["url"], r["normalized_url"]) for r in rows]
         kept = [r.get("carried") for r in rows] if self.carried_columns else None

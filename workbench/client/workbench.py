@@ -24,7 +24,6 @@ from workbench.core import codec
 from workbench.core.errors import (
     EmptyBatchError,
     InvalidInputError,
-    InvalidParamsError,
     InvalidURLError,
     QueueError,
 )
@@ -129,10 +128,7 @@ class Workbench:
         spec = get_pipeline(pipeline)
         table = url_column is not None or _is_table(urls)
         entries = [] if table else _url_list(urls)
-        try:
-            clean_params = codec.check_json_object(params)
-        except ValueError as exc:
-            raise InvalidParamsError(str(exc)) from None
+        clean_params = codec.check_json_object(params)  # InvalidParamsError naming the keys
         spec.check_params(clean_params)  # before the URLs: a wrong param fails fast
         if on_invalid not in ("raise", "skip"):
             raise InvalidInputError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from workbench.core.errors import InvalidParamsError
+
 NDARRAY_KEY = "__ndarray__"
 # Only plain numeric dtypes travel through results: never object arrays (that would need pickle).
 _ALLOWED_DTYPES = {
@@ -122,15 +124,27 @@ def loads_many(texts: Sequence[str | None]) -> list[Any]:
 
 
 def check_json_object(params: Any, *, what: str = "params") -> dict[str, Any]:
-    """Return ``params`` as a JSON-round-tripped dict or raise ``ValueError`` saying why not."""
+    """Return ``params`` as a JSON-round-tripped dict, or raise ``InvalidParamsError`` saying
+    why not, with ``fields`` naming each top-level key whose value JSON cannot hold (NaN and
+    infinities included: they are not JSON)."""
     if params is None:
         return {}
     if not isinstance(params, dict):
-        raise ValueError(f"{what} must be a dict (a JSON object), got {type(params).__name__}")
+        raise InvalidParamsError(
+            f"{what} must be a dict (a JSON object), got {type(params).__name__}")
     try:
         text = json.dumps(params, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} are not JSON-serializable: {exc}") from None
+        fields = []
+        for key, value in params.items():
+            if not isinstance(key, str):
+                fields.append((repr(key), "keys must be strings"))
+                continue
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as bad:
+                fields.append((key, str(bad)))
+        raise InvalidParamsError(f"{what} are not JSON-serializable: {exc}", fields) from None
     return json.loads(text)
 
 
