@@ -154,10 +154,37 @@ async def enqueue(
     return written
 
 
+# ZREM of each id and DEL of its job and retry keys, run inside Redis as _ENQUEUE_LUA is: redis-py
+# packing three commands of 5000 arguments each per chunk was ~2.5 s of a 1M-item cancel's CPU.
+_DROP_LUA = """
+local job, retry = ARGV[2], ARGV[3]
+local ids, keys = {}, {}
+local function flush()
+  redis.call('ZREM', KEYS[1], unpack(ids))
+  redis.call('DEL', unpack(keys))
+  ids, keys = {}, {}
+end
+for id in string.gmatch(ARGV[1], "[^\\n]+") do
+  ids[#ids + 1] = id
+  keys[#keys + 1] = job .. id
+  keys[#keys + 1] = retry .. id
+  if #ids >= 2000 then flush() end
+end
+if #ids > 0 then flush() end
+return 0
+"""
+
+
 async def drop(redis: QueueRedis, queue_name: str, jobs: Sequence[tuple[int, int]]) -> None:
-    """Remove queued jobs (cancel). A job already running finds its item cancelled and stops."""
+    """Remove queued jobs (cancel): queue entry, job key and ARQ's retry key, one script call
+    per few thousand jobs. A job already running finds its item cancelled and stops."""
+    tag = queue_tag(queue_name).encode()
+    script = redis.register_script(_DROP_LUA)
     try:
-        await remove(redis, queue_name, [job_id(queue_name, i, a) for i, a in jobs])
+        for start in range(0, len(jobs), _PIPELINE_CHUNK):
+            chunk = jobs[start : start + _PIPELINE_CHUNK]
+            ids = b"\n".join(b"%d:%d:%s" % (i, a, tag) for i, a in chunk)
+            await script(keys=[queue_name], args=[ids, JOB_KEY_PREFIX, RETRY_KEY_PREFIX])
     except (RedisError, OSError) as exc:
         raise QueueError(f"Redis refused to drop jobs: {exc}") from exc
 
