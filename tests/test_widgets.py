@@ -21,6 +21,7 @@ from workbench.core.status import Counts
 from workbench.notebook.monitor import BatchMonitor, display_batch
 from workbench.notebook.render import (
     FailureGroup,
+    FailureGroups,
     Snapshot,
     Throughput,
     batch_html,
@@ -111,6 +112,25 @@ def test_group_failures_largest_first_with_the_first_item_as_sample() -> None:
     assert groups[3].sample_message == ""
     assert group_failures([]) == []
 
+
+
+def test_failure_groups_updated_row_by_row_match_group_failures() -> None:
+    """The monitor's incremental grouping: new failures, an item failing again with another
+    type (its old group shrinks, an emptied group goes), always what group_failures gives."""
+    import random
+
+    rng, groups, state = random.Random(7), FailureGroups(), {}
+    for _ in range(150):
+        records = [(rng.randrange(200), f"u{rng.randrange(9)}", rng.choice(["a", "b", None]),
+                    rng.choice(["m", None])) for _ in range(rng.randrange(1, 25))]
+        out = groups.update(records)
+        state.update((r[0], r) for r in records)
+        assert out == group_failures([dict(zip(("item_id", "url", "error_type", "error_message"),
+                                                r, strict=True)) for r in state.values()])
+        assert len(groups) == len(state)
+    single = FailureGroups()
+    single.update([(1, "u", "a", "m")])
+    assert single.update([(1, "u", "b", "m")]) == [FailureGroup("b", (1,), "u", "m")]
 
 def _snap(**kw: Any) -> Snapshot:
     counts = {"queued": 2, "running": 3, "done": 10, "failed": 4, "cancelled": 1}

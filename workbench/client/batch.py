@@ -205,6 +205,12 @@ class Batch:
                                        default=frames.FAILURE_COLUMNS, statuses=["failed"])
         return await carried.with_carried(df, ledger, self.id, self.carried_columns, ["failed"])
 
+    async def _failures_since(self, mark: Any) -> tuple[Any, list[tuple[Any, ...]]]:
+        """For the monitor (``notebook.protocol``): ``(item_id, url, error_type,
+        error_message)`` of the failures newer than ``mark`` (all when None), and the next
+        mark (``Ledger.failures_since``)."""
+        return await (await self._wb.open_ledger()).failures_since(self.id, mark)
+
     async def embeddings(self, column: str = "embedding") -> tuple[np.ndarray, pd.Index]:
         """The ``column`` of every done item stacked into a matrix (rows follow the returned
         index of item ids), ready for numpy and scikit-learn."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -330,6 +331,28 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
                 except Exception as exc:  # the driver's own errors
                     raise LedgerError(f"ledger error while cancelling items: {exc}") from exc
         return [(i, a) for i, a in rows]
+
+    async def failures_since(
+        self, batch_id: str, mark: datetime | None
+    ) -> tuple[datetime, list[tuple[Any, ...]]]:
+        """For the notebook monitor: ``(item_id, url, error_type, error_message)`` of the batch's
+        failed items that finished at or after ``mark`` less a minute (every one when ``mark``
+        is None), in item order, and the mark of this read (plain tuples on the driver). A row
+        committed over a minute after its ``finished_at`` is missed: the caller checks its
+        total against ``counts()`` and reads them all when they differ."""
+        now = utcnow()
+        t = table_of(ItemRow)
+        q = select(t.c.id, t.c.url, t.c.error_type, t.c.error_message).where(
+            t.c.batch_id == batch_id, t.c.status == "failed")
+        if mark is not None:
+            q = q.where(t.c.finished_at >= mark - timedelta(minutes=1))
+        with translate_errors("reading failures"):
+            async with self.read_engine.connect() as conn:
+                try:
+                    rows = await driver_rows(conn, q.order_by(t.c.id))
+                except Exception as exc:  # the driver's own errors
+                    raise LedgerError(f"ledger error while reading failures: {exc}") from exc
+        return now, rows
 
 
 def _check_ids(item_ids: Sequence[int]) -> list[int]:

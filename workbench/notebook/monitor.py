@@ -24,6 +24,7 @@ from workbench.notebook.render import (
     FAILURE_HEADERS,
     GROUP_COLUMNS,
     FailureGroup,
+    FailureGroups,
     Snapshot,
     Throughput,
     batch_html,
@@ -87,6 +88,8 @@ class BatchMonitor:
         self._groups: tuple[FailureGroup, ...] = ()
         self._groups_key: tuple[Any, ...] | None = None
         self._failed_seen, self._failures_at, self._stale = -1, float("-inf"), True
+        self._failed = FailureGroups()  # the failures read so far
+        self._failures_mark: Any = None  # None: the next read takes every failure
         self._run_start: datetime | None = None  # None: since the batch was created
         self._saw_running = False
         self._final_elapsed: float | None = None  # frozen once the batch settles
@@ -190,24 +193,44 @@ class BatchMonitor:
     async def refresh(self) -> Snapshot:
         """Read the counts (and the failures when they changed) once, and redraw."""
         counts = await self.batch.counts()
-        # the columns groups need: a million-item batch's tracebacks stay in the ledger
-        failures = await self.batch.failures(columns=GROUP_COLUMNS) \
-            if self._failures_due(counts) else None
+        groups = await self._read_failures(counts) if self._failures_due(counts) else None
         last = None
         if self._needs_last_finished(counts):
             last = _last_finished(await self.batch.workbench.batches(), self.batch.id)
         paced = await self.batch.paced() if counts.active else (0, 0)
-        return self._apply(counts, failures, last, paced)
+        return self._apply(counts, groups, last, paced)
+
+    async def _read_failures(self, counts: Counts) -> tuple[FailureGroup, ...]:
+        """The groups, reading only the failures that finished since the last read (rereading
+        10,000 failures of a 1M-item batch at each tick was most of its CPU). Every failure is
+        read at first, after a retry from here, and when the total disagrees with the counts
+        (a failure left the batch's failed items, or was committed late)."""
+        full = self._stale or self._failures_mark is None or counts["failed"] < len(self._failed)
+        while True:
+            mark, rows = await self.batch._failures_since(None if full else self._failures_mark)
+            known = FailureGroups() if full else self._failed
+            groups = known.update(rows)
+            # more than counted: failures that came after the count, which a recount sees
+            if full or len(known) == counts["failed"] or (
+                    len(known) > counts["failed"]
+                    and len(known) == (await self.batch.counts())["failed"]):
+                break
+            full = True
+        self._failed, self._failures_mark = known, mark
+        return tuple(groups)
 
     def _refresh_blocking(self) -> Snapshot:
         sync = self.batch.workbench.sync  # the facade scripts use, with its own loop
         batch = sync.get_batch(self.batch.id)
         counts = Counts(batch.counts())
-        failures = batch.failures(columns=GROUP_COLUMNS) if self._failures_due(counts) else None
+        # the columns groups need: a million-item batch's tracebacks stay in the ledger
+        groups = tuple(group_failures(batch.failures(columns=GROUP_COLUMNS))) \
+            if self._failures_due(counts) else None
+        self._failures_mark = None  # the loop's reads start again from every failure
         last = _last_finished(sync.batches(), self.batch.id) \
             if self._needs_last_finished(counts) else None
         paced = tuple(batch.paced()) if counts.active else (0, 0)
-        return self._apply(counts, failures, last, paced)
+        return self._apply(counts, groups, last, paced)
 
     def _failures_due(self, counts: Counts) -> bool:
         failed = counts["failed"]
@@ -220,15 +243,16 @@ class BatchMonitor:
         # only a batch that settled before the monitor saw it run needs the ledger's clock
         return counts.is_settled and self._final_elapsed is None and not self._saw_running
 
-    def _apply(self, counts: Counts, failures: Any, last: datetime | None,
-               paced: tuple[int, int] = (0, 0)) -> Snapshot:
+    def _apply(self, counts: Counts, groups: tuple[FailureGroup, ...] | None,
+               last: datetime | None, paced: tuple[int, int] = (0, 0)) -> Snapshot:
         now = time.monotonic()
         self._meter.add(now, counts.settled)
-        if failures is not None:
-            self._groups = tuple(group_failures(failures))
+        if groups is not None:
+            self._groups = groups
             self._failed_seen, self._failures_at, self._stale = counts["failed"], now, False
         elif not counts["failed"]:
             self._groups, self._failed_seen = (), 0
+            self._failed, self._failures_mark = FailureGroups(), None
         start = self._run_start or self.batch.created_at
         if counts.active:
             self._saw_running, self._final_elapsed = True, None

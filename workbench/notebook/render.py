@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,44 @@ def group_failures(rows: Any) -> list[FailureGroup]:
     out = [FailureGroup(kind, tuple(r[0] for r in rs), str(rs[0][1]), _text(rs[0][2]))
            for kind, rs in groups.items()]
     return sorted(out, key=lambda g: (-g.count, g.error_type))
+
+
+class FailureGroups:
+    """``group_failures`` kept up to date by ``update``: reading 50 new failures of a batch
+    that has 10,000 regroups only the error types they touch (regrouping every failure at each
+    refresh of the monitor took ~15 ms of CPU at 10,000)."""
+
+    def __init__(self) -> None:
+        self._kind: dict[int, str] = {}  # item -> its error type
+        self._members: dict[str, dict[int, tuple[Any, Any]]] = {}  # type -> item -> url, message
+        self._groups: dict[str, FailureGroup] = {}
+
+    def __len__(self) -> int:
+        """How many failed items."""
+        return len(self._kind)
+
+    def update(self, records: Iterable[tuple[Any, ...]]) -> list[FailureGroup]:
+        """Add or replace ``(item_id, url, error_type, error_message)`` records; the groups."""
+        touched: set[str] = set()
+        for item_id, url, error_type, message in records:
+            item, kind = int(item_id), _text(error_type) or "unknown"
+            old = self._kind.get(item)
+            if old is not None and old != kind:
+                del self._members[old][item]
+                touched.add(old)
+            self._kind[item] = kind
+            self._members.setdefault(kind, {})[item] = (url, message)
+            touched.add(kind)
+        for kind in touched:
+            members = self._members[kind]
+            if not members:
+                del self._members[kind]
+                self._groups.pop(kind, None)
+                continue
+            ids = tuple(sorted(members))
+            url, message = members[ids[0]]
+            self._groups[kind] = FailureGroup(kind, ids, str(url), _text(message))
+        return sorted(self._groups.values(), key=lambda g: (-g.count, g.error_type))
 
 
 def _text(value: Any) -> str:
