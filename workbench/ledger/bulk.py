@@ -9,8 +9,10 @@ content-addressed blobs).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
@@ -29,6 +31,9 @@ class InsertPlan:
     arrange: Callable[[tuple[Any, ...]], tuple[Any, ...]]
     converters: tuple[tuple[int, Callable[[Any], Any]], ...]  # per-row columns that need one
     fixed_converters: tuple[Callable[[Any], Any] | None, ...]
+    #: SQLite: a shared datetime goes through sqlite3's adapter once, not once per row (the
+    #: driver's Python-level adapter ran for every row: ~0.7 s of a 1M-URL submit)
+    adapt_fixed: bool = False
 
     @classmethod
     def build(
@@ -59,6 +64,7 @@ class InsertPlan:
             arrange=itemgetter(*(given.index(name) for name in order)),
             converters=tuple(converters),
             fixed_converters=tuple(table.c[n].type.bind_processor(dialect) for n in fixed),
+            adapt_fixed=dialect.name == "sqlite",
         )
 
     async def run(
@@ -77,6 +83,9 @@ class InsertPlan:
             process(value) if process else value
             for process, value in zip(self.fixed_converters, fixed.values(), strict=True)
         )
+        if self.adapt_fixed:  # the very value the driver's adapter would give each row
+            tail = tuple(sqlite3.adapt(v, sqlite3.PrepareProtocol, v)
+                         if isinstance(v, datetime) else v for v in tail)
         if self.converters:
             rows = [self._convert(row) for row in rows]
         return [self.arrange(row + tail) for row in rows]
