@@ -34,6 +34,7 @@ OVERRIDES = {
     "_release_sem_dec_counter_on_complete": ["self"],
     "run_job": ["self", "job_id", "score"],  # a job Redis would not record is handed back
     "handle_sig": ["self", "signum"],  # every stop marks the worker stopping
+    "close": ["self"],  # job tasks cancelled by the stop (even before they ran) end quietly
 }
 #: ``QueueWorker``'s own methods (everything else it defines must be an override above).
 OWN_METHODS = {"__init__", "_read_and_refill", "_hand_back", "_writes_work"}

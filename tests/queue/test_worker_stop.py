@@ -29,3 +29,16 @@ async def test_stop_while_jobs_finish_always_shuts_down(make_wb) -> None:
         assert row["stopped_at"] is not None, f"round {round_}: on_shutdown never ran"
         counts = await batch.counts()
         assert counts["running"] == 0, counts  # every item done or handed back
+
+
+async def test_stop_right_after_a_job_task_was_created(make_wb) -> None:
+    """A job task the stop cancels before its first step never enters ``run_job``: the stop
+    must still return and run ``on_shutdown`` (ARQ's own close raised ``CancelledError``)."""
+    wb: Workbench = make_wb()
+    runtime = await wb.start_worker(concurrency=2)
+    (worker, _runtime, _task) = wb._workers[0]
+    # as start_jobs does, with no await between the task's creation and the stop
+    worker.tasks["never-started"] = asyncio.get_running_loop().create_task(asyncio.sleep(30))
+    await wb.stop_workers()
+    (row,) = [w for w in await wb.ledger.workers() if w["id"] == runtime.worker_id]
+    assert row["stopped_at"] is not None
