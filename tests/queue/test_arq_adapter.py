@@ -35,9 +35,12 @@ OVERRIDES = {
     "run_job": ["self", "job_id", "score"],  # a job Redis would not record is handed back
     "handle_sig": ["self", "signum"],  # every stop marks the worker stopping
     "close": ["self"],  # job tasks cancelled by the stop (even before they ran) end quietly
+    # the jobs finishing together finished in one script call
+    "finish_job": ["self", "job_id", "finish", "result_data", "result_timeout_s",
+                   "keep_result_forever", "incr_score", "keep_in_progress"],
 }
 #: ``QueueWorker``'s own methods (everything else it defines must be an override above).
-OWN_METHODS = {"__init__", "_read_and_refill", "_hand_back", "_writes_work"}
+OWN_METHODS = {"__init__", "_read_and_refill", "_hand_back", "_writes_work", "_run_finish_script"}
 
 TREE = ast.parse(inspect.getsource(arq_adapter))
 CLASS = next(n for n in TREE.body if isinstance(n, ast.ClassDef) and n.name == "QueueWorker")
@@ -185,3 +188,66 @@ def test_hand_written_payload_is_arqs(item: int, attempt: int, et: int) -> None:
     assert (function, list(args), kwargs, job_try, enqueue_ms) == (
         "run_item", [item, attempt], {}, None, et
     ), "ARQ reads our payload differently"
+
+
+#: finish_job's (finish, incr_score) cases that QueueWorker finishes in its own script
+FINISHES = [(True, None), (False, None), (False, 0), (False, 5000)]
+
+
+async def _keys(redis: ArqRedis, queue: str, job_ids: list[str]) -> dict[str, Any]:
+    """Everything ARQ keeps about ``job_ids``, with the job ids replaced by their index."""
+    from arq.constants import (
+        abort_jobs_ss,
+        in_progress_key_prefix,
+        job_key_prefix,
+        result_key_prefix,
+        retry_key_prefix,
+    )
+    out: dict[str, Any] = {}
+    for i, jid in enumerate(job_ids):
+        for prefix in (in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix):
+            out[f"{prefix}{i}"] = await redis.get(prefix + jid)
+        out[f"queue:{i}"] = await redis.zscore(queue, jid)
+        out[f"abort:{i}"] = await redis.zscore(abort_jobs_ss, jid)
+    return out
+
+
+async def test_batched_finish_writes_what_arqs_finish_job_writes(embedded_redis: str) -> None:
+    """QueueWorker.finish_job, for jobs finishing together, leaves Redis exactly as ARQ's own
+    finish_job does, one job at a time (keep_result 0: no result; a finished job's keys and
+    queue entry gone; a job run again keeps its payload and tries, its score moved)."""
+    from arq.connections import create_pool
+    from arq.constants import (
+        abort_jobs_ss,
+        in_progress_key_prefix,
+        job_key_prefix,
+        retry_key_prefix,
+    )
+
+    async def noop(ctx: dict[str, Any]) -> None:
+        return None
+
+    redis = await create_pool(RedisSettings.from_dsn(embedded_redis))
+    try:
+        states = []
+        for cls in (Worker, QueueWorker):
+            queue = f"wbtest:finish:{cls.__name__}"
+            ids = [f"{cls.__name__}-{i}" for i in range(len(FINISHES))]
+            for jid in ids:
+                await redis.zadd(queue, {jid: 1000})
+                await redis.zadd(abort_jobs_ss, {jid: 1})
+                await redis.set(job_key_prefix + jid, b"payload")
+                await redis.set(retry_key_prefix + jid, b"2")
+                await redis.psetex(in_progress_key_prefix + jid, 60_000, b"1")
+            worker = cls(functions=[func(noop, name="noop")], redis_pool=redis, queue_name=queue,
+                         handle_signals=False, keep_result=0)
+            await asyncio.gather(*(
+                worker.finish_job(jid, finish, None, 0, False, incr, None)
+                for jid, (finish, incr) in zip(ids, FINISHES, strict=True)
+            ))
+            states.append(await _keys(redis, queue, ids))
+        arq_state, ours = states
+        assert ours == arq_state
+        assert arq_state["queue:0"] is None and arq_state["queue:3"] == 6000  # the cases differ
+    finally:
+        await redis.aclose()
