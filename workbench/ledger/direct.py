@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import make_url
 
 from workbench.core.errors import LedgerError
+from workbench.ledger.wal import ensure_wal
 
 T = TypeVar("T")
 
@@ -63,7 +64,7 @@ class SqliteDirect:
         if self._conn is None:
             conn = sqlite3.connect(self._path, timeout=self._busy_timeout_ms / 1000,
                                    isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            ensure_wal(conn, timeout_ms=self._busy_timeout_ms)
             conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")

@@ -10,6 +10,7 @@ existing one tightened), its directory 0700 if made here, whatever the umask; SQ
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +20,11 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from workbench.core.errors import LedgerError
 from workbench.core.private import private_sqlite
+from workbench.ledger.wal import ensure_wal
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -54,8 +57,9 @@ def make_engine(url: str, *, immediate: bool = True, echo: bool = False) -> Asyn
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred).
             dbapi_conn.isolation_level = None
+            ensure_wal(dbapi_conn, timeout_ms=SQLITE_BUSY_TIMEOUT_MS,
+                       sleep=lambda s: await_only(asyncio.sleep(s)))
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
