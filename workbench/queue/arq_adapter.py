@@ -299,6 +299,11 @@ class QueueWorker(Worker):
             if refuses_writes(exc):  # it may have marked some before Redis said no
                 self._handed_back.update(jid.decode() for jid in candidates)
             raise
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            # the script may have run with its answer lost (Redis killed right after, its AOF
+            # kept the marks): marks nobody runs would hold these jobs until they expire
+            self._handed_back.update(jid.decode() for jid in candidates)
+            raise
         self._writes_work()
         for raw_id, score in zip(started[::2], started[1::2], strict=True):
             await self.sem.acquire()  # never waits: job_counter < max_jobs
@@ -326,6 +331,11 @@ class QueueWorker(Worker):
         except ResponseError as exc:
             if not refuses_writes(exc):
                 raise
+            self._handed_back.add(job_id)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            # Redis went away during ARQ's bookkeeping of the job: its in-progress mark (kept by
+            # the AOF) would hold it for job_timeout + 10 s. Handed back, it runs again once Redis
+            # is back; the ledger's attempt guard skips it if its outcome is already recorded.
             self._handed_back.add(job_id)
         except asyncio.CancelledError:
             # the flag, not only the main task's state: that task's cancel request can be
