@@ -160,18 +160,13 @@ class WorkMixin:
         then one executemany per table (results, their bulky parts, new shapes)."""
         now = self._sqlite_now()
         out: list[bool] = []
-        rows: list[tuple[Any, ...]] = []
-        bulk_rows: list[tuple[int, str]] = []
-        shapes: dict[str, str] = {}
+        accepted: list[tuple[int, dict[str, Any]]] = []
         for item_id, attempt, result in items:
             ok = conn.execute(_COMPLETE_SQL, (now, now, item_id, attempt)).rowcount == 1
             out.append(ok)
             if ok:
-                values, stored = _result_values(result)
-                rows.append((item_id, *values))
-                if stored.bulk is not None:
-                    bulk_rows.append((item_id, stored.bulk))
-                shapes[stored.shape_id] = stored.shape
+                accepted.append((item_id, result))
+        rows, bulk_rows, shapes = _stored_rows(accepted)
         if rows:
             ids = [(row[0],) for row in rows]
             conn.executemany("DELETE FROM results WHERE item_id = ?", ids)
@@ -203,19 +198,14 @@ class WorkMixin:
             )
             done.update((row.id, row.attempts) for row in res)
         out: list[bool] = []
-        rows: list[tuple[Any, ...]] = []
-        bulk_rows: list[tuple[int, str]] = []
-        shapes: dict[str, str] = {}
+        accepted: list[tuple[int, dict[str, Any]]] = []
         for item_id, attempt, result in items:
             ok = (item_id, attempt) in done
             done.discard((item_id, attempt))  # one result per item, even if asked twice
             out.append(ok)
             if ok:
-                values, stored = _result_values(result)
-                rows.append((item_id, *values))
-                if stored.bulk is not None:
-                    bulk_rows.append((item_id, stored.bulk))
-                shapes[stored.shape_id] = stored.shape
+                accepted.append((item_id, result))
+        rows, bulk_rows, shapes = _stored_rows(accepted)
         if rows:
             await delete_parts(conn, r, [row[0] for row in rows])
             await self._bulk.insert(conn, r, ("item_id", *_RESULT_FIELDS, "shape"), rows,
@@ -388,6 +378,23 @@ _RESULT_FIELDS = (
 _GIVEN = frozenset(_RESULT_FIELDS)
 _RESULT_DEFAULTS: dict[str, Any] = {"cached": False, "from_stored_page": False, "timings": {}}
 _DATA = _RESULT_FIELDS.index("data")
+
+
+def _stored_rows(
+    accepted: Sequence[tuple[int, dict[str, Any]]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[int, str]], dict[str, str]]:
+    """The results table's rows, their bulky parts and the shapes they use, for the completions
+    the attempt guard accepted (both write paths store the same rows)."""
+    rows: list[tuple[Any, ...]] = []
+    bulk_rows: list[tuple[int, str]] = []
+    shapes: dict[str, str] = {}
+    for item_id, result in accepted:
+        values, stored = _result_values(result)
+        rows.append((item_id, *values))
+        if stored.bulk is not None:
+            bulk_rows.append((item_id, stored.bulk))
+        shapes[stored.shape_id] = stored.shape
+    return rows, bulk_rows, shapes
 
 
 def _result_values(result: dict[str, Any]) -> tuple[tuple[Any, ...], StoredResult]:
