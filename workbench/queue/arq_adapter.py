@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from signal import SIGUSR1, Signals
 from typing import Any, TypeAlias, cast
@@ -164,24 +165,31 @@ def daily_cron_job(
 # ---------------------------------------------------------------------------- the worker
 _REFILL_COALESCE_S = 0.005
 # KEYS[1] = queue, KEYS[2] = its released paced jobs; ARGV = now ms, in-progress ttl ms,
-# in-progress key prefix, most to start, ids. Starts (in order) each job still queued, due and not
-# in progress elsewhere: the checks of ARQ's start_jobs, atomic. Released paced jobs go first, due
-# by Redis' clock whatever their fallback score (see ``paced_key``). Returns id, score, id, score,
-# ... In-progress keys are built from ARQ's prefix in the script: like ARQ, this needs one Redis
-# server, not a cluster.
+# in-progress key prefix, most to start, this call's token, ids. Starts (in order) each job still
+# queued, due and not in progress elsewhere: the checks of ARQ's start_jobs, atomic. Released paced
+# jobs go first, due by Redis' clock whatever their fallback score (see ``paced_key``). Returns id,
+# score, id, score, ... In-progress keys are built from ARQ's prefix in the script: like ARQ, this
+# needs one Redis server, not a cluster. The in-progress mark holds the call's token (ARQ writes
+# '1' and only ever tests that the key exists): redis-py sends the same call again after a lost
+# connection, and a mark holding the token was set by this very call, whose answer never arrived,
+# so the job is started, not taken for another worker's (which held it for job_timeout + 10 s).
 _START_LUA = """
-local now, ttl, prefix, most = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-local started = {}
+local now, ttl, prefix, most, token =
+  tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local started, seen = {}, {}
 local function start(id, released)
+  if seen[id] then return false end
   local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and (released or tonumber(score) <= now)
-     and redis.call('EXISTS', prefix .. id) == 0 then
-    redis.call('PSETEX', prefix .. id, ttl, '1')
+  if not score then return true end  -- gone from the queue (done, cancelled): nothing to start
+  local mark = redis.call('GET', prefix .. id)
+  if mark == token or (not mark and (released or tonumber(score) <= now)) then
+    redis.call('PSETEX', prefix .. id, ttl, token)
+    seen[id] = true
     started[#started + 1] = id
     started[#started + 1] = score
     return true
   end
-  return not score  -- gone from the queue (done, cancelled): nothing left to start
+  return false
 end
 local t = redis.call('TIME')
 local rnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -189,7 +197,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', rnow, 'LIMIT', 
   if #started >= 2 * most then break end
   if start(id, true) then redis.call('ZREM', KEYS[2], id) end
 end
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   if #started >= 2 * most then break end
   start(ARGV[i], false)
 end
@@ -239,6 +247,14 @@ class QueueWorker(Worker):
         self._handed_back: set[str] = set()
         #: set by every stop (close() and the signal handlers all end in handle_sig)
         self._stopping = False
+        #: the start script's in-progress marks: this worker's random id, then a call count
+        self._token_base = secrets.token_hex(8)
+        self._start_calls = 0
+
+    def _start_token(self) -> str:
+        """A token no other start call (of any worker) uses: see ``_START_LUA``."""
+        self._start_calls += 1
+        return f"{self._token_base}:{self._start_calls}"
 
     def handle_sig(self, signum: Signals) -> None:
         self._stopping = True
@@ -293,7 +309,7 @@ class QueueWorker(Worker):
             started = await self._start_script(
                 keys=[self.queue_name, paced_key(self.queue_name)],
                 args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000),
-                      in_progress_key_prefix, free, *candidates],
+                      in_progress_key_prefix, free, self._start_token(), *candidates],
             )
         except ResponseError as exc:
             if refuses_writes(exc):  # it may have marked some before Redis said no

@@ -1,0 +1,116 @@
+"""A start call whose answer is lost with the connection, and that redis-py sends again.
+
+redis-py retries a command after a connection error (``redis_settings``: reconnect and retry, for
+Redis restarts). When the connection drops after Redis ran the start script but before its
+answer arrived, the same call runs twice: the first run marked the jobs in progress, and the
+second saw those marks as another worker's, started nothing, and the jobs stayed queued until
+their marks expired (job_timeout + 10 s: the rare "1 item still queued" after a Redis kill in
+tests/reliability/test_redis_faults.py). The marks now hold the call's token, so the resent call
+starts them. Real Redis (the embedded server) behind a loopback proxy that swallows one answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import urlparse
+
+from arq.worker import func
+
+from workbench.queue.arq_adapter import IN_PROGRESS_KEY_PREFIX, QueueWorker, open_pool
+
+
+class AnswerSwallowingProxy:
+    """TCP on loopback to the embedded server's unix socket. Once armed, the first answer to an
+    ``EVALSHA`` is dropped and that client connection closed: the script ran, its caller never
+    heard."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.armed = False
+        self.swallowed = 0
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _client(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        s_reader, s_writer = await asyncio.open_unix_connection(self.socket_path)
+        swallow = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await c_reader.read(65536):
+                if self.armed and b"EVALSHA" in data:
+                    self.armed = False
+                    swallow.set()
+                s_writer.write(data)
+                await s_writer.drain()
+
+        async def downstream() -> None:
+            while data := await s_reader.read(65536):
+                if swallow.is_set():  # the script ran; its caller loses the connection instead
+                    self.swallowed += 1
+                    break
+                c_writer.write(data)
+                await c_writer.drain()
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        self.tasks.update(tasks)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+                self.tasks.discard(task)
+            for writer in (c_writer, s_writer):
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+
+async def _noop(ctx: dict[str, Any]) -> None:
+    return None
+
+
+async def test_resent_start_call_starts_the_jobs_it_marked(embedded_redis: str) -> None:
+    url = urlparse(embedded_redis)
+    assert url.scheme == "unix", embedded_redis
+    proxy = AnswerSwallowingProxy(url.path)
+    port = await proxy.start()
+    queue = "wbtest:start-resend"
+    pool = await open_pool(f"redis://127.0.0.1:{port}/0", queue)
+    worker = QueueWorker(functions=[func(_noop, name="noop")], redis_pool=pool,
+                         queue_name=queue, handle_signals=False, keep_result=0, max_jobs=10)
+    ids = [f"resend-{i}" for i in range(3)]
+    try:
+        await pool.delete(queue, *(IN_PROGRESS_KEY_PREFIX + j for j in ids))
+        await pool.zadd(queue, {j: 1000 + i for i, j in enumerate(ids)})
+        await worker.start_jobs([])  # the script is loaded: the next call is one EVALSHA
+        proxy.armed = True
+        await worker.start_jobs([j.encode() for j in ids])
+        assert proxy.swallowed == 1, "the proxy never dropped the script's answer"
+        # the resent call started all three (before: none, each marked "in progress elsewhere")
+        assert sorted(worker.tasks) == ids
+        assert worker.job_counter == 3
+        # a mark another worker set is still respected
+        await pool.zadd(queue, {"resend-other": 999})
+        await pool.psetex(IN_PROGRESS_KEY_PREFIX + "resend-other", 60_000, b"1")
+        await worker.start_jobs([b"resend-other"])
+        assert "resend-other" not in worker.tasks
+    finally:
+        for task in worker.tasks.values():
+            task.cancel()
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        await pool.delete(queue, *(IN_PROGRESS_KEY_PREFIX + j for j in [*ids, "resend-other"]))
+        await pool.aclose()
+        await proxy.close()
