@@ -132,3 +132,21 @@ def test_analyse_document_uses_document_language() -> None:
     b = analyse_document({"text": FR, "language": None})
     assert b["language"] == "fr" and b["language_detected"] is True
     assert analyse_document({})["word_count"] == 0
+
+
+def test_keywords_pinned() -> None:
+    # The exact lists the scorer gave before its loop was reworked (issue 13): any change to
+    # keyword output must be deliberate.
+    assert keywords(EN, top=6) == [
+        "Solar panels", "schools", "Monday", "roofs", "public", "supply"
+    ]
+    assert keywords(DE, language="de", top=4) == [
+        "Stadtverwaltung", "Dienstag", "Bahnhofsgebäude", "Bibliothek"
+    ]
+
+
+def test_keywords_written_form() -> None:
+    # a word is shown in its most frequent written form, the first seen among equals
+    text = "The Rover landed. The rover drove. A rover stopped, and the ROVER slept."
+    assert keywords(text, top=2) == ["rover", "landed"]
+    assert keywords("Mars rises first. Then mars sets.", top=1) == ["Mars"]

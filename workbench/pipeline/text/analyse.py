@@ -111,8 +111,11 @@ def keywords(text: str, *, language: str | None = None, top: int = 10) -> list[s
     if top <= 0 or not _WORD_RE.search(text or ""):
         return []
     stop = _stopwords(language or "en")
+    # token -> its lower form, or None for a stopword, a short or a letterless token; the same
+    # tokens recur, so each is judged once
+    judged: dict[str, str | None] = {}
     words: dict[str, list[Any]] = {}  # lower -> [count, capitalised, first sentence, sentences]
-    forms: dict[str, dict[str, int]] = {}
+    form_counts: dict[str, int] = {}  # token as written -> count (insertion: first occurrence)
     pairs: dict[tuple[str, str], list[Any]] = {}  # -> [count, first form]
     n_sentences = 0
     for line in text[:KEYWORD_TEXT_CHARS].splitlines():
@@ -122,30 +125,35 @@ def keywords(text: str, *, language: str | None = None, top: int = 10) -> list[s
             seen_here: set[str] = set()
             first = True
             for chunk in _PHRASE_BREAK_RE.split(sentence):
-                prev: tuple[str, str] | None = None
-                for match in _WORD_RE.finditer(chunk):
-                    token = match.group()
-                    low = token.lower().replace("’", "'")
-                    if low in stop or len(low) < 3 or not any(ch.isalpha() for ch in low):
-                        prev, first = None, False
+                prev_low: str | None = None
+                prev_token = ""
+                for token in _WORD_RE.findall(chunk):
+                    if token in judged:
+                        low = judged[token]
+                    else:
+                        low = token.lower().replace("’", "'")
+                        if low in stop or len(low) < 3 or not any(ch.isalpha() for ch in low):
+                            low = None
+                        judged[token] = low
+                    if low is None:
+                        prev_low, first = None, False
                         continue
                     entry = words.get(low)
                     if entry is None:
                         entry = words[low] = [0, 0, n_sentences, 0]
                     entry[0] += 1
-                    if token[0].isupper() and not first:
+                    if not first and token[0].isupper():
                         entry[1] += 1
                     if low not in seen_here:
                         seen_here.add(low)
                         entry[3] += 1
-                    counts = forms.setdefault(low, {})
-                    counts[token] = counts.get(token, 0) + 1
-                    if prev is not None:
-                        pair = pairs.get((prev[0], low))
+                    form_counts[token] = form_counts.get(token, 0) + 1
+                    if prev_low is not None:
+                        pair = pairs.get((prev_low, low))
                         if pair is None:
-                            pair = pairs[(prev[0], low)] = [0, f"{prev[1]} {token}"]
+                            pair = pairs[(prev_low, low)] = [0, f"{prev_token} {token}"]
                         pair[0] += 1
-                    prev, first = (low, token), False
+                    prev_low, prev_token, first = low, token, False
             n_sentences += 1
     if not words:
         return []
@@ -157,10 +165,17 @@ def keywords(text: str, *, language: str | None = None, top: int = 10) -> list[s
             * (1.0 + caps / tf)
             / math.log2(2.0 + first_sentence)
         )
+    # each word's most frequent written form, the first seen among equals
+    best_form: dict[str, tuple[int, str]] = {}
+    for token, count in form_counts.items():
+        low = judged[token]
+        assert low is not None
+        held = best_form.get(low)
+        if held is None or count > held[0]:
+            best_form[low] = (count, token)
     ranked: list[tuple[float, int, str, tuple[str, ...]]] = []
     for i, (low, value) in enumerate(score.items()):
-        form = max(forms[low].items(), key=lambda kv: kv[1])[0]
-        ranked.append((value, -i, form, (low,)))
+        ranked.append((value, -i, best_form[low][1], (low,)))
     for i, ((a, b), (count, form)) in enumerate(pairs.items()):
         if count >= 2 and a != b:
             ranked.append(((score[a] + score[b]) * min(count, 4) / 2, -i, form, (a, b)))
@@ -179,10 +194,10 @@ def keywords(text: str, *, language: str | None = None, top: int = 10) -> list[s
 
 @lru_cache(maxsize=1)
 def _identifier() -> Any:
-    # norm_probs=True gives a probability in [0, 1] rather than a raw log score.
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    # py3langid's, probabilities normalised to [0, 1], its byte walk vectorised (text.langid)
+    from workbench.pipeline.text.langid import load_identifier
 
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    return load_identifier()
 
 
 @lru_cache(maxsize=64)
