@@ -34,6 +34,7 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    or_,
     select,
     text,
     type_coerce,
@@ -354,7 +355,11 @@ class ReadsMixin:
             q = q.where(t.c.id > bindparam("after"), t.c.id <= hi,
                         (t.c.batch_id + "") == bindparam("b"))
             if statuses:
-                q = q.where(t.c.status.in_(list(statuses)))
+                # not IN (its expanding parameter and positional binds did not mix), and the
+                # status as an expression too: compared as a column, SQLite walked
+                # (status, worker_id) for every piece and sorted it (0.59 s a piece of 20,000
+                # of a 1M-item batch, against 0.017 s over the primary key)
+                q = q.where(or_(*((t.c.status + "") == s for s in statuses)))
         return q.order_by(t.c.id).limit(bindparam("n")), after
 
     async def _id_span(self, batch_id: str) -> tuple[int | None, int | None]:
