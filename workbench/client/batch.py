@@ -17,7 +17,7 @@ from typing import IO, Any, BinaryIO, Protocol
 import numpy as np
 import pandas as pd
 
-from workbench.client import archive, carried, export, frames, reading
+from workbench.client import archive, cancelling, carried, export, frames, reading
 from workbench.core import codec
 from workbench.core.errors import (
     EmptyBatchError,
@@ -237,12 +237,13 @@ class Batch:
     async def cancel(self) -> int:
         """Cancel what has not finished. Returns how many items were cancelled."""
         ledger = await self._wb.open_ledger()
-        jobs = await ledger.cancel(self.id)
+        redis: QueueRedis | None = None
         try:
-            await queue.drop(await self._wb.open_queue(), self._wb.settings.queue_name, jobs)
-        except QueueError as exc:  # harmless: a dropped-late job finds its item cancelled
+            redis = await self._wb.open_queue()
+        except QueueError as exc:  # harmless: a job left finds its item cancelled
             log.warning("could not drop cancelled jobs from Redis", error=str(exc))
-        return len(jobs)
+        # the ledger's update and the jobs' removal at once (``client.cancelling``)
+        return await cancelling.cancel(ledger, redis, self._wb.settings.queue_name, self.id)
 
     async def wait(
         self,

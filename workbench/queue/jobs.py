@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
@@ -187,6 +188,52 @@ async def drop(redis: QueueRedis, queue_name: str, jobs: Sequence[tuple[int, int
             await script(keys=[queue_name], args=[ids, JOB_KEY_PREFIX, RETRY_KEY_PREFIX])
     except (RedisError, OSError) as exc:
         raise QueueError(f"Redis refused to drop jobs: {exc}") from exc
+
+
+# A cancel drops its jobs while the ledger's UPDATE runs (``client.cancelling``): for those
+# seconds the ledger still says queued what Redis no longer holds, and a reconcile reading both
+# then would enqueue the jobs again (each skipped later by a worker, as cancelled). So a cancel
+# is announced here for as long as it runs: a sorted set of the cancels under way (member a
+# token, score the time it is given up on, should its process die) and a count of the cancels
+# ever begun. Reconcile leaves missing jobs for its next pass when a cancel was under way at the
+# start of its pass, or is or began by its end (``cancels_state`` read before and after).
+CANCEL_TTL_MS = 10 * 60 * 1000
+
+
+def _cancel_keys(queue_name: str) -> tuple[str, str]:
+    return f"{queue_name}:cancels", f"{queue_name}:cancels-begun"
+
+
+async def cancel_begin(redis: QueueRedis, queue_name: str) -> str:
+    """Announce a cancel under way; returns its token for ``cancel_end``."""
+    under_way, begun = _cancel_keys(queue_name)
+    token = uuid.uuid4().hex
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(under_way, {token: int(time.time() * 1000) + CANCEL_TTL_MS})
+            pipe.incr(begun)
+            await pipe.execute()
+    except (RedisError, OSError) as exc:
+        raise QueueError(f"Redis refused to record a cancel: {exc}") from exc
+    return token
+
+
+async def cancel_end(redis: QueueRedis, queue_name: str, token: str) -> None:
+    try:
+        await redis.zrem(_cancel_keys(queue_name)[0], token)
+    except (RedisError, OSError) as exc:  # it lapses by itself (CANCEL_TTL_MS)
+        raise QueueError(f"Redis refused to record a cancel's end: {exc}") from exc
+
+
+async def cancels_state(redis: QueueRedis, queue_name: str) -> tuple[int, int]:
+    """(cancels ever begun, cancels under way now) of this queue."""
+    under_way, begun = _cancel_keys(queue_name)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zremrangebyscore(under_way, "-inf", int(time.time() * 1000))
+        pipe.zcard(under_way)
+        pipe.get(begun)
+        _, now, count = await pipe.execute()
+    return int(count or 0), int(now)
 
 
 async def remove(redis: QueueRedis, queue_name: str, job_ids: Sequence[str]) -> None:

@@ -3,7 +3,8 @@
 - Items ``running`` on a worker whose heartbeat lapsed go back to the queue with a new attempt
   (or fail as ``worker_lost`` once out of tries).
 - Items ``queued`` whose job is missing in Redis (flushed, restarted without AOF, expired) are
-  enqueued again, keeping their retry delay.
+  enqueued again, keeping their retry delay; not while a cancel is under way (it drops jobs
+  before the ledger says cancelled: ``client.cancelling``), the next pass does.
 """
 
 from __future__ import annotations
@@ -44,9 +45,17 @@ async def reconcile(
     if queued_total and (
         full or await queue.queue_length(redis, settings.queue_name) < queued_total
     ):
+        # a cancel drops jobs before the ledger says cancelled (``queue.jobs.cancel_begin``):
+        # what is missing is left for the next pass if one ran during this one
+        cancels = await queue.cancels_state(redis, settings.queue_name)
         queued = await ledger.queued_jobs()
         delays = {item_id: queue.defer_from(next_try) for item_id, _, next_try in queued}
         gone = await queue.missing(redis, settings.queue_name, [(i, a) for i, a, _ in queued])
+        if gone and (cancels[1] or await queue.cancels_state(redis, settings.queue_name)
+                     != cancels):
+            log.info("a cancel is under way: jobs missing from Redis left for the next pass",
+                     missing=len(gone))
+            gone = []
         if gone:
             missing_count = await queue.enqueue(redis, settings.queue_name, gone, defer_s=delays)
     report = ReconcileReport(len(lost), failed, missing_count)

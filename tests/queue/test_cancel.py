@@ -1,0 +1,165 @@
+"""``Batch.cancel`` drops the jobs while the ledger's UPDATE runs (``client.cancelling``), on both
+backends: every job of the batch is gone afterwards, a job re-queued under a new attempt
+meanwhile included; a failed UPDATE gets its dropped jobs back (retry delays kept); a job run
+after the cancel finds its item cancelled; and a reconcile during a cancel does not enqueue the
+dropped jobs again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+
+from workbench import Workbench
+from workbench.client import cancelling
+from workbench.core.errors import LedgerError
+from workbench.queue import jobs as queue
+from workbench.queue.arq_adapter import JOB_KEY_PREFIX
+from workbench.queue.reconcile import reconcile
+
+N = 30
+
+
+@pytest_asyncio.fixture
+async def redis(wb: Workbench) -> AsyncIterator[Any]:
+    await wb.batches()  # opens the ledger (and starts the embedded server on SQLite)
+    pool = await queue.connect(wb.settings)
+    yield pool
+    await pool.aclose()
+
+
+async def _items(wb: Workbench, batch_id: str) -> dict[int, Any]:
+    return {r["id"]: r for r in await wb.ledger.item_rows(batch_id)}
+
+
+async def _jobs_in_redis(wb: Workbench, redis: Any, items: dict[int, Any]) -> list[int]:
+    """The items whose current attempt has a job key or a queue entry."""
+    name = wb.settings.queue_name
+    out = []
+    for i, row in items.items():
+        jid = queue.job_id(name, i, row["attempts"])
+        if await redis.exists(JOB_KEY_PREFIX + jid) or await redis.zscore(name, jid) is not None:
+            out.append(i)
+    return out
+
+
+async def test_jobs_dropped_while_the_update_runs(
+    wb: Workbench, redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UPDATE waits here until jobs were dropped (it would time out were the halves run one
+    after the other); meanwhile one item is re-queued under a new attempt, as a retry or the
+    worker's retry-later would: its new job, never seen by the read ahead, is dropped too."""
+    monkeypatch.setattr(cancelling, "PIECE_ROWS", 7)  # several pieces
+    batch = await wb.submit([f"http://example.org/x/{i}" for i in range(N)], pipeline="noop")
+    items = await _items(wb, batch.id)
+    assert len(await _jobs_in_redis(wb, redis, items)) == N
+    ledger = wb.ledger
+    real_cancel, real_drop = ledger.cancel, queue.drop
+    dropped = asyncio.Event()
+    last = min(items)  # its piece is read and dropped first, before the new attempt
+
+    async def drop(*args: Any) -> None:
+        await real_drop(*args)
+        dropped.set()
+
+    async def slow_cancel(batch_id: str) -> list[tuple[int, int]]:
+        await asyncio.wait_for(dropped.wait(), 10)
+        async with ledger.engine.begin() as conn:  # the last item: attempt 2, its job queued
+            await conn.execute(text(f"UPDATE items SET attempts = 2 WHERE id = {last}"))
+        await queue.enqueue(redis, wb.settings.queue_name, [(last, 2)])
+        return await real_cancel(batch_id)
+
+    monkeypatch.setattr(queue, "drop", drop)
+    monkeypatch.setattr(ledger, "cancel", slow_cancel)
+    assert await batch.cancel() == N
+    items = await _items(wb, batch.id)
+    assert {r["status"] for r in items.values()} == {"cancelled"}
+    assert items[last]["attempts"] == 2
+    assert await _jobs_in_redis(wb, redis, items) == []
+    # a job run after the cancel finds its item cancelled and is skipped
+    assert await ledger.claim(last, 2, "w") is None
+    # nothing missing for reconcile, no cancel left under way
+    assert await queue.cancels_state(redis, wb.settings.queue_name) == (1, 0)
+    assert (await reconcile(ledger, redis, wb.settings, full=True)).missing_requeued == 0
+
+
+async def test_failed_update_enqueues_the_dropped_jobs_again(
+    wb: Workbench, redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cancelling, "PIECE_ROWS", 7)
+    batch = await wb.submit([f"http://example.org/f/{i}" for i in range(N)], pipeline="noop")
+    items = await _items(wb, batch.id)
+    first = min(items)
+    name = wb.settings.queue_name
+    # one item waits for a retry an hour from now: its job comes back just as late
+    async with wb.ledger.engine.begin() as conn:
+        await conn.execute(text("UPDATE items SET next_try_at = :t WHERE id = :i"), {
+            "t": "2999-01-01 00:00:00" if wb.ledger.dialect == "sqlite" else None, "i": first})
+        if wb.ledger.dialect != "sqlite":
+            await conn.execute(text(
+                "UPDATE items SET next_try_at = now() AT TIME ZONE 'UTC' + interval '1 hour' "
+                f"WHERE id = {first}"))
+    real_drop = queue.drop
+    dropped: list[tuple[int, int]] = []
+    some = asyncio.Event()
+
+    async def drop(redis_: Any, queue_name: str, jobs: Any) -> None:
+        await real_drop(redis_, queue_name, jobs)
+        dropped.extend(jobs)
+        some.set()
+
+    async def failing_cancel(batch_id: str) -> list[tuple[int, int]]:
+        await asyncio.wait_for(some.wait(), 10)
+        raise LedgerError("ledger error while cancelling items: disk I/O error")
+
+    monkeypatch.setattr(queue, "drop", drop)
+    monkeypatch.setattr(wb.ledger, "cancel", failing_cancel)
+    with pytest.raises(LedgerError):
+        await batch.cancel()
+    assert dropped  # dropped before the failure
+    items = await _items(wb, batch.id)
+    assert {r["status"] for r in items.values()} == {"queued"}
+    assert sorted(await _jobs_in_redis(wb, redis, items)) == sorted(items)
+    score = await redis.zscore(name, queue.job_id(name, first, 1))
+    others = await redis.zscore(name, queue.job_id(name, first + 1, 1))
+    assert score > others + 50 * 60 * 1000  # its retry delay kept
+    assert await queue.cancels_state(redis, name) == (1, 0)
+
+
+async def test_reconcile_leaves_missing_jobs_while_a_cancel_is_under_way(
+    wb: Workbench, redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = await wb.submit([f"http://example.org/r/{i}" for i in range(5)], pipeline="noop")
+    items = await _items(wb, batch.id)
+    name = wb.settings.queue_name
+    # dropped ahead of the ledger's update, which has not committed yet
+    await queue.drop(redis, name, [(i, 1) for i in items])
+    token = await queue.cancel_begin(redis, name)
+    assert (await reconcile(wb.ledger, redis, wb.settings, full=True)).missing_requeued == 0
+    assert await _jobs_in_redis(wb, redis, items) == []
+    await queue.cancel_end(redis, name, token)
+
+    # a cancel that began (and ended) while a pass was checking Redis: left alone as well
+    real_missing = queue.missing
+
+    async def missing_during_a_cancel(*args: Any) -> list[tuple[int, int]]:
+        out = await real_missing(*args)
+        await queue.cancel_end(redis, name, await queue.cancel_begin(redis, name))
+        return out
+
+    monkeypatch.setattr(queue, "missing", missing_during_a_cancel)
+    assert (await reconcile(wb.ledger, redis, wb.settings, full=True)).missing_requeued == 0
+    monkeypatch.setattr(queue, "missing", real_missing)
+
+    # no cancel under way: the ledger is the truth, the jobs come back
+    assert (await reconcile(wb.ledger, redis, wb.settings, full=True)).missing_requeued == 5
+    assert len(await _jobs_in_redis(wb, redis, items)) == 5
+
+    # a cancel whose process died is given up on after CANCEL_TTL_MS
+    monkeypatch.setattr(queue, "CANCEL_TTL_MS", -1)
+    await queue.cancel_begin(redis, name)
+    assert (await queue.cancels_state(redis, name))[1] == 0
