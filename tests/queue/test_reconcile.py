@@ -124,3 +124,68 @@ async def test_a_worker_never_takes_its_own_running_items_for_lost(
     status = await batch.status()
     assert (status["status"] == "done").all()
     assert status["attempts"].max() == 1, status[["url", "attempts", "error_type"]]
+
+
+async def test_marks_of_a_worker_that_died_before_claiming_are_freed(
+    wb: Workbench, redis: Any
+) -> None:
+    """A worker killed between marking jobs in progress and claiming their items leaves items
+    ``queued`` that no worker would start until the marks expire (job_timeout + 70 s; a loaded
+    run's kill -9 test saw 4 items still queued after 180 s). Reconcile deletes the marks of a
+    worker the ledger knows is dead, and only those."""
+    from workbench.queue.arq_adapter import IN_PROGRESS_KEY_PREFIX
+
+    batch = await wb.submit([f"http://example.org/d/{i}" for i in range(4)], pipeline="noop")
+    ids = sorted(await _rows(wb, batch.id))
+    ledger = wb.ledger
+    for worker_id in ("host:1:dead", "host:2:live"):
+        await ledger.register_worker(worker_id, hostname="h", pid=1, concurrency=1, pipelines=[])
+    async with ledger.engine.begin() as conn:
+        await conn.execute(text(
+            "UPDATE workers SET heartbeat_at = '2000-01-01 00:00:00' WHERE id = 'host:1:dead'"))
+    marks = {ids[0]: "host:1:dead|7", ids[1]: "host:2:live|3", ids[2]: "1",  # ARQ's own
+             ids[3]: "host:9:unknown|1"}  # a worker the ledger never saw: left alone
+    for item, mark in marks.items():
+        await redis.psetex(IN_PROGRESS_KEY_PREFIX + _job(wb, item, 1), 300_000, mark)
+    try:
+        report = await reconcile(ledger, redis, wb.settings)
+        assert report.unmarked == 1
+        left = {i: await redis.get(IN_PROGRESS_KEY_PREFIX + _job(wb, i, 1)) for i in ids}
+        assert left[ids[0]] is None
+        assert [left[i] for i in ids[1:]] == [b"host:2:live|3", b"1", b"host:9:unknown|1"]
+        # the freed job runs at once; the marks of unknown owners keep holding theirs (the
+        # "live" worker's heartbeat lapses meanwhile: its mark may go too)
+        await wb.start_worker(concurrency=2)
+        try:
+            for _ in range(600):
+                rows = await _rows(wb, batch.id)
+                if rows[ids[0]]["status"] == "done":
+                    break
+                await asyncio.sleep(0.05)
+            assert [rows[i]["status"] for i in (ids[0], ids[2], ids[3])] == [
+                "done", "queued", "queued"]
+        finally:
+            await wb.stop_workers()
+    finally:
+        await redis.delete(*(IN_PROGRESS_KEY_PREFIX + _job(wb, i, 1) for i in ids))
+
+
+async def test_a_live_worker_writes_its_ledger_id_into_its_marks(
+    wb: Workbench, redis: Any
+) -> None:
+    from workbench.queue.arq_adapter import IN_PROGRESS_KEY_PREFIX
+    from workbench.queue.marks import owner_of
+
+    batch = await wb.submit(["http://example.org/own/1"], pipeline="reconcile-pause")
+    (item,) = await _rows(wb, batch.id)
+    runtime = await wb.start_worker(concurrency=1)
+    try:
+        key = IN_PROGRESS_KEY_PREFIX + _job(wb, item, 1)
+        for _ in range(200):
+            mark = await redis.get(key)
+            if mark:
+                break
+            await asyncio.sleep(0.05)
+        assert mark is not None and owner_of(mark.decode()) == runtime.worker_id
+    finally:
+        await wb.stop_workers()

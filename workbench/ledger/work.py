@@ -311,6 +311,20 @@ class WorkMixin:
                     )
                 ]
 
+    async def dead_workers(self, worker_ids: Sequence[str], heartbeat_timeout_s: float) -> set[str]:
+        """Those of ``worker_ids`` the ledger knows to be gone: stopped, or whose heartbeat
+        lapsed (``requeue_lost``'s rule). An id it does not know is not in the answer."""
+        ids = sorted(set(worker_ids))
+        if not ids:
+            return set()
+        cutoff = utcnow() - timedelta(seconds=heartbeat_timeout_s)
+        w = table_of(WorkerRow)
+        q = select(w.c.id).where(
+            w.c.id.in_(ids), w.c.stopped_at.is_not(None) | (w.c.heartbeat_at < cutoff))
+        with translate_errors("listing dead workers"):
+            async with self.read_engine.connect() as conn:
+                return {r.id for r in await conn.execute(q)}
+
     async def requeue_lost(
         self, heartbeat_timeout_s: float, max_tries: int
     ) -> tuple[list[tuple[int, int]], int]:

@@ -89,6 +89,8 @@ QueueRedis: TypeAlias = ArqRedis
 JOB_KEY_PREFIX: str = job_key_prefix
 RETRY_KEY_PREFIX: str = retry_key_prefix
 IN_PROGRESS_KEY_PREFIX: str = in_progress_key_prefix
+#: between the owner and the call count in an in-progress mark written by ``QueueWorker``
+MARK_SEPARATOR = "|"
 
 JobCoroutine = Callable[..., Awaitable[Any]]
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
@@ -247,14 +249,19 @@ class QueueWorker(Worker):
         self._handed_back: set[str] = set()
         #: set by every stop (close() and the signal handlers all end in handle_sig)
         self._stopping = False
-        #: the start script's in-progress marks: this worker's random id, then a call count
-        self._token_base = secrets.token_hex(8)
+        #: whose the start script's in-progress marks are (``owner|call``): the ledger's worker
+        #: id once ``own_marks`` names it, so reconcile can free the marks of a dead worker
+        self._owner = secrets.token_hex(8)
         self._start_calls = 0
+
+    def own_marks(self, owner: str) -> None:
+        """Write ``owner`` (the ledger's id of this worker) into the in-progress marks."""
+        self._owner = owner
 
     def _start_token(self) -> str:
         """A token no other start call (of any worker) uses: see ``_START_LUA``."""
         self._start_calls += 1
-        return f"{self._token_base}:{self._start_calls}"
+        return f"{self._owner}{MARK_SEPARATOR}{self._start_calls}"
 
     def handle_sig(self, signum: Signals) -> None:
         self._stopping = True

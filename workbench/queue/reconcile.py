@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from workbench.core.logs import get_logger
 from workbench.core.settings import Settings
 from workbench.ledger.store import Ledger
 from workbench.queue import jobs as queue
+from workbench.queue import marks
 from workbench.queue.arq_adapter import QueueRedis
 
 log = get_logger("workbench.queue.reconcile")
@@ -25,10 +27,12 @@ class ReconcileReport:
     lost_requeued: int = 0
     lost_failed: int = 0
     missing_requeued: int = 0
+    unmarked: int = 0
 
     @property
     def changed(self) -> bool:
-        return bool(self.lost_requeued or self.lost_failed or self.missing_requeued)
+        return bool(self.lost_requeued or self.lost_failed or self.missing_requeued
+                    or self.unmarked)
 
 
 async def reconcile(
@@ -40,6 +44,7 @@ async def reconcile(
     if lost:
         # ahead of the backlog: "re-run within 60 s" must not mean "after every waiting item"
         await queue.enqueue(redis, settings.queue_name, lost, front=True)
+    unmarked = await _free_dead_marks(ledger, redis, settings)
     missing_count = 0
     queued_total = await ledger.count_queued()
     if queued_total and (
@@ -58,12 +63,23 @@ async def reconcile(
             gone = []
         if gone:
             missing_count = await queue.enqueue(redis, settings.queue_name, gone, defer_s=delays)
-    report = ReconcileReport(len(lost), failed, missing_count)
+    report = ReconcileReport(len(lost), failed, missing_count, unmarked)
     if report.changed:
         log.warning(
             "reconciled queue with ledger",
             lost_requeued=report.lost_requeued,
             lost_failed=report.lost_failed,
             missing_requeued=report.missing_requeued,
+            unmarked=report.unmarked,
         )
     return report
+
+
+async def _free_dead_marks(ledger: Ledger, redis: QueueRedis, settings: Settings) -> int:
+    """Delete the in-progress marks of the queue's leading jobs whose worker the ledger knows
+    to be dead (``queue.marks``)."""
+    found = await marks.marked(redis, settings.queue_name, int(time.time() * 1000))
+    owners = {job: marks.owner_of(mark) for job, mark in found}
+    dead = await ledger.dead_workers([o for o in owners.values() if o],
+                                     settings.heartbeat_timeout_s)
+    return await marks.unmark(redis, [(j, m) for j, m in found if owners[j] in dead])

@@ -65,6 +65,7 @@ async def build_worker(
         handle_signals=handle_signals,
         shutdown_wait_s=int(settings.shutdown_grace_s) if handle_signals else 0,
     )
+    worker.own_marks(runtime.worker_id)  # reconcile frees the marks of a worker that died
     return worker, runtime
 
 
