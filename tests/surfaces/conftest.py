@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -37,8 +38,35 @@ def cli_env(settings: dict[str, Any] | None = None, **extra: str) -> dict[str, s
         os.pathsep
     )
     env["COLUMNS"] = "200"
+    # a CLI that hangs is killed with SIGABRT by ``interrupt``: faulthandler then writes every
+    # thread's stack to its stderr, so the failure says where it hung
+    env["PYTHONFAULTHANDLER"] = "1"
     env.update(extra)
     return env
+
+
+async def interrupt(
+    proc: asyncio.subprocess.Process, timeout: float = 60
+) -> tuple[bytes, bytes, int]:
+    """Ctrl-C (SIGINT) to a CLI subprocess started with pipes: ``(stdout, stderr, exit code)``
+    once it exits. One still running after ``timeout`` seconds fails the test with the stack of
+    each of its threads (SIGABRT to faulthandler, see ``cli_env``), not a bare TimeoutError."""
+    proc.send_signal(signal.SIGINT)
+    done = asyncio.ensure_future(proc.communicate())
+    try:
+        out, err = await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = await asyncio.wait_for(done, 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+        raise AssertionError(f"still running {timeout:g}s after Ctrl-C; its threads "
+                             f"(faulthandler) and stderr:\n{err.decode(errors='replace')[-6000:]}"
+                             ) from None
+    assert proc.returncode is not None
+    return out, err, proc.returncode
 
 
 async def run_cli(

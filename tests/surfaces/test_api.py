@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import uvicorn
 from workbench import Workbench
 from workbench.api import create_app
 
-from .conftest import PIPELINES, cli_env, free_port
+from .conftest import PIPELINES, cli_env, free_port, interrupt
 
 TOKEN = "test-token-3f9a1c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -305,15 +305,18 @@ async def test_serve_command(tmp_path: Path) -> None:
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            for _ in range(300):
+            # start-up (imports, migrations, the embedded server) took over 15 s in a loaded run
+            deadline = time.monotonic() + 120
+            while True:
                 try:
                     r = await client.get("/batches", headers=AUTH)
                     break
                 except httpx.TransportError:
+                    assert proc.returncode is None, "serve exited before it answered"
+                    assert time.monotonic() < deadline, "serve never answered in 120 s"
                     await asyncio.sleep(0.05)
             assert r.status_code == 200 and r.json() == []
             assert (await client.get("/batches")).status_code == 401
     finally:
-        proc.send_signal(signal.SIGINT)
-        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+        _out, err, _code = await interrupt(proc)
     assert b"serving the Workbench API" in err and b"Traceback" not in err

@@ -9,7 +9,6 @@ both backends in ``test_cli.py``."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,15 @@ import pytest
 
 from workbench import Workbench
 
-from .conftest import PIPELINES, REPO, SmtpServer, assert_clean_error, cli_env, run_cli
+from .conftest import (
+    PIPELINES,
+    REPO,
+    SmtpServer,
+    assert_clean_error,
+    cli_env,
+    interrupt,
+    run_cli,
+)
 
 ONE_BACKEND = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 NO_WORKER = "no worker is running: start one (python -m workbench.worker) and this waits"
@@ -120,9 +127,7 @@ async def test_ctrl_c_while_waiting_exits_130(backend_settings: dict[str, Any]) 
             line = await asyncio.wait_for(proc.stderr.readline(), 60)
             assert line, seen.decode()
             seen += line
-        proc.send_signal(signal.SIGINT)
-        rest = await asyncio.wait_for(proc.stderr.read(), 60)
-        code = await asyncio.wait_for(proc.wait(), 60)
+        _out, rest, code = await interrupt(proc)
     finally:
         if proc.returncode is None:
             proc.kill()
