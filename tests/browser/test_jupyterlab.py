@@ -125,6 +125,7 @@ def _chip(status: str, n: int) -> str:
 
 
 def test_quickstart_runs_and_retry_from_the_monitor(lab: str) -> None:
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
@@ -144,7 +145,10 @@ def test_quickstart_runs_and_retry_from_the_monitor(lab: str) -> None:
             # Saved outputs of an untrusted notebook: the monitor's static HTML picture shows.
             saved = page.locator(".jp-RenderedHTMLCommon:has-text('44 of 44 finished')").first
             expect(saved).to_be_visible(timeout=20_000)
-            saved.scroll_into_view_if_needed()
+            try:  # for the screenshot only: JupyterLab may render the output again meanwhile
+                saved.scroll_into_view_if_needed(timeout=10_000)
+            except PlaywrightError:  # "not attached to the DOM" in a loaded run
+                pass
             page.screenshot(path=str(ARTIFACTS / "jupyterlab-saved-monitor.png"))
 
             _menu(page, "Edit", "Clear Outputs of All Cells")
