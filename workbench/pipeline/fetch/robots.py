@@ -247,6 +247,11 @@ class RobotsPolicy:
                         crawl_delay_s=rules.crawl_delay_s() if rules is not None else 0.0,
                     )
                     stored = json.dumps(asdict(record))
+                except BaseException as exc:
+                    # the claim ends with nothing stored: another process loads it again
+                    log.warning("robots_load_abandoned", origin=origin,
+                                error=f"{type(exc).__name__}: {exc}")
+                    raise
                 finally:
                     await self.pacer.store_robots(origin, stored, ROBOTS_TTL_S)
                 return self._remember(origin, record, rules)
