@@ -11,7 +11,6 @@ field, NaN, from a null one, None, there) by ``json`` in Python. Measured on 20,
 
 from __future__ import annotations
 
-import functools
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -72,22 +71,7 @@ def json_table(texts: Sequence[str] | str | bytes, schema: pa.Schema) -> pa.Tabl
         read_options=pj.ReadOptions(block_size=max(1 << 20, len(body) + 1)),
         parse_options=pj.ParseOptions(explicit_schema=schema,
                                       unexpected_field_behavior="ignore"),
-        memory_pool=_json_pool(),
     )
-
-
-@functools.cache
-def _json_pool() -> pa.MemoryPool | None:
-    """Where the parsed fields live: Arrow's jemalloc pool where this pyarrow has one (Arrow's
-    default, mimalloc, otherwise). The texts of a 50,000-row ``iter_results`` chunk are
-    ~150 MB of it, parsed a piece at a time while the last chunk's are freed: with jemalloc
-    the process's peak RSS over 1M results was ~25 MB lower (282-285 MB against 307-310 MB
-    over ten chunks, alternating; the system allocator was higher still). A pool per call,
-    not the default pool: the rest of the process keeps Arrow's own choice."""
-    try:
-        return pa.jemalloc_memory_pool()
-    except (NotImplementedError, pa.ArrowNotImplementedError):
-        return None
 
 
 def _from_arrow(values: Any, field: ResultField) -> Any:
