@@ -7,11 +7,9 @@ dropped jobs again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import text
 
 from workbench import Workbench
@@ -22,14 +20,6 @@ from workbench.queue.arq_adapter import JOB_KEY_PREFIX
 from workbench.queue.reconcile import reconcile
 
 N = 30
-
-
-@pytest_asyncio.fixture
-async def redis(wb: Workbench) -> AsyncIterator[Any]:
-    await wb.batches()  # opens the ledger (and starts the embedded server on SQLite)
-    pool = await queue.connect(wb.settings)
-    yield pool
-    await pool.aclose()
 
 
 async def _items(wb: Workbench, batch_id: str) -> dict[int, Any]:

@@ -6,10 +6,8 @@ Redis are enqueued again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest_asyncio
 from sqlalchemy import text
 
 from workbench import Workbench, pipeline
@@ -20,14 +18,6 @@ from workbench.queue.reconcile import reconcile
 
 def _job(wb: Workbench, item_id: int, attempt: int) -> str:
     return queue.job_id(wb.settings.queue_name, item_id, attempt)
-
-
-@pytest_asyncio.fixture
-async def redis(wb: Workbench) -> AsyncIterator[Any]:
-    await wb.batches()  # opens the ledger (and starts the embedded server on SQLite)
-    pool = await queue.connect(wb.settings)
-    yield pool
-    await pool.aclose()
 
 
 async def _rows(wb: Workbench, batch_id: str) -> dict[int, Any]:
