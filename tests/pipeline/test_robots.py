@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 import uuid
 
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from workbench.core.errors import FetchConnectionError, RobotsDisallowed
 from workbench.core.settings import Settings
@@ -125,6 +127,43 @@ async def test_fetchers_sharing_redis_fetch_robots_once_and_share_the_pace(
     assert row["robots"] == "rules" and row["crawl_delay_s"] == pytest.approx(0.3)
     assert row["robots_allowed"] == 6 and row["robots_disallowed"] == 1
     assert row["requests"] == 7  # robots.txt and 6 pages
+
+
+async def test_a_record_stored_between_our_read_and_our_claim_is_used_not_fetched_again():
+    """The interleaving a loaded run hit once: this process reads no record, the other loader
+    then stores its record and ends its claim, and this process's claim succeeds. It must use
+    the stored record, not fetch robots.txt a second time."""
+    from workbench.pipeline.fetch.pacing import LocalPacer, PacingRule
+    from workbench.pipeline.fetch.robots import RobotsPolicy
+
+    origin = "http://127.0.0.9:8080"
+
+    class LatePacer(LocalPacer):
+        """The other loader's store lands right after this process's first read."""
+
+        reads = 0
+
+        async def robots_record(self, origin: str) -> str | None:
+            self.reads += 1
+            if self.reads == 1:
+                await self.store_robots(origin, json.dumps(
+                    {"state": "rules", "status": 200, "body": "User-agent: *\nDisallow: /x/\n",
+                     "fetched_at": time.time()}), 3600)
+                return None  # read before the store
+            return await super().robots_record(origin)
+
+    loads: list[str] = []
+
+    async def load(url: str) -> tuple[int, bytes]:
+        loads.append(url)
+        return 200, b"User-agent: *\nDisallow: /\n"
+
+    pacer = LatePacer(PacingRule.from_settings(Settings()))
+    policy = RobotsPolicy("WorkbenchBot/0.1", pacer, load)
+    await policy.check(URL(origin + "/page"))  # allowed by the stored record's rules
+    with pytest.raises(RobotsDisallowed, match="Disallow: /x/"):
+        await policy.check(URL(origin + "/x/1"))
+    assert loads == [] and pacer._claims == {}  # not fetched; the unused claim ended
 
 
 async def test_an_unreachable_site_is_asked_again_on_the_next_try(make_fetcher):

@@ -234,6 +234,15 @@ class RobotsPolicy:
             if record is not None and record.due_in(time.time()) > 0:
                 return self._remember(origin, record)
             if await self.pacer.claim_robots(origin, _CLAIM_S):
+                # The loader before us may have stored its record and ended its claim between
+                # our read and our claim (a loaded run once fetched robots.txt twice so): read
+                # again under our claim, and end it unused if the record is there now.
+                raw = await self.pacer.robots_record(origin)
+                fresh = _Record.loads(raw) if raw else None
+                if fresh is not None and fresh.due_in(time.time()) > 0:
+                    await self.pacer.store_robots(origin, "", ROBOTS_TTL_S)
+                    return self._remember(origin, fresh)
+                record = fresh or record
                 stored = ""
                 try:
                     record = await self._fetch(origin, previous=record)
