@@ -61,4 +61,4 @@ async def test_https_batch_behind_a_proxy_and_a_private_ca(
     assert failed.loc[urls[2], "error_type"] == "tls_certificate"
     assert not failed.loc[urls[2], "retryable"] and failed.loc[urls[2], "tries"] == 1
     assert "self-signed" in failed.loc[urls[2], "error_message"]
-    assert f"CONNECT 127.0.0.1:{secure.port}" in await proxy.wait_for_log(str(secure.port), 10)
+    assert f"CONNECT 127.0.0.1:{secure.port}" in await proxy.wait_for_log(str(secure.port))

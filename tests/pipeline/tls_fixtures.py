@@ -205,11 +205,13 @@ class ForwardProxy:
     def log(self) -> str:
         return self._log.read_text() if self._log.exists() else ""
 
-    async def wait_for_log(self, fragment: str, timeout_s: float = 5.0) -> str:
-        """The access log once it mentions ``fragment``. proxy.py writes a line when the client's
-        connection closes: close the fetcher first."""
+    async def wait_for_log(self, *fragments: str, timeout_s: float = 30.0) -> str:
+        """The access log once it mentions every one of ``fragments`` (or after ``timeout_s``).
+        proxy.py writes a connection's line when that connection closes, each in its own
+        thread, in no set order: close the fetcher first, and wait for every line checked."""
         deadline = time.monotonic() + timeout_s
-        while fragment not in (text := self.log()) and time.monotonic() < deadline:
+        while (not all(f in (text := self.log()) for f in fragments)
+               and time.monotonic() < deadline):
             await asyncio.sleep(0.05)
         return text
 
