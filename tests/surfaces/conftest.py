@@ -45,11 +45,22 @@ def cli_env(settings: dict[str, Any] | None = None, **extra: str) -> dict[str, s
     return env
 
 
+#: ``python -m workbench`` as a terminal starts it, for the tests that press Ctrl-C: SIGINT
+#: raises KeyboardInterrupt. A suite started in the background by a non-interactive shell
+#: (``pytest ... &`` in a script) runs with SIGINT ignored, every child inherits that, and Python
+#: keeps an inherited SIG_IGN: such a CLI never saw the test's Ctrl-C and hung (loaded runs
+#: started so, last session and this one; /proc/<pid>/status SigIgn showed it).
+CLI = (sys.executable, "-c",
+       "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+       "runpy.run_module('workbench', run_name='__main__', alter_sys=True)")
+
+
 async def interrupt(
     proc: asyncio.subprocess.Process, timeout: float = 60
 ) -> tuple[bytes, bytes, int]:
-    """Ctrl-C (SIGINT) to a CLI subprocess started with pipes: ``(stdout, stderr, exit code)``
-    once it exits. One still running after ``timeout`` seconds fails the test with the stack of
+    """Ctrl-C (SIGINT) to a CLI subprocess started with pipes (and with ``CLI``, so that it
+    takes the signal whatever started the suite): ``(stdout, stderr, exit code)`` once it
+    exits. One still running after ``timeout`` seconds fails the test with the stack of
     each of its threads (SIGABRT to faulthandler, see ``cli_env``), not a bare TimeoutError."""
     proc.send_signal(signal.SIGINT)
     done = asyncio.ensure_future(proc.communicate())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ import uvicorn
 from workbench import Workbench
 from workbench.api import create_app
 
-from .conftest import PIPELINES, cli_env, free_port, interrupt
+from .conftest import CLI, PIPELINES, cli_env, free_port, interrupt
 
 TOKEN = "test-token-3f9a1c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -299,7 +298,7 @@ async def test_serve_command(tmp_path: Path) -> None:
     port = free_port()
     env = cli_env({"data_dir": tmp_path / "data", "api_token": TOKEN})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workbench", "serve",
+        *CLI, "serve",
         "--port", str(port), env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

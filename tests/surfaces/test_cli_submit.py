@@ -9,7 +9,6 @@ both backends in ``test_cli.py``."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from workbench import Workbench
 
 from .conftest import (
+    CLI,
     PIPELINES,
     REPO,
     SmtpServer,
@@ -111,7 +111,7 @@ async def test_wait_without_a_worker_warns_and_times_out_with_exit_1(
 async def test_ctrl_c_while_waiting_exits_130(backend_settings: dict[str, Any]) -> None:
     env = cli_env(backend_settings)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workbench", "submit", "-", "--pipeline", "surf", "--wait",
+        *CLI, "submit", "-", "--pipeline", "surf", "--wait",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=env, cwd=str(REPO),
     )
