@@ -301,6 +301,8 @@ async def write_parquet(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from workbench.client.fields import release_parsed
+
     rows = 0
     writer = pq.ParquetWriter(path, schema, compression="zstd")
     pool = pa.default_memory_pool()
@@ -309,6 +311,7 @@ async def write_parquet(
         writer.write_table(table)
         del table
         pool.release_unused()  # the row group's buffers back to the system, not kept by the pool
+        release_parsed()  # and its parsed fields' (``client.fields.parse_pool``)
     pending: asyncio.Future[None] | None = None
     try:
         async for df in chunks:

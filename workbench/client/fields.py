@@ -11,6 +11,7 @@ field, NaN, from a null one, None, there) by ``json`` in Python. Measured on 20,
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -71,7 +72,32 @@ def json_table(texts: Sequence[str] | str | bytes, schema: pa.Schema) -> pa.Tabl
         read_options=pj.ReadOptions(block_size=max(1 << 20, len(body) + 1)),
         parse_options=pj.ParseOptions(explicit_schema=schema,
                                       unexpected_field_behavior="ignore"),
+        memory_pool=parse_pool(),
     )
+
+
+@functools.cache
+def parse_pool() -> pa.MemoryPool | None:
+    """Where the parsed fields live: Arrow's jemalloc pool where this pyarrow has one (None:
+    Arrow's default, mimalloc). The texts of a 50,000-row ``iter_results`` chunk are ~150 MB of
+    it, parsed a piece at a time while the last chunk's are freed. On 200k ``scale-text``
+    results, a loop dropping each chunk: peak RSS growth 286-288 MB with jemalloc, 298-300 with
+    mimalloc, 326 with the system allocator (benchmarks/NOTES.md). jemalloc keeps freed pages
+    for a while, so the growth followed the batch until ``release_parsed`` handed them back
+    after each chunk (tests/scale/test_chunks.py). A pool passed to each read, not the default
+    pool: the rest of the process keeps Arrow's own choice."""
+    try:
+        return pa.jemalloc_memory_pool()
+    except (NotImplementedError, pa.ArrowNotImplementedError):
+        return None
+
+
+def release_parsed() -> None:
+    """Hand the pages ``parse_pool`` has freed back to the system (jemalloc's purge; what
+    a chunk let go leaves). Changes no setting: the pool only drops what it had cached."""
+    pool = parse_pool()
+    if pool is not None:
+        pool.release_unused()
 
 
 def _from_arrow(values: Any, field: ResultField) -> Any:

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from workbench.client import carried, frames
+from workbench.client.fields import release_parsed
 from workbench.core.errors import InvalidInputError
 from workbench.inputs.tables import CarriedColumn
 from workbench.ledger.chunks import ITEM_ARROW
@@ -118,6 +119,7 @@ async def iter_results(
     async for df in _rechunk(pieces(), chunk_rows):
         yield df
         del df  # not kept while the next chunk is built
+        release_parsed()  # what the caller let go of it, back to the system
 
 
 async def whole_results(
