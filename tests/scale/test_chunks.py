@@ -139,3 +139,21 @@ async def test_leaving_a_chunked_read_early_leaves_no_connection_busy(wb: Workbe
             await asyncio.sleep(0.05)
         assert pool.checkedout() == 0, pool.status()
     assert len(await batch.results()) == 300
+
+
+async def test_closing_a_chunked_read_closes_the_whole_chain_at_once(wb: Workbench) -> None:
+    """``aclose()`` of an ``iter_results``/``iter_status``/``iter_failures`` generator closes
+    every read under it in the same task: when it returns, the read asked for ahead has ended
+    and its connection is back in the pool (the inner reads were left to the garbage
+    collector, each closed later by a task of its own)."""
+    from contextlib import aclosing
+
+    batch = await fill(wb, 300, article)
+    pool = wb.ledger.read_engine.pool
+    for read in (lambda: batch.iter_results(chunk_rows=50),
+                 lambda: batch.iter_status(chunk_rows=50)):
+        async with aclosing(read()) as chunks:
+            async for df in chunks:
+                assert len(df) == 50
+                break
+        assert pool.checkedout() == 0, pool.status()

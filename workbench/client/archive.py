@@ -35,6 +35,7 @@ import asyncio
 import json
 import os
 from collections.abc import Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -192,8 +193,10 @@ async def export_warc(
     target: str | IO[bytes] = os.fspath(dest) if isinstance(dest, str | os.PathLike) else dest
     writer = await asyncio.to_thread(WarcWriter, target, batch_id=batch_id, info=info)
     try:
-        async for pages in result_pages(ledger, batch_id, chunk_rows=chunk_rows, stats=stats):
-            await asyncio.to_thread(writer.write_pages, pages)
+        pages_read = result_pages(ledger, batch_id, chunk_rows=chunk_rows, stats=stats)
+        async with aclosing(pages_read) as chunks:
+            async for pages in chunks:
+                await asyncio.to_thread(writer.write_pages, pages)
     finally:
         await asyncio.to_thread(writer.close)
     if stats.missing:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from typing import IO, Any, BinaryIO, Protocol
 
 import numpy as np
@@ -132,21 +133,23 @@ class Batch:
 
     async def iter_results(
         self, chunk_rows: int = 50_000, columns: Sequence[str] | None = None
-    ) -> AsyncIterator[pd.DataFrame]:
+    ) -> AsyncGenerator[pd.DataFrame, None]:
         """``async for df in batch.iter_results(): ...``: the results in item order,
         ``chunk_rows`` a frame, every frame with the same columns and dtypes (decided from the
         whole batch up front); memory follows the chunk, not the batch."""
         reading.check_chunk_rows(chunk_rows)
-        async for df in reading.iter_results(await self._wb.open_ledger(), self.id,
-                                             chunk_rows=chunk_rows, columns=columns,
-                                             carried_columns=self.carried_columns):
-            yield df
-            del df  # not kept while the next chunk is built
+        frames_read = reading.iter_results(await self._wb.open_ledger(), self.id,
+                                           chunk_rows=chunk_rows, columns=columns,
+                                           carried_columns=self.carried_columns)
+        async with aclosing(frames_read) as chunks:
+            async for df in chunks:
+                yield df
+                del df  # not kept while the next chunk is built
 
     async def export_text(
         self, fmt: str = "csv", columns: Sequence[str] | None = None, *,
         chunk_rows: int = 20_000,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """The results as CSV (one header row) or JSONL text, a piece at a time, read
         ``chunk_rows`` at a time: for a streamed response or file (``client.export``)."""
         if fmt not in ("csv", "jsonl"):
@@ -156,33 +159,38 @@ class Batch:
         names = export.arrow_schema(*schemas, self.carried_columns).names
         chunks = reading.iter_results(ledger, self.id, chunk_rows=chunk_rows, columns=columns,
                                       schemas=schemas, carried_columns=self.carried_columns)
-        async for piece in export.stream_text(chunks, fmt, names):
-            yield piece
-            del piece
+        async with aclosing(export.stream_text(chunks, fmt, names)) as pieces:
+            async for piece in pieces:
+                yield piece
+                del piece
 
     async def iter_status(
         self, chunk_rows: int = 200_000, columns: Sequence[str] | None = None
-    ) -> AsyncIterator[pd.DataFrame]:
+    ) -> AsyncGenerator[pd.DataFrame, None]:
         """``status()`` in chunks of ``chunk_rows`` items, same columns and dtypes in each."""
         names = reading.check_columns(columns)
-        async for df in reading.iter_items(
+        items_read = reading.iter_items(
             await self._wb.open_ledger(), self.id, chunk_rows=chunk_rows,
             columns=frames.ITEM_COLUMNS if names is None else names,
-        ):
-            yield df
-            del df  # not kept while the next chunk is built
+        )
+        async with aclosing(items_read) as chunks:
+            async for df in chunks:
+                yield df
+                del df  # not kept while the next chunk is built
 
     async def iter_failures(
         self, chunk_rows: int = 50_000, columns: Sequence[str] | None = None
-    ) -> AsyncIterator[pd.DataFrame]:
+    ) -> AsyncGenerator[pd.DataFrame, None]:
         """``failures()`` in chunks of ``chunk_rows`` items, same columns and dtypes in each."""
         names = reading.check_columns(columns)
-        async for df in reading.iter_items(
+        items_read = reading.iter_items(
             await self._wb.open_ledger(), self.id, chunk_rows=chunk_rows, statuses=["failed"],
             columns=frames.FAILURE_COLUMNS if names is None else names,
-        ):
-            yield df
-            del df  # not kept while the next chunk is built
+        )
+        async with aclosing(items_read) as chunks:
+            async for df in chunks:
+                yield df
+                del df  # not kept while the next chunk is built
 
     async def to_parquet(
         self, path: str | os.PathLike[str] | IO[bytes], columns: Sequence[str] | None = None,

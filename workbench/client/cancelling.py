@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from workbench.core.errors import QueueError
 from workbench.core.logs import get_logger
@@ -85,8 +84,8 @@ async def _cancel(ledger: Ledger, redis: QueueRedis, queue_name: str, batch_id: 
     dropper = asyncio.ensure_future(dropping())
     # The jobs are read first (under a second for 1M, over the primary key), each piece's drop
     # beginning at once in Redis; then the UPDATE runs while Redis goes on dropping.
-    pieces = cast(AsyncGenerator[dict[str, list[Any]], None], ledger.item_chunks(
-        batch_id, columns=["attempts"], chunk_rows=PIECE_ROWS, statuses=["queued", "running"]))
+    pieces = ledger.item_chunks(batch_id, columns=["attempts"], chunk_rows=PIECE_ROWS,
+                                statuses=["queued", "running"])
     try:
         async for piece in pieces:
             feed.put_nowait(list(zip(piece["item_id"], piece["attempts"], strict=True)))

@@ -23,7 +23,8 @@ import io
 import json
 import math
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import aclosing
 from datetime import date, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -154,7 +155,7 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
 # ------------------------------------------------------------------ streaming a whole batch
 async def stream_text(
     chunks: AsyncIterator[pd.DataFrame], fmt: str, columns: Sequence[str]
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """CSV (one header) or JSONL text of every chunk, a piece at a time; ``columns`` makes the
     header of an export with no rows."""
     first = True
@@ -348,7 +349,7 @@ def arrow_native(schema: pa.Schema, fields: ResultSchema,
 async def arrow_chunks(
     ledger: Ledger, batch_id: str, schema: pa.Schema, fields: ResultSchema, *,
     chunk_rows: int,
-) -> AsyncIterator[pa.Table]:
+) -> AsyncGenerator[pa.Table, None]:
     """The done items' results as Arrow tables of ``schema`` (``arrow_native`` must hold),
     ``chunk_rows`` rows each, built from the ledger's rows: the pipeline's fields parsed by
     Arrow's JSON reader (C++, no Python object per value), provenance converted column by
@@ -363,33 +364,35 @@ async def arrow_chunks(
     bulky = pa.schema([schema.field(f.name) for f in fields.fields if f.bulky])
     held: list[pa.Table] = []
     count = 0
-    async for raw in ledger.result_chunks(batch_id, chunk_rows=min(chunk_rows, ARROW_FETCH_ROWS),
-                                          bulk=len(bulky) > 0):
-        values = json_table(raw.data, small)
-        if len(bulky) and raw.bulk is not None:
-            extra = json_table(raw.bulk, bulky)
-            for name in bulky.names:
-                at = values.schema.get_field_index(name)
-                values = values.set_column(at, small.field(name), bulk_column(
-                    extra.column(name), values.column(name)))
-            del extra
-        arrays: list[Any] = []
-        for field in schema:
-            if field.name in names:
-                arrays.append(values.column(field.name))
-            else:  # item_id, url, provenance ("_name" when a field took its name)
-                key = field.name if field.name in raw.table.column_names else field.name[1:]
-                arrays.append(raw.table.column(key).cast(field.type))
-        held.append(pa.Table.from_arrays(arrays, schema=schema))
-        count += len(raw)
-        del raw, values
-        if count >= chunk_rows:
-            table = pa.concat_tables(held)
-            rest = table.slice(chunk_rows)
-            held, count = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
-            box = [table.slice(0, chunk_rows)]
-            del table, rest
-            yield box.pop()
+    rows_read = ledger.result_chunks(batch_id, chunk_rows=min(chunk_rows, ARROW_FETCH_ROWS),
+                                     bulk=len(bulky) > 0)
+    async with aclosing(rows_read) as raws:
+        async for raw in raws:
+            values = json_table(raw.data, small)
+            if len(bulky) and raw.bulk is not None:
+                extra = json_table(raw.bulk, bulky)
+                for name in bulky.names:
+                    at = values.schema.get_field_index(name)
+                    values = values.set_column(at, small.field(name), bulk_column(
+                        extra.column(name), values.column(name)))
+                del extra
+            arrays: list[Any] = []
+            for field in schema:
+                if field.name in names:
+                    arrays.append(values.column(field.name))
+                else:  # item_id, url, provenance ("_name" when a field took its name)
+                    key = field.name if field.name in raw.table.column_names else field.name[1:]
+                    arrays.append(raw.table.column(key).cast(field.type))
+            held.append(pa.Table.from_arrays(arrays, schema=schema))
+            count += len(raw)
+            del raw, values
+            if count >= chunk_rows:
+                table = pa.concat_tables(held)
+                rest = table.slice(chunk_rows)
+                held, count = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+                box = [table.slice(0, chunk_rows)]
+                del table, rest
+                yield box.pop()
     if count:
         yield pa.concat_tables(held)
 

@@ -14,7 +14,8 @@ the frame) to the figures in ``benchmarks/RESULTS.md`` (``python -m benchmarks s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -71,21 +72,25 @@ async def result_schemas(
     return batch, batch.select([*(k for k in ("item_id", "url") if batch.get(k)), *names])
 
 
-async def _rechunk(pieces: AsyncIterator[pd.DataFrame],
-                   chunk_rows: int) -> AsyncIterator[pd.DataFrame]:
-    """Frames of exactly ``chunk_rows`` rows (the last one shorter) from pieces of any size."""
+async def _rechunk(pieces: AsyncGenerator[pd.DataFrame, None],
+                   chunk_rows: int) -> AsyncGenerator[pd.DataFrame, None]:
+    """Frames of exactly ``chunk_rows`` rows (the last one shorter) from pieces of any size.
+    ``pieces`` is closed with it: a loop that stops early closes the whole chain of reads in
+    its own task (left to the garbage collector, an inner read was closed without its event
+    loop: "async generator ignored GeneratorExit")."""
     buffer: list[pd.DataFrame] = []
     held = 0
-    async for piece in pieces:
-        buffer.append(piece)
-        held += len(piece)
-        del piece
-        while held >= chunk_rows:
-            whole = frames.concat(buffer)
-            yield whole.iloc[:chunk_rows].reset_index(drop=True)
-            rest = whole.iloc[chunk_rows:].reset_index(drop=True)
-            del whole
-            buffer, held = ([rest], len(rest)) if len(rest) else ([], 0)
+    async with aclosing(pieces):
+        async for piece in pieces:
+            buffer.append(piece)
+            held += len(piece)
+            del piece
+            while held >= chunk_rows:
+                whole = frames.concat(buffer)
+                yield whole.iloc[:chunk_rows].reset_index(drop=True)
+                rest = whole.iloc[chunk_rows:].reset_index(drop=True)
+                del whole
+                buffer, held = ([rest], len(rest)) if len(rest) else ([], 0)
     if held:
         yield frames.concat(buffer)
 
@@ -94,32 +99,35 @@ async def iter_results(
     ledger: Ledger, batch_id: str, *, chunk_rows: int, columns: Sequence[str] | None,
     schemas: tuple[ResultSchema, ResultSchema] | None = None,
     carried_columns: Sequence[CarriedColumn] = (),
-) -> AsyncIterator[pd.DataFrame]:
+) -> AsyncGenerator[pd.DataFrame, None]:
     """The done items' results, ``chunk_rows`` a frame in item order, every frame with the
     same columns and dtypes. The bulky values are read only if a projected field has some.
     ``carried_columns`` (``client.carried``) come after ``url``, read with the same rows."""
     check_chunk_rows(chunk_rows)
     batch, fields = schemas or await result_schemas(ledger, batch_id, columns)
 
-    async def pieces() -> AsyncIterator[pd.DataFrame]:
-        async for raw in ledger.result_chunks(
+    async def pieces() -> AsyncGenerator[pd.DataFrame, None]:
+        rows_read = ledger.result_chunks(
             batch_id, chunk_rows=min(chunk_rows, FETCH_ROWS), bulk=fields.bulky,
             carried=bool(carried_columns),
-        ):
-            df = frames.results_frame(raw, batch, fields)
-            if carried_columns:
-                extra = carried.values_frame(raw.table.column("item_id").to_pylist(),
-                                             raw.table.column("carried").to_pylist(),
-                                             carried_columns)
-                df = carried.attach(df, extra, carried_columns)
-            del raw
-            yield df
-            del df
+        )
+        async with aclosing(rows_read) as raws:
+            async for raw in raws:
+                df = frames.results_frame(raw, batch, fields)
+                if carried_columns:
+                    extra = carried.values_frame(raw.table.column("item_id").to_pylist(),
+                                                 raw.table.column("carried").to_pylist(),
+                                                 carried_columns)
+                    df = carried.attach(df, extra, carried_columns)
+                del raw
+                yield df
+                del df
 
-    async for df in _rechunk(pieces(), chunk_rows):
-        yield df
-        del df  # not kept while the next chunk is built
-        release_parsed()  # what the caller let go of it, back to the system
+    async with aclosing(_rechunk(pieces(), chunk_rows)) as chunks:
+        async for df in chunks:
+            yield df
+            del df  # not kept while the next chunk is built
+            release_parsed()  # what the caller let go of it, back to the system
 
 
 async def whole_results(
@@ -137,20 +145,23 @@ async def whole_results(
 async def iter_items(
     ledger: Ledger, batch_id: str, *, chunk_rows: int, columns: Sequence[str],
     statuses: Sequence[str] | None = None,
-) -> AsyncIterator[pd.DataFrame]:
+) -> AsyncGenerator[pd.DataFrame, None]:
     """The batch's items (of ``statuses``), ``chunk_rows`` a frame, with ``columns``."""
     check_chunk_rows(chunk_rows)
     cols = ["item_id", *(c for c in columns if c != "item_id")]
 
-    async def pieces() -> AsyncIterator[pd.DataFrame]:
-        async for table in ledger.item_tables(batch_id, columns=cols, statuses=statuses,
-                                              chunk_rows=min(chunk_rows, FETCH_ROWS * 4)):
-            yield frames.items_frame(table, cols)
-            del table
+    async def pieces() -> AsyncGenerator[pd.DataFrame, None]:
+        tables_read = ledger.item_tables(batch_id, columns=cols, statuses=statuses,
+                                         chunk_rows=min(chunk_rows, FETCH_ROWS * 4))
+        async with aclosing(tables_read) as tables:
+            async for table in tables:
+                yield frames.items_frame(table, cols)
+                del table
 
-    async for df in _rechunk(pieces(), chunk_rows):
-        yield df
-        del df
+    async with aclosing(_rechunk(pieces(), chunk_rows)) as chunks:
+        async for df in chunks:
+            yield df
+            del df
 
 
 async def whole_items(

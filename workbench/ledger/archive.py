@@ -10,7 +10,7 @@ so memory follows the chunk, not the batch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ class ArchiveStats:
 
 async def result_pages(
     ledger: Ledger, batch_id: str, *, chunk_rows: int = 500, stats: ArchiveStats | None = None
-) -> AsyncIterator[list[Page]]:
+) -> AsyncGenerator[list[Page], None]:
     """The pages the batch's done items analysed, in item order, ``chunk_rows`` items a chunk."""
     stats = stats if stats is not None else ArchiveStats()
     i, r = table_of(ItemRow), table_of(ResultRow)
