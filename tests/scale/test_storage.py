@@ -71,6 +71,28 @@ def _varied(i: int) -> Any:
     return d
 
 
+def test_lists_of_strings_read_as_to_pylist_reads_them() -> None:
+    """A chunk's lists of strings come back equal to Arrow's ``to_pylist`` (each distinct string
+    one object in each of its Arrow chunks, for memory): empty lists, non-ASCII, several
+    chunks, a slice."""
+    import random
+
+    import pyarrow as pa
+
+    from workbench.client.fields import _string_lists
+
+    rnd = random.Random(5)
+    words = [f"w{i}" for i in range(50)] + ["", "é", "\U0001f642"]
+    rows = [[rnd.choice(words) for _ in range(rnd.randint(0, 6))] for _ in range(5000)]
+    values = pa.chunked_array([pa.array(rows[:2500], pa.list_(pa.string())),
+                               pa.array(rows[2500:], pa.list_(pa.string()))])
+    assert _string_lists(values) == rows
+    assert _string_lists(values.slice(7, 3000)) == rows[7:3007]
+    assert _string_lists(pa.chunked_array([], pa.list_(pa.string()))) == []
+    shared = _string_lists(values)
+    assert len({id(w) for row in shared for w in row}) <= 2 * len(words)  # one per Arrow chunk
+
+
 async def test_results_unchanged_for_small_batches(wb: Workbench) -> None:
     for page in (True, False):
         batch = await fill(wb, 40, _varied, page=page, failed=3)
