@@ -154,15 +154,17 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
 
 # ------------------------------------------------------------------ streaming a whole batch
 async def stream_text(
-    chunks: AsyncIterator[pd.DataFrame], fmt: str, columns: Sequence[str]
+    chunks: AsyncGenerator[pd.DataFrame, None], fmt: str, columns: Sequence[str]
 ) -> AsyncGenerator[str, None]:
     """CSV (one header) or JSONL text of every chunk, a piece at a time; ``columns`` makes the
-    header of an export with no rows."""
+    header of an export with no rows. ``chunks`` is closed with it (as ``reading._rechunk``
+    closes its pieces)."""
     first = True
-    async for df in chunks:
-        for piece in iter_csv(df, header=first) if fmt == "csv" else iter_jsonl(df):
-            yield piece
-        first = False
+    async with aclosing(chunks):
+        async for df in chunks:
+            for piece in iter_csv(df, header=first) if fmt == "csv" else iter_jsonl(df):
+                yield piece
+            first = False
     if first and fmt == "csv":
         import pandas as pd
 
