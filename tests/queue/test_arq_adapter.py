@@ -39,6 +39,9 @@ OVERRIDES = {
     "finish_job": ["self", "job_id", "finish", "result_data", "result_timeout_s",
                    "keep_result_forever", "incr_score", "keep_in_progress"],
 }
+#: ARQ ``Worker`` properties the adapter overrides (``pool``: a starting job's start pipeline is
+#: answered from the start script's read, ``queue/starts.py``).
+PROPERTIES = {"pool"}
 #: ``QueueWorker``'s own methods (everything else it defines must be an override above).
 OWN_METHODS = {"__init__", "_read_and_refill", "_hand_back", "_writes_work", "_run_finish_script",
                "_start_token", "own_marks"}
@@ -87,8 +90,12 @@ def test_every_arq_name_the_adapter_imports_exists() -> None:
 
 
 def test_overridden_worker_methods_exist_with_the_same_parameters() -> None:
-    extra = _methods() - OWN_METHODS - set(OVERRIDES)
+    extra = _methods() - OWN_METHODS - set(OVERRIDES) - PROPERTIES
     assert not extra, f"QueueWorker defines {sorted(extra)}: list each in OVERRIDES or OWN_METHODS"
+    for name in PROPERTIES:
+        assert isinstance(getattr(Worker, name, None), property), (
+            f"arq.worker.Worker.{name} is no longer a property (arq {arq.VERSION})")
+        assert isinstance(getattr(QueueWorker, name), property), f"QueueWorker.{name}"
     for name, params in OVERRIDES.items():
         assert name in _methods(), f"QueueWorker no longer overrides {name}: update OVERRIDES"
         arq_method = getattr(Worker, name, None)
@@ -126,7 +133,7 @@ async def test_worker_attributes_the_adapter_reads_and_drives() -> None:
         for node in ast.walk(CLASS)
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
         and node.value.id == "self"
-    } - _own_attributes() - _methods()
+    } - _own_attributes() - (_methods() - PROPERTIES)
     assert {"sem", "job_counter", "tasks", "max_jobs", "pool"} <= used  # the reader works
 
     async def noop(ctx: dict[str, Any]) -> None:
@@ -250,5 +257,63 @@ async def test_batched_finish_writes_what_arqs_finish_job_writes(embedded_redis:
         arq_state, ours = states
         assert ours == arq_state
         assert arq_state["queue:0"] is None and arq_state["queue:3"] == 6000  # the cases differ
+    finally:
+        await redis.aclose()
+
+
+async def test_run_job_starts_on_what_the_start_script_read(embedded_redis: str) -> None:
+    """ARQ's run_job opens each job with a MULTI/EXEC (GET the payload, INCR and EXPIRE the try
+    counter). QueueWorker's start script reads the same in the call that marks the jobs, and
+    run_job runs on those replies: the same arguments and tries reach the job as under ARQ's
+    own start (a first try, a third, a payload gone), the same keys are left, and no MULTI is
+    sent to start them."""
+    from arq.connections import create_pool
+    from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+
+    seen: dict[str, list[Any]] = {}
+
+    async def record(ctx: dict[str, Any], item: int, attempt: int) -> None:
+        seen.setdefault(ctx["job_id"].split("-", 1)[0], []).append(
+            (ctx["job_id"].split("-", 1)[1], item, attempt, ctx["job_try"]))
+
+    redis = await create_pool(RedisSettings.from_dsn(embedded_redis))
+    template = arq_adapter.payload_template("record")
+    states, multis = [], []
+    try:
+        for cls in (Worker, QueueWorker):
+            queue = f"wbtest:start:{cls.__name__}"
+            ids = [f"{cls.__name__}-{i}" for i in range(3)]
+            await redis.delete(queue, *(p + j for j in ids for p in
+                                        (in_progress_key_prefix, job_key_prefix, retry_key_prefix)))
+            for i, jid in enumerate(ids):
+                await redis.zadd(queue, {jid: 1000 + i})
+                if i != 2:  # the third job's payload is gone: ARQ fails it as expired
+                    await redis.set(job_key_prefix + jid, template % (10 + i, 1, 1000))
+            await redis.set(retry_key_prefix + ids[1], b"2")  # tried twice before
+            worker = cls(functions=[func(record, name="record", max_tries=5)], redis_pool=redis,
+                         queue_name=queue, handle_signals=False, keep_result=0,
+                         job_serializer=job_dumps, job_deserializer=job_loads)
+            await redis.config_resetstat()
+            if cls is Worker:
+                for i, jid in enumerate(ids):
+                    await worker.run_job(jid, 1000 + i)
+            else:
+                await worker.start_jobs([j.encode() for j in ids])
+                assert sorted(worker.tasks) == ids
+                await asyncio.gather(*worker.tasks.values())
+            multis.append((await redis.info("commandstats")).get("cmdstat_multi", {}).get("calls", 0))
+            state = await _keys(redis, queue, ids)
+            state["ttl"] = [await redis.ttl(retry_key_prefix + j) for j in ids]
+            states.append(state)
+        arq_state, ours = states
+        assert seen["Worker"] == [("0", 10, 1, 1), ("1", 11, 1, 3)]
+        assert seen["QueueWorker"] == seen["Worker"]
+        assert {k: v for k, v in ours.items() if k != "ttl" and not k.startswith(
+            in_progress_key_prefix)} == {k: v for k, v in arq_state.items() if k != "ttl"
+                                         and not k.startswith(in_progress_key_prefix)}
+        assert [t > 0 for t in ours["ttl"]] == [t > 0 for t in arq_state["ttl"]]
+        # ours: only the expired job's failure, finished by ARQ's own finish_failed_job
+        assert multis[1] == 1, f"QueueWorker sent {multis[1]} MULTI"
+        assert multis[0] >= multis[1] + 3, "ARQ's own start no longer sends MULTI per job"
     finally:
         await redis.aclose()

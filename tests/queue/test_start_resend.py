@@ -18,7 +18,15 @@ from urllib.parse import urlparse
 
 from arq.worker import func
 
-from workbench.queue.arq_adapter import IN_PROGRESS_KEY_PREFIX, QueueWorker, open_pool
+from workbench.queue.arq_adapter import (
+    IN_PROGRESS_KEY_PREFIX,
+    JOB_KEY_PREFIX,
+    RETRY_KEY_PREFIX,
+    QueueWorker,
+    open_pool,
+    paced_key,
+)
+from workbench.queue.starts import START_LUA, started_jobs
 
 
 class AnswerSwallowingProxy:
@@ -114,3 +122,37 @@ async def test_resent_start_call_starts_the_jobs_it_marked(embedded_redis: str) 
         await pool.delete(queue, *(IN_PROGRESS_KEY_PREFIX + j for j in [*ids, "resend-other"]))
         await pool.aclose()
         await proxy.close()
+
+
+async def test_a_resent_start_call_counts_each_try_once(embedded_redis: str) -> None:
+    """The start script also counts each job's try (ARQ's INCR at run_job's start): run twice
+    as the same call (redis-py's resend), it starts the same jobs with the same count, and a
+    job tried before keeps its count plus one; another call starts nothing of them."""
+    queue = "wbtest:start-tries"
+    pool = await open_pool(embedded_redis, queue)
+    ids = [f"tries-{i}" for i in range(3)]
+    keys = [p + j for j in ids for p in (IN_PROGRESS_KEY_PREFIX, JOB_KEY_PREFIX, RETRY_KEY_PREFIX)]
+    script = pool.register_script(START_LUA)
+
+    async def call(token: str) -> list[tuple[str, int, bytes | None, int]]:
+        reply = await script(keys=[queue, paced_key(queue)],
+                             args=[10_000, 60_000, IN_PROGRESS_KEY_PREFIX, JOB_KEY_PREFIX,
+                                   RETRY_KEY_PREFIX, 10, token, *ids])
+        return [(j, score, read.payload, read.tries)
+                for j, score, read in started_jobs(reply, JOB_KEY_PREFIX, RETRY_KEY_PREFIX)]
+
+    try:
+        await pool.delete(queue, *keys)
+        await pool.zadd(queue, {j: 1000 + i for i, j in enumerate(ids)})
+        await pool.set(JOB_KEY_PREFIX + ids[0], b"payload-0")
+        await pool.set(RETRY_KEY_PREFIX + ids[2], b"4")
+        expected = [("tries-0", 1000, b"payload-0", 1), ("tries-1", 1001, None, 1),
+                    ("tries-2", 1002, None, 5)]
+        assert await call("w|1") == expected
+        assert await call("w|1") == expected  # the same call again: nothing counted twice
+        assert await call("w|2") == []  # another call: in progress elsewhere
+        assert [await pool.get(RETRY_KEY_PREFIX + j) for j in ids] == [b"1", b"1", b"5"]
+        assert min([await pool.ttl(RETRY_KEY_PREFIX + j) for j in ids]) > 88_000
+    finally:
+        await pool.delete(queue, *keys)
+        await pool.aclose()

@@ -9,7 +9,8 @@ measured reason, and all of them are here:
   ``%``-formatting inside one Lua call per few thousand jobs (``queue.jobs.enqueue``).
 - **The worker's job start** (``QueueWorker``): overrides ``start_jobs``, ``_poll_iteration`` and
   ``_release_sem_dec_counter_on_complete``, and drives ARQ's semaphore and job counter: jobs
-  start in one script call for all free slots (CPU 1.5 -> 0.75 ms/item) and a freed slot is
+  start in one script call for all free slots (CPU 1.5 -> 0.75 ms/item), which also reads what
+  ARQ's ``run_job`` reads at each job's start (``queue/starts.py``), and a freed slot is
   refilled at once instead of after ``poll_delay`` (133 -> 194 items/s, in-process; see
   benchmarks/RESULTS.md); a Redis outage is waited out instead of ending the worker. Overrides
   ``finish_job`` too: the jobs finishing together are finished in one script call
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,6 +59,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from workbench.core.codec import job_dumps, job_loads
 from workbench.core.logs import get_logger
 from workbench.queue.finishes import FINISH_LUA, FINISHED, FinishBatcher, requeued
+from workbench.queue.starts import CURRENT_START, START_LUA, StartedPool, started_jobs
 
 __all__ = [
     "IN_PROGRESS_KEY_PREFIX",
@@ -166,45 +169,6 @@ def daily_cron_job(
 
 # ---------------------------------------------------------------------------- the worker
 _REFILL_COALESCE_S = 0.005
-# KEYS[1] = queue, KEYS[2] = its released paced jobs; ARGV = now ms, in-progress ttl ms,
-# in-progress key prefix, most to start, this call's token, ids. Starts (in order) each job still
-# queued, due and not in progress elsewhere: the checks of ARQ's start_jobs, atomic. Released paced
-# jobs go first, due by Redis' clock whatever their fallback score (see ``paced_key``). Returns id,
-# score, id, score, ... In-progress keys are built from ARQ's prefix in the script: like ARQ, this
-# needs one Redis server, not a cluster. The in-progress mark holds the call's token (ARQ writes
-# '1' and only ever tests that the key exists): redis-py sends the same call again after a lost
-# connection, and a mark holding the token was set by this very call, whose answer never arrived,
-# so the job is started, not taken for another worker's (which held it for job_timeout + 10 s).
-_START_LUA = """
-local now, ttl, prefix, most, token =
-  tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local started, seen = {}, {}
-local function start(id, released)
-  if seen[id] then return false end
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if not score then return true end  -- gone from the queue (done, cancelled): nothing to start
-  local mark = redis.call('GET', prefix .. id)
-  if mark == token or (not mark and (released or tonumber(score) <= now)) then
-    redis.call('PSETEX', prefix .. id, ttl, token)
-    seen[id] = true
-    started[#started + 1] = id
-    started[#started + 1] = score
-    return true
-  end
-  return false
-end
-local t = redis.call('TIME')
-local rnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', rnow, 'LIMIT', 0, most)) do
-  if #started >= 2 * most then break end
-  if start(id, true) then redis.call('ZREM', KEYS[2], id) end
-end
-for i = 6, #ARGV do
-  if #started >= 2 * most then break end
-  start(ARGV[i], false)
-end
-return started
-"""
 
 
 def paced_key(queue_name: str) -> str:
@@ -237,6 +201,8 @@ class QueueWorker(Worker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.allow_abort_jobs:  # run_job would start with a ZREM the start script skips
+            raise ValueError("QueueWorker does not take allow_abort_jobs")
         self._slot_freed = asyncio.Event()
         self._read_again = False
         self._start_script: Any = None
@@ -259,9 +225,18 @@ class QueueWorker(Worker):
         self._owner = owner
 
     def _start_token(self) -> str:
-        """A token no other start call (of any worker) uses: see ``_START_LUA``."""
+        """A token no other start call (of any worker) uses: see ``queue.starts.START_LUA``."""
         self._start_calls += 1
         return f"{self._owner}{MARK_SEPARATOR}{self._start_calls}"
+
+    @property
+    def pool(self) -> QueueRedis:
+        """ARQ's pool; in a job task the start script started, the pool with its first
+        pipeline (``run_job``'s start: payload, try count) already answered."""
+        read = CURRENT_START.get()
+        if read is None or read.taken:
+            return cast(QueueRedis, self._pool)
+        return cast(QueueRedis, StartedPool(self._pool, read))
 
     def handle_sig(self, signum: Signals) -> None:
         self._stopping = True
@@ -311,12 +286,13 @@ class QueueWorker(Worker):
             return
         # no candidates: the script still looks for released paced jobs (queue/lines.py)
         if self._start_script is None:
-            self._start_script = self.pool.register_script(_START_LUA)
+            self._start_script = self.pool.register_script(START_LUA)
         try:
             started = await self._start_script(
                 keys=[self.queue_name, paced_key(self.queue_name)],
                 args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000),
-                      in_progress_key_prefix, free, self._start_token(), *candidates],
+                      in_progress_key_prefix, job_key_prefix, retry_key_prefix, free,
+                      self._start_token(), *candidates],
             )
         except ResponseError as exc:
             if refuses_writes(exc):  # it may have marked some before Redis said no
@@ -328,11 +304,14 @@ class QueueWorker(Worker):
             self._handed_back.update(jid.decode() for jid in candidates)
             raise
         self._writes_work()
-        for raw_id, score in zip(started[::2], started[1::2], strict=True):
+        for job_id, score, read in started_jobs(started, job_key_prefix, retry_key_prefix):
             await self.sem.acquire()  # never waits: job_counter < max_jobs
             self.job_counter += 1
-            job_id = raw_id.decode()
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            # run_job's start pipeline is answered from the script's read (the ``pool``
+            # property below), in the job task's own context
+            context = contextvars.copy_context()
+            context.run(CURRENT_START.set, read)
+            task = self.loop.create_task(self.run_job(job_id, score), context=context)
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
         # ids only running elsewhere (other workers) are no reason to read again at once
