@@ -301,7 +301,8 @@ async def test_run_job_starts_on_what_the_start_script_read(embedded_redis: str)
                 await worker.start_jobs([j.encode() for j in ids])
                 assert sorted(worker.tasks) == ids
                 await asyncio.gather(*worker.tasks.values())
-            multis.append((await redis.info("commandstats")).get("cmdstat_multi", {}).get("calls", 0))
+            stats = await redis.info("commandstats")
+            multis.append(stats.get("cmdstat_multi", {}).get("calls", 0))
             state = await _keys(redis, queue, ids)
             state["ttl"] = [await redis.ttl(retry_key_prefix + j) for j in ids]
             states.append(state)

@@ -53,6 +53,27 @@ async def test_status_and_failures_in_chunks(wb: Workbench) -> None:
     assert list(fails[0].columns) == ["item_id", "error_type"]
 
 
+async def test_status_reads_past_a_gap_in_the_batch_ids(wb: Workbench) -> None:
+    """A batch's ids are consecutive (``_reserve_ids``), so on SQLite every-status reads go by
+    id span; a span holding no item (were ids ever missing) is skipped, not taken for the
+    end of the batch."""
+    from sqlalchemy import text
+
+    batch = await fill(wb, 30, article, failed=3)
+    whole = await batch.status()
+    ids = list(whole["item_id"])
+    gone = ids[8:21]  # wider than a chunk: one span holds nothing at all
+    listed = ",".join(map(str, gone))
+    async with wb.ledger.engine.begin() as conn:
+        await conn.execute(text(f"DELETE FROM results WHERE item_id IN ({listed})"))
+        await conn.execute(text(f"DELETE FROM items WHERE id IN ({listed})"))
+    parts = [df async for df in batch.iter_status(chunk_rows=5)]
+    left = pd.concat(parts, ignore_index=True)
+    assert list(left["item_id"]) == [i for i in ids if i not in gone]
+    assert all(len(p) for p in parts)
+    assert list((await batch.status())["item_id"]) == list(left["item_id"])
+
+
 async def test_sync_facade_iterates_and_exports(backend_settings: dict[str, Any],
                                                 tmp_path: Any) -> None:
     from workbench import SyncWorkbench
@@ -104,20 +125,20 @@ async def test_chunks_follow_their_size(wb: Workbench, monkeypatch: Any) -> None
     1 GB limit for one value) is told apart from other errors, to be asked again for fewer
     rows."""
     from workbench.core.errors import LedgerError
-    from workbench.ledger import reads
+    from workbench.ledger import keyset, reads
 
     batch = await fill(wb, 60, lambda i: article(i, 3000 if i % 5 else 30_000))
     whole = await batch.results()
     monkeypatch.setattr(reads, "CHUNK_BYTES", 20_000)
-    monkeypatch.setattr(reads, "FIRST_ROWS", 4)
+    monkeypatch.setattr(keyset, "FIRST_ROWS", 4)
     sizes = [len(c) async for c in wb.ledger.result_chunks(batch.id, chunk_rows=50, bulk=True)]
     assert sum(sizes) == 60 and sizes[0] == 4 and max(sizes) < 12, sizes
     chunks = [df async for df in batch.iter_results(chunk_rows=50)]
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
-    assert reads._too_big(LedgerError("ledger error while reading: string or blob too big"))
-    assert reads._too_big(LedgerError("invalid memory alloc request size 1073741824 "
+    assert keyset._too_big(LedgerError("ledger error while reading: string or blob too big"))
+    assert keyset._too_big(LedgerError("invalid memory alloc request size 1073741824 "
                                       "(cannot enlarge string buffer)"))
-    assert not reads._too_big(LedgerError("ledger error while reading: no such table"))
+    assert not keyset._too_big(LedgerError("ledger error while reading: no such table"))
 
 
 async def test_leaving_a_chunked_read_early_leaves_no_connection_busy(wb: Workbench) -> None:
