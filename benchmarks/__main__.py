@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     text = render(figures, mode, command, elapsed) if figures else old or render([], mode, "", 0)
     section = (render_scale(scale, mode, command, scale_s) if scale
                else _between(old, SCALE_START, SCALE_END))
-    hosts_section = bench_hosts.render_section(hosts, command, hosts_s) if hosts else ""
+    # a run without them keeps the sections of the runs that had them
+    hosts_section = (bench_hosts.render_section(hosts, command, hosts_s) if hosts
+                     else _between(old, bench_hosts.SECTION_START, bench_hosts.SECTION_END))
     args.output.write_text(bench_hosts.with_section(with_scale(text, section), hosts_section))
     figures += scale + hosts
     print()

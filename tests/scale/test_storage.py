@@ -262,3 +262,37 @@ async def test_numbers_read_back_exactly(wb: Workbench) -> None:
     assert (await batch.status())["duration_s"].tolist() == [0.1 + 0.2] * 3
     assert (await batch.results(columns=["title"]))["duration_s"].tolist() == [0.1 + 0.2] * 3
     assert (await batch.results())["duration_s"].tolist() == [0.1 + 0.2] * 3
+
+
+# ------------------------------------------------------------------ the monitor's failures read
+async def test_recent_failures_read_by_the_partial_index(wb: Workbench, backend: str) -> None:
+    """``failures_since`` (the monitor's read at each tick) returns the failures that finished
+    since the mark less a minute, in item order, and on SQLite reads them by the partial index
+    of failed items by time, not by visiting every failed item of the batch."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import text
+
+    from workbench.ledger.store import failures_query
+
+    batch = await fill(wb, 40, article, failed=10)
+    mark, every = await wb.ledger.failures_since(batch.id, None)
+    failed_ids = [r[0] for r in every]
+    assert len(failed_ids) == 10 and failed_ids == sorted(failed_ids)
+    old = failed_ids[:6]  # finished two hours ago
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).replace(tzinfo=None)
+    async with wb.ledger.engine.begin() as conn:
+        await conn.execute(text(f"UPDATE items SET finished_at = :t WHERE id IN "
+                                f"({','.join(map(str, old))})"), {"t": two_hours_ago})
+    _, recent = await wb.ledger.failures_since(batch.id, mark)
+    assert [r[0] for r in recent] == failed_ids[6:]
+    assert all(r[2] for r in recent)  # error types read
+    _, since_long_ago = await wb.ledger.failures_since(batch.id, mark - timedelta(hours=3))
+    assert [r[0] for r in since_long_ago] == failed_ids
+    if backend == "sqlite":
+        stmt = failures_query(batch.id, mark)
+        compiled = stmt.compile(dialect=wb.ledger.read_engine.dialect,
+                                compile_kwargs={"literal_binds": True})
+        async with wb.ledger.read_engine.connect() as conn:
+            plan = (await conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
+        assert any("ix_items_failed_finished" in str(row) for row in plan), plan

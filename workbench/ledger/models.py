@@ -25,6 +25,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -89,6 +90,11 @@ class ItemRow(Base):
         # appends the rowid anyway; PostgreSQL needs it named)
         Index("ix_items_batch_status_id", "batch_id", "status", "id"),
         Index("ix_items_status_worker", "status", "worker_id"),
+        # the failures that finished since a time (the notebook monitor's read at each tick):
+        # a range, where (batch_id, status, id) visited every failed item of the batch. Partial,
+        # so that only an item entering or leaving "failed" writes to it, not every completion
+        Index("ix_items_failed_finished", "batch_id", "finished_at",
+              sqlite_where=text("status = 'failed'"), postgresql_where=text("status = 'failed'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
