@@ -267,8 +267,9 @@ async def test_numbers_read_back_exactly(wb: Workbench) -> None:
 # ------------------------------------------------------------------ the monitor's failures read
 async def test_recent_failures_read_by_the_partial_index(wb: Workbench, backend: str) -> None:
     """``failures_since`` (the monitor's read at each tick) returns the failures that finished
-    since the mark less a minute, in item order, and on SQLite reads them by the partial index
-    of failed items by time, not by visiting every failed item of the batch."""
+    since the mark less its overlap, in item order, with the batch's failed total of the same
+    read, and on SQLite reads them by the partial index of failed items by time, not by
+    visiting every failed item of the batch."""
     from datetime import UTC, datetime, timedelta
 
     from sqlalchemy import text
@@ -276,18 +277,19 @@ async def test_recent_failures_read_by_the_partial_index(wb: Workbench, backend:
     from workbench.ledger.store import failures_query
 
     batch = await fill(wb, 40, article, failed=10)
-    mark, every = await wb.ledger.failures_since(batch.id, None)
+    mark, every, total = await wb.ledger.failures_since(batch.id, None)
     failed_ids = [r[0] for r in every]
+    assert total == 10
     assert len(failed_ids) == 10 and failed_ids == sorted(failed_ids)
     old = failed_ids[:6]  # finished two hours ago
     two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).replace(tzinfo=None)
     async with wb.ledger.engine.begin() as conn:
         await conn.execute(text(f"UPDATE items SET finished_at = :t WHERE id IN "
                                 f"({','.join(map(str, old))})"), {"t": two_hours_ago})
-    _, recent = await wb.ledger.failures_since(batch.id, mark)
-    assert [r[0] for r in recent] == failed_ids[6:]
+    _, recent, total = await wb.ledger.failures_since(batch.id, mark)
+    assert [r[0] for r in recent] == failed_ids[6:] and total == 10
     assert all(r[2] for r in recent)  # error types read
-    _, since_long_ago = await wb.ledger.failures_since(batch.id, mark - timedelta(hours=3))
+    _, since_long_ago, _ = await wb.ledger.failures_since(batch.id, mark - timedelta(hours=3))
     assert [r[0] for r in since_long_ago] == failed_ids
     if backend == "sqlite":
         stmt = failures_query(batch.id, mark)
@@ -296,3 +298,62 @@ async def test_recent_failures_read_by_the_partial_index(wb: Workbench, backend:
         async with wb.ledger.read_engine.connect() as conn:
             plan = (await conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
         assert any("ix_items_failed_finished" in str(row) for row in plan), plan
+
+
+async def test_a_batch_with_no_recent_failures_still_gives_its_total(wb: Workbench) -> None:
+    from datetime import UTC, datetime
+
+    batch = await fill(wb, 12, article, failed=4)
+    _, rows, total = await wb.ledger.failures_since(batch.id, datetime.now(UTC).replace(
+        year=2999))
+    assert rows == [] and total == 4
+    empty = await wb.submit(["http://example.org/none"], pipeline="noop")
+    assert (await wb.ledger.failures_since(empty.id, None))[1:] == ([], 0)
+
+
+async def test_the_monitor_reads_only_new_failures_while_failures_keep_coming(
+    wb: Workbench,
+) -> None:
+    """A batch failing steadily: failures committed after the tick's ``counts()``, and another
+    right after the monitor's read. The read's own total (one snapshot) agrees with what it
+    read, so the monitor reads once, incrementally; compared with a recount instead, the one
+    committed after the read made it reread every failure at each such tick."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from workbench.notebook.monitor import BatchMonitor
+
+    batch = await fill(wb, 30, article, failed=5)
+    monitor = BatchMonitor(batch)
+    await monitor.refresh()  # every failure read once
+    assert len(monitor._failed) == 5
+    counts = await batch.counts()
+    done = [i for i, s in zip((await batch.status())["item_id"],
+                              (await batch.status())["status"], strict=True) if s == "done"]
+
+    async def fail(ids: list[int]) -> None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        async with wb.ledger.engine.begin() as conn:
+            await conn.execute(text(
+                "UPDATE items SET status = 'failed', error_type = 'Late', error_message = 'x', "
+                f"finished_at = :t WHERE id IN ({','.join(map(str, ids))})"), {"t": now})
+
+    await fail(done[:2])  # committed after the count
+    reads: list[object] = []
+    read = batch._failures_since
+
+    async def read_then_another_fails(mark: object) -> tuple[object, list[tuple[object, ...]], int]:
+        got = await read(mark)
+        reads.append(mark)
+        if len(reads) == 1:
+            await fail(done[2:3])  # committed after the read
+        return got
+
+    batch._failures_since = read_then_another_fails  # type: ignore[method-assign]
+    groups = await monitor._read_failures(counts)
+    assert len(reads) == 1 and reads[0] is not None, "a full reread"
+    assert len(monitor._failed) == 7
+    assert sorted(g.count for g in groups) == [2, 5]
+    await monitor.refresh()  # the next tick sees the last one
+    assert len(monitor._failed) == 8

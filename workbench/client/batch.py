@@ -213,10 +213,10 @@ class Batch:
                                        default=frames.FAILURE_COLUMNS, statuses=["failed"])
         return await carried.with_carried(df, ledger, self.id, self.carried_columns, ["failed"])
 
-    async def _failures_since(self, mark: Any) -> tuple[Any, list[tuple[Any, ...]]]:
+    async def _failures_since(self, mark: Any) -> tuple[Any, list[tuple[Any, ...]], int]:
         """For the monitor (``notebook.protocol``): ``(item_id, url, error_type,
-        error_message)`` of the failures newer than ``mark`` (all when None), and the next
-        mark (``Ledger.failures_since``)."""
+        error_message)`` of the failures newer than ``mark`` (all when None), the next mark,
+        and the number of failed items in the same snapshot (``Ledger.failures_since``)."""
         return await (await self._wb.open_ledger()).failures_since(self.id, mark)
 
     async def embeddings(self, column: str = "embedding") -> tuple[np.ndarray, pd.Index]:

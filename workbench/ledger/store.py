@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal_column, select, update
+from sqlalchemy import and_, func, literal_column, null, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workbench.core.errors import BatchNotFoundError, InvalidInputError, LedgerError
@@ -334,12 +334,13 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
 
     async def failures_since(
         self, batch_id: str, mark: datetime | None
-    ) -> tuple[datetime, list[tuple[Any, ...]]]:
+    ) -> tuple[datetime, list[tuple[Any, ...]], int]:
         """For the notebook monitor: ``(item_id, url, error_type, error_message)`` of the batch's
-        failed items that finished at or after ``mark`` less a minute (every one when ``mark``
-        is None), in item order, and the mark of this read (plain tuples on the driver). A row
-        committed over a minute after its ``finished_at`` is missed: the caller checks its
-        total against ``counts()`` and reads them all when they differ."""
+        failed items that finished at or after ``mark`` less ``FAILURES_OVERLAP`` (every one
+        when ``mark`` is None), in item order, the mark of this read, and the batch's number of
+        failed items in the same snapshot as the rows (plain tuples on the driver). A row
+        committed more than the overlap after its ``finished_at`` is missed: the caller's
+        failures then number fewer than that total, and it reads them all."""
         now = utcnow()
         with translate_errors("reading failures"):
             async with self.read_engine.connect() as conn:
@@ -347,21 +348,31 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
                     rows = await driver_rows(conn, failures_query(batch_id, mark))
                 except Exception as exc:  # the driver's own errors
                     raise LedgerError(f"ledger error while reading failures: {exc}") from exc
-        return now, rows
+        # the first row holds the total (kind 0), the failures follow (kind 1)
+        total = int(rows[0][5]) if rows and rows[0][0] == 0 else 0
+        return now, [r[1:5] for r in rows if r[0] == 1], total
+
+
+#: how far before the last read's mark ``failures_since`` reads again: a failure's row is
+#: committed after its ``finished_at`` (the group commit's round, a worker's clock ahead of
+#: the client's); one committed later still is caught by the total (and a full read)
+FAILURES_OVERLAP = timedelta(seconds=20)
 
 
 def failures_query(batch_id: str, mark: datetime | None) -> Any:
-    """``Ledger.failures_since``'s statement."""
+    """``Ledger.failures_since``'s statement: the batch's failed total and the failures, in one
+    statement so that both come from one snapshot (SQLite and PostgreSQL alike)."""
     t = table_of(ItemRow)
-    q = select(t.c.id, t.c.url, t.c.error_type, t.c.error_message)
-    if mark is None:
-        q = q.where(t.c.batch_id == batch_id, t.c.status == "failed")
-    else:
-        # the status as a literal: a planner proves the partial index's condition
-        # (ix_items_failed_finished) from the query's text, not from a bound value
-        q = q.where(t.c.batch_id == batch_id, t.c.status == literal_column("'failed'"),
-                    t.c.finished_at >= mark - timedelta(minutes=1))
-    return q.order_by(t.c.id)
+    # the status as a literal: a planner proves the partial index's condition
+    # (ix_items_failed_finished) from the query's text, not from a bound value
+    failed = and_(t.c.batch_id == batch_id, t.c.status == literal_column("'failed'"))
+    total: Any = select(literal_column("0").label("kind"), null().label("item_id"), null(), null(),
+                   null(), func.count().label("total")).where(failed)
+    rows = select(literal_column("1"), t.c.id, t.c.url, t.c.error_type, t.c.error_message,
+                  null()).where(failed)
+    if mark is not None:
+        rows = rows.where(t.c.finished_at >= mark - FAILURES_OVERLAP)
+    return union_all(total, rows).order_by(literal_column("kind"), literal_column("item_id"))
 
 
 def _check_ids(item_ids: Sequence[int]) -> list[int]:

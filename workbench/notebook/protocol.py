@@ -69,9 +69,10 @@ class MonitoredBatch(BatchView, Protocol):
         ...
 
     async def failures(self, columns: Sequence[str] | None = None) -> Any: ...
-    async def _failures_since(self, mark: Any) -> tuple[Any, list[tuple[Any, ...]]]:
-        """``(mark, [(item_id, url, error_type, error_message), ...])``: the failed items that
-        finished since ``mark`` (every one when None), and the mark to pass next time."""
+    async def _failures_since(self, mark: Any) -> tuple[Any, list[tuple[Any, ...]], int]:
+        """``(mark, [(item_id, url, error_type, error_message), ...], failed)``: the failed
+        items that finished since ``mark`` (every one when None), the mark to pass next time,
+        and the batch's number of failed items as the same read saw it."""
         ...
 
     async def retry(self, item_ids: Sequence[int] | None = None) -> int: ...
