@@ -105,6 +105,8 @@ async def chunks(
         return max(1, min(chunk_rows, n * max_bytes // max(size, 1)))
 
     if span_to is not None:
+        if max_bytes is not None:  # halving a span's rows would skip ids
+            raise ValueError("span_to reads whole spans: no max_bytes with it")
         spans = _spans(fetch, after, chunk_rows, span_to)
         async with contextlib.aclosing(spans) as read:
             async for piece in read:
@@ -140,8 +142,10 @@ async def chunks(
 
 
 #: id spans read at once by ``_spans``: SQLite's threads read side by side (its JSON is most
-#: of a status() read's CPU) while the caller parses
+#: of a status() read's CPU) while the caller parses; spans larger than ``_WIDE_SPAN`` ids one
+#: at a time, so that a big chunk (``iter_status``' 200,000) is not held twice ahead
 _SPANS_AHEAD = 2
+_WIDE_SPAN = 50_000
 
 
 async def _spans(
@@ -153,10 +157,11 @@ async def _spans(
     holding no row is skipped, not taken for the end."""
     pending: collections.deque[asyncio.Future[dict[str, Any] | None]] = collections.deque()
     start = after
+    ahead = _SPANS_AHEAD if span <= _WIDE_SPAN else 1
 
     def ask_ahead() -> None:
         nonlocal start
-        while start < span_to and len(pending) < _SPANS_AHEAD:
+        while start < span_to and len(pending) < ahead:
             pending.append(asyncio.ensure_future(fetch(start, span)))
             start += span
 
