@@ -105,6 +105,13 @@ def _raise_value_error() -> None:
     raise ValueError("boom in the child")
 
 
+def _blas_threads() -> list[int]:
+    import numpy  # noqa: F401 - its BLAS loaded, as every child of the worker has it
+    from threadpoolctl import threadpool_info
+
+    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+
 @pytest.fixture
 async def pool() -> AsyncIterator[CpuPool]:
     p = CpuPool(2, timeout_s=20)
@@ -231,6 +238,18 @@ async def test_calls_in_flight_are_bounded(pool: CpuPool) -> None:
     assert results == [str(i) for i in range(8)]
     assert time.monotonic() - started >= 0.75
     assert pool._slots is not None and pool._slots._value == 2  # all slots returned
+
+
+async def test_children_run_one_blas_thread_and_the_caller_keeps_its_own(pool: CpuPool) -> None:
+    # numpy's OpenBLAS starts a thread per core and spins them after each product: in a pool of
+    # one process per core those threads only oversubscribe (NOTES.md, issue 13). The limit is
+    # set in the children, never in the process that owns the pool.
+    before = _blas_threads()
+    in_child = await pool.run(_blas_threads)
+    assert in_child and set(in_child) == {1}
+    assert _blas_threads() == before
+    if (os.cpu_count() or 1) > 1:
+        assert before and max(before) > 1  # else the check above could not fail
 
 
 async def test_closed_pool_refuses_work() -> None:

@@ -54,8 +54,30 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
+def _limit_blas_threads() -> None:
+    """One BLAS thread in a child: the pool already runs one process per core it is given, so a
+    BLAS library's own threads only oversubscribe the cores. OpenBLAS (numpy's) starts one
+    thread per core and spins them after each product: on the article corpus, where language
+    detection runs one small matrix product per page, the extraction processes' CPU per page
+    fell by ~10 % with one thread (benchmarks/NOTES.md). Best effort: a child runs without it."""
+    try:
+        import numpy  # noqa: F401 - loads its BLAS, so that there is one to limit
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
+    except Exception:
+        log.debug("blas_thread_limit_failed", exc_info=True)
+
+
+def _init_child(warm_up: bool) -> None:
+    """Each child's initializer: (``warm_up``) import ``PRELOAD_MODULES`` (a no-op where the fork
+    server did), then one BLAS thread."""
+    if warm_up:
+        _preload_child()
+    _limit_blas_threads()
+
+
 def _preload_child() -> None:
-    """Each child's initializer: import ``PRELOAD_MODULES`` (a no-op where the fork server did)."""
     for name in PRELOAD_MODULES:
         try:
             importlib.import_module(name)
@@ -191,7 +213,8 @@ class CpuPool:
         return ProcessPoolExecutor(
             max_workers=workers,
             mp_context=self._ctx,
-            initializer=_preload_child if self._warm_up else None,
+            initializer=_init_child,
+            initargs=(self._warm_up,),
         )
 
     def _get_executor(self) -> ProcessPoolExecutor:
