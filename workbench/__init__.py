@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
-from workbench.client.batch import Batch
-from workbench.client.workbench import SyncWorkbench, Workbench
+import importlib
+import typing
+
 from workbench.core.errors import (
     BatchNotFoundError,
     EmptyBatchError,
@@ -29,6 +30,29 @@ from workbench.core.settings import Settings
 from workbench.core.version import __version__
 from workbench.pipeline.context import Context
 from workbench.pipeline.registry import pipeline
+
+if typing.TYPE_CHECKING:
+    from workbench.client.batch import Batch
+    from workbench.client.workbench import SyncWorkbench, Workbench
+
+# The client (pandas, pyarrow, the readers and writers) is imported on first use, not with the
+# package: a worker process and its CPU pool's fork server import ``workbench`` but never the
+# client, and importing it cost each of them ~1 s of CPU at start (benchmarks/NOTES.md).
+_CLIENT = {
+    "Batch": "workbench.client.batch",
+    "SyncWorkbench": "workbench.client.workbench",
+    "Workbench": "workbench.client.workbench",
+}
+
+
+def __getattr__(name: str) -> typing.Any:
+    module = _CLIENT.get(name)
+    if module is None:
+        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Batch",
@@ -53,3 +77,7 @@ __all__ = [
     "__version__",
     "pipeline",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_CLIENT})

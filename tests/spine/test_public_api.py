@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import workbench
 
 
 def test_contract_names_importable() -> None:
     from workbench import Batch, Context, InvalidURLError, Workbench, pipeline  # noqa: F401
+
+
+def test_a_worker_imports_neither_the_client_nor_pandas() -> None:
+    # The client's names load on first use: the worker process and its CPU pool's fork server
+    # import ``workbench`` at start and never use the client (~1 s of CPU each at start).
+    code = ("import sys, workbench.worker.__main__, workbench.pipeline.cpu_preload; "
+            "print(sorted(m for m in ('pandas', 'pyarrow', 'workbench.client.batch', "
+            "'workbench.client.workbench') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert "Workbench" in dir(workbench) and workbench.Batch.__name__ == "Batch"
 
 
 def test_all_is_complete_and_sorted() -> None:
