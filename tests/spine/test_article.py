@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
+from tests.conftest import article_html
 from workbench import Context, Workbench, pipeline
+from workbench.core.urls import normalize_url
+from workbench.ledger import pages as page_store
 
 
 @pipeline("test-title-words", version="2")
@@ -37,6 +42,37 @@ async def test_article_results_and_failures(wb: Workbench, run_worker, site) -> 
     assert f.loc[bad[1], "error_type"] == "http_500" and f.loc[bad[1], "retryable"]
     assert f.loc[bad[1], "tries"] == 2 and site.hits["/status/500"] == 2
     assert "HTTP 500" in f.loc[bad[1], "error_message"] or "500" in f.loc[bad[1], "error_message"]
+
+
+async def test_article_pages_are_stored_as_their_extraction_process_compressed_them(
+    wb: Workbench, run_worker, site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The extraction process hashes and compresses each page beside its extraction (issue 13):
+    # the worker's process compresses none, a page with too little text is stored all the same,
+    # and the result's content_sha256 is the digest the child computed of the stored bytes.
+    compressed_here: list[int] = []
+    real = page_store.compress_page
+
+    def counting(body: bytes) -> bytes:
+        compressed_here.append(len(body))
+        return real(body)
+
+    monkeypatch.setattr(page_store, "compress_page", counting)
+    ok = await wb.submit([site.url("/page/1")], pipeline="article")
+    thin = await wb.submit([site.url("/page/2")], pipeline="article",
+                           params={"min_chars": 1_000_000})
+    await run_worker(cpu_processes=1)
+    assert (await ok.wait(timeout=30))["done"] == 1
+    assert (await thin.wait(timeout=30))["failed"] == 1
+    assert list((await thin.failures())["error_type"]) == ["no_main_content"]
+    assert compressed_here == []
+    store = page_store.PageStore(wb.ledger)
+    for n in (1, 2):
+        stored = await store.load(normalize_url(site.url(f"/page/{n}")))
+        assert stored is not None and stored.body == article_html(n).encode()
+    body = article_html(1).encode()
+    row = (await ok.results()).iloc[0]
+    assert row["content_sha256"] == hashlib.sha256(body).hexdigest()
 
 
 async def test_rerun_uses_stored_pages_only(wb: Workbench, run_worker, site) -> None:

@@ -3,14 +3,11 @@
 A rerun reads the newest snapshot of each URL instead of the network. Cleanup deletes snapshots
 older than the retention period and then every blob no snapshot still points at.
 
-Bodies are compressed with zstd (level 3); each blob says its codec by its first bytes (a zstd
-frame starts with the magic number ``28 b5 2f fd``, a zlib stream with ``78``), so blobs stored
-with zlib before stay readable and no column records the codec. Measured on the 181 pages of the
-article-extraction-benchmark corpus (170 KB on average, one core of the loaded 2-core machine):
-zlib level 6 (before) 3.75 ms/page, ratio 0.197; zlib 1 1.38 ms, 0.235; zstd 1 0.51 ms, 0.209;
-zstd 3 0.66-0.75 ms, 0.197 (zstd decompresses in 0.26 ms). At under 1 ms it runs on the event
-loop: a thread hand-off would cost a good part of that. Bodies over ``INLINE_MAX_BYTES`` (a few
-ms of zstd) are still compressed in a thread, so a huge page does not stall the loop.
+Bodies are compressed with zstd (``core.pagecodec``: the codec, its measurements, and how old
+zlib blobs stay readable). At under 1 ms a page it runs on the event loop: a thread hand-off
+would cost a good part of that. Bodies over ``INLINE_MAX_BYTES`` (a few ms of zstd) are still
+compressed in a thread, so a huge page does not stall the loop. A caller that already has the
+body compressed (the ``article`` pipeline's extraction process does it) passes it as ``stored``.
 
 Saves are a batched op of the group commit (``GroupCommitter.run_batched``): the pages fetched
 since the last commit are written with one executemany per table through prepared INSERTs
@@ -22,29 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
-import zlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import zstandard
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workbench.core.page import Page
+from workbench.core.pagecodec import StoredBody, compress_page, decompress_page
 from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import PageBlobRow, SnapshotRow
 from workbench.ledger.sql import table_of, utcnow
 from workbench.ledger.store import Ledger
 
-#: zstd level 3: zlib 6's ratio at a fifth of its time (see the module docstring)
-ZSTD_LEVEL = 3
 #: bodies up to this size are (de)compressed on the event loop (~4 ms of zstd at 1 MiB)
 INLINE_MAX_BYTES = 1 << 20
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_codecs = threading.local()  # zstd (de)compressors are not thread-safe: one per thread
 
 _SNAPSHOT_COLUMNS = ("normalized_url", "url", "final_url", "http_status", "content_type",
                      "encoding", "headers", "sha256", "fetched_at")
@@ -56,22 +47,7 @@ _LOAD_SQL = (
 )
 
 
-def compress_page(body: bytes) -> bytes:
-    """A page body as stored: a zstd frame (with its content size)."""
-    compressor = getattr(_codecs, "compressor", None)
-    if compressor is None:
-        compressor = _codecs.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return bytes(compressor.compress(body))
-
-
-def decompress_page(blob: bytes) -> bytes:
-    """A stored body's bytes, whichever codec stored it (zstd, or zlib before zstd)."""
-    if blob[:4] == _ZSTD_MAGIC:
-        decompressor = getattr(_codecs, "decompressor", None)
-        if decompressor is None:
-            decompressor = _codecs.decompressor = zstandard.ZstdDecompressor()
-        return bytes(decompressor.decompress(blob))
-    return zlib.decompress(blob)
+__all__ = ["INLINE_MAX_BYTES", "PageStore", "compress_page", "decompress_page"]
 
 
 class PageStore:
@@ -79,23 +55,26 @@ class PageStore:
         self._ledger = ledger
         self._bulk = BulkInserter()
 
-    async def save(self, page: Page, normalized_url: str) -> None:
-        """Store ``page`` as the newest snapshot of ``normalized_url``, once committed."""
-        if len(page.body) <= INLINE_MAX_BYTES:
-            body = compress_page(page.body)
-        else:
-            body = await asyncio.to_thread(compress_page, page.body)
+    async def save(
+        self, page: Page, normalized_url: str, stored: StoredBody | None = None
+    ) -> None:
+        """Store ``page`` as the newest snapshot of ``normalized_url``, once committed.
+        ``stored``: its body already hashed and compressed (``core.pagecodec.stored_body``)."""
+        if stored is None:
+            if len(page.body) <= INLINE_MAX_BYTES:
+                stored = StoredBody(page.sha256, compress_page(page.body))
+            else:
+                stored = StoredBody(page.sha256, await asyncio.to_thread(compress_page, page.body))
         await self._ledger.committer.run_batched(
-            self._save_many, (page, normalized_url, body), self._save_direct
+            self._save_many, (page, normalized_url, stored), self._save_direct
         )
 
     @staticmethod
-    def _rows(saves: Sequence[tuple[Page, str, bytes]]) -> tuple[list[Any], list[Any]]:
+    def _rows(saves: Sequence[tuple[Page, str, StoredBody]]) -> tuple[list[Any], list[Any]]:
         """(blob rows, each stored sha256 once; snapshot rows) of a commit's saves."""
         blobs: dict[str, tuple[Any, ...]] = {}
         snapshots: list[tuple[Any, ...]] = []
-        for page, normalized_url, body in saves:
-            sha = page.sha256
+        for page, normalized_url, (sha, body) in saves:
             blobs.setdefault(sha, (sha, body, len(page.body)))
             snapshots.append((normalized_url, page.url, page.final_url, page.status,
                               page.content_type, page.encoding, page.headers, sha,
@@ -103,7 +82,7 @@ class PageStore:
         return list(blobs.values()), snapshots
 
     def _save_direct(
-        self, conn: sqlite3.Connection, saves: Sequence[tuple[Page, str, bytes]]
+        self, conn: sqlite3.Connection, saves: Sequence[tuple[Page, str, StoredBody]]
     ) -> list[None]:
         """``_save_many`` on the direct writer's connection (``ledger.direct``)."""
         blobs, snapshots = self._rows(saves)
@@ -116,7 +95,7 @@ class PageStore:
         return [None] * len(saves)
 
     async def _save_many(
-        self, conn: AsyncConnection, saves: Sequence[tuple[Page, str, bytes]]
+        self, conn: AsyncConnection, saves: Sequence[tuple[Page, str, StoredBody]]
     ) -> list[None]:
         """The group commit's batched op: every blob not stored yet, then every snapshot."""
         blobs, snapshots = self._rows(saves)

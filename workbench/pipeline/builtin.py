@@ -75,11 +75,20 @@ async def article(url: str, ctx: Context) -> dict[str, Any]:
     p = ctx.params
     max_keywords = _int_param(p, "max_keywords", 10, 0, 100)
     min_chars = _int_param(p, "min_chars", 50, 0, 1_000_000)
-    page = await ctx.fetch()
-    with ctx.step("extract"):
-        doc, analysis = await extract_and_analyse_page(
-            ctx.tools.cpu, page, max_keywords=max_keywords, min_chars=min_chars
-        )
+    # The page is stored after its extraction, which hashes and compresses it in the extraction
+    # process (off the worker's event loop); stored whether the extraction succeeds or fails,
+    # not when the item is cancelled (a worker stopping, the job's timeout): it is fetched again.
+    page = await ctx.fetch(defer_store=True)
+    try:
+        with ctx.step("extract"):
+            doc, analysis = await extract_and_analyse_page(
+                ctx.tools.cpu, page, max_keywords=max_keywords, min_chars=min_chars,
+                on_stored=ctx.stored_body_ready if ctx.store_pending else None,
+            )
+    except Exception:
+        await ctx.store_fetched()
+        raise
+    await ctx.store_fetched()
     out: dict[str, Any] = {f: getattr(doc, f) for f in _DOC_FIELDS}
     out["language"] = doc.language or analysis.get("language")
     out.update(

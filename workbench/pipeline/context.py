@@ -17,6 +17,7 @@ import numpy as np
 from workbench.core.errors import PageNotStored, PermanentError
 from workbench.core.logs import get_logger
 from workbench.core.page import Document, Page
+from workbench.core.pagecodec import StoredBody
 from workbench.core.urls import normalize_url
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ class Context:
         self.timings: dict[str, float] = {}
         #: the page fetched for this item's own URL (its provenance lands in the result)
         self.page: Page | None = None
+        # the item's page fetched with defer_store=True, not stored yet, and its stored form
+        self._unstored: tuple[Page, str] | None = None
+        self._stored_body: StoredBody | None = None
 
     @property
     def settings(self) -> Settings:
@@ -71,9 +75,17 @@ class Context:
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
-    async def fetch(self, url: str | None = None) -> Page:
+    async def fetch(self, url: str | None = None, *, defer_store: bool = False) -> Page:
         """Fetch ``url`` (default: the item's URL) politely, or read it from the page store when
-        this batch re-analyses stored pages. Raises typed ``PipelineError``s."""
+        this batch re-analyses stored pages. Raises typed ``PipelineError``s.
+
+        ``defer_store`` (the item's own page only): store the fetched page when the pipeline
+        calls ``store_fetched`` instead of before returning, so that the process that extracts
+        it can also hash and compress it (``stored_body_ready``). A pipeline that defers must
+        call ``store_fetched`` whether its next steps succeed or fail.
+        """
+        if defer_store and url is not None:
+            raise ValueError("defer_store is for the item's own page (fetch() with no url)")
         target = url or self.url
         norm = self.normalized_url if url is None else normalize_url(target)
         with self.step("fetch"):
@@ -90,10 +102,38 @@ class Context:
                 stored = await pages.load(norm) if pages is not None else None
                 page = await self.tools.fetcher.fetch(target, revalidate=stored)
                 if pages is not None and not page.from_store:
-                    await pages.save(page, norm)
+                    if defer_store:
+                        self._unstored, self._stored_body = (page, norm), None
+                    else:
+                        await pages.save(page, norm)
         if url is None or norm == self.normalized_url:
             self.page = page
         return page
+
+    @property
+    def store_pending(self) -> bool:
+        """Whether a page fetched with ``defer_store`` still waits for ``store_fetched``."""
+        return self._unstored is not None
+
+    def stored_body_ready(self, stored: StoredBody) -> None:
+        """The pending page's body, hashed and compressed elsewhere (``core.pagecodec``)."""
+        if self._unstored is None:
+            return
+        page = self._unstored[0]
+        self._stored_body = stored
+        # the result's content_sha256 reads page.sha256: the digest of these very bytes, so the
+        # worker's process need not hash the page again
+        vars(page).setdefault("sha256", stored.sha256)
+
+    async def store_fetched(self) -> None:
+        """Store the page fetched with ``defer_store`` (compressing it here unless
+        ``stored_body_ready`` gave its stored form). Does nothing when none is pending."""
+        if self._unstored is None or self.tools.pages is None:
+            self._unstored = None
+            return
+        (page, norm), stored = self._unstored, self._stored_body
+        self._unstored = self._stored_body = None
+        await self.tools.pages.save(page, norm, stored)
 
     async def extract(self, page: Page) -> Document:
         """Main text and metadata with trafilatura, in the worker's process pool."""
