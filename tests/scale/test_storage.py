@@ -219,6 +219,12 @@ async def test_cached_copies_keep_their_bulky_parts(wb: Workbench) -> None:
     assert again.cached == 5
     a, b = await first.results(), await again.results()
     assert b["text"].tolist() == a["text"].tolist() and b["cached"].all()
+    # every other column as the original's: the copy takes the result's values as they are
+    own = {"item_id", "cached", "batch_id", "duration_s", "finished_at", "started_at",
+           "submitted_at", "attempts", "tries", "worker"}  # the copy's item, not its result
+    assert set(a.columns) == set(b.columns)
+    for col in sorted(set(a.columns) - own):
+        pd.testing.assert_series_equal(a[col], b[col], check_names=False, obj=col)
 
 
 async def test_counts_stay_exact_whichever_status_is_largest(wb: Workbench) -> None:

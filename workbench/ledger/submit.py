@@ -20,7 +20,7 @@ from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import BatchRow, ItemRow, ResultBulkRow, ResultRow
 from workbench.ledger.shapes import write_parts
-from workbench.ledger.sql import CHUNK, row_dict, table_of, utcnow
+from workbench.ledger.sql import CHUNK, table_of, utcnow
 
 
 def new_batch_id(now: datetime | None = None) -> str:
@@ -73,6 +73,11 @@ class SubmitOutcome:
 
 
 _ENTRY_CHUNK = 20_000
+#: the columns of a result its cached copy takes as they are (the copy's own: item_id,
+#: batch_id, cached); normalized_url first (``_cached_results`` keys by it)
+_COPIED = ("normalized_url", "pipeline", "pipeline_version", "params_hash", "workbench_version",
+           "data", "shape", "final_url", "http_status", "content_sha256", "fetched_at",
+           "from_stored_page", "timings", "created_at")
 _ITEM_ROW = ("id", "position", "url", "normalized_url")
 _ITEM_ROW_CARRIED = (*_ITEM_ROW, "carried")
 
@@ -148,11 +153,9 @@ class SubmitMixin:
                             row = (*row, carried[offset])
                         if hit:
                             cached_rows.append(row)
-                            if hit.get("bulk") is not None:
-                                bulk_rows.append((item_id, hit["bulk"]))
-                            results.append({**{k: v for k, v in hit.items() if k != "bulk"},
-                                            "item_id": item_id, "batch_id": batch_id,
-                                            "cached": True})
+                            if hit[-1] is not None:  # its bulky parts
+                                bulk_rows.append((item_id, hit[-1]))
+                            results.append((item_id, *hit[:-1]))
                         else:
                             queued_rows.append(row)
                             queued.append(item_id)
@@ -161,8 +164,8 @@ class SubmitMixin:
                     await self._bulk.insert(conn, table_of(ItemRow), names, cached_rows,
                                             dict(common, status="done", cached=True,
                                                  finished_at=now, duration_s=0.0))
-                    for i in range(0, len(results), 2000):
-                        await conn.execute(insert(ResultRow), results[i : i + 2000])
+                    await self._bulk.insert(conn, table_of(ResultRow), ("item_id", *_COPIED),
+                                            results, dict(batch_id=batch_id, cached=True))
                     # the copies name shapes already registered
                     await write_parts(conn, self._bulk, bulk_rows, {})
                     copies += len(results)
@@ -188,29 +191,19 @@ class SubmitMixin:
         await conn.execute(text("SELECT setval('items_id_seq', :v)"), {"v": first + n - 1})
         return first
 
-    async def _cached_results(self, spec: NewBatch, norms: list[str]) -> dict[str, dict[str, Any]]:
+    async def _cached_results(
+        self, spec: NewBatch, norms: list[str]
+    ) -> dict[str, tuple[Any, ...]]:
+        """For each of ``norms`` analysed before with this pipeline, version and params, the
+        newest result's values of ``_COPIED`` and, last, its bulky parts (or None): plain
+        tuples, copied through the bulk inserter (a dict per row and SQLAlchemy's executemany
+        were most of a 10,000-URL resubmission)."""
         if not norms:
             return {}
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, tuple[Any, ...]] = {}
         bulk = table_of(ResultBulkRow)
-        cols = [
-            ResultRow.item_id,
-            ResultRow.normalized_url,
-            ResultRow.pipeline,
-            ResultRow.pipeline_version,
-            ResultRow.params_hash,
-            ResultRow.workbench_version,
-            ResultRow.data,
-            ResultRow.shape,
-            bulk.c.data.label("bulk"),
-            ResultRow.final_url,
-            ResultRow.http_status,
-            ResultRow.content_sha256,
-            ResultRow.fetched_at,
-            ResultRow.from_stored_page,
-            ResultRow.timings,
-            ResultRow.created_at,
-        ]
+        results = table_of(ResultRow)
+        cols = [*(results.c[name] for name in _COPIED), bulk.c.data.label("bulk")]
         async with self.read_engine.connect() as conn:
             key = (
                 ResultRow.pipeline == spec.pipeline,
@@ -224,13 +217,10 @@ class SubmitMixin:
                 chunk = norms[i : i + CHUNK]
                 rows = await conn.execute(
                     select(*cols)
-                    .select_from(table_of(ResultRow).outerjoin(
-                        bulk, bulk.c.item_id == ResultRow.item_id))
+                    .select_from(results.outerjoin(bulk, bulk.c.item_id == ResultRow.item_id))
                     .where(*key, ResultRow.normalized_url.in_(chunk))
                     .order_by(ResultRow.created_at, ResultRow.item_id)
                 )
                 for row in rows:
-                    hit = row_dict(row)
-                    del hit["item_id"]
-                    found[row.normalized_url] = hit  # newest wins
+                    found[row[0]] = tuple(row)  # newest wins (row[0]: normalized_url)
         return found
