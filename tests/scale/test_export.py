@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from workbench import Workbench
 from workbench.client.export import iter_csv, iter_jsonl, stream_text
@@ -163,3 +165,29 @@ async def test_parquet_straight_from_rows_equals_the_frames_path(
     kinds = await fill(wb, 3, _kinds)
     schemas = await reading.result_schemas(wb.ledger, kinds.id, None)
     assert not export.arrow_native(export.arrow_schema(*schemas), schemas[1], ())
+
+
+async def test_a_failed_parquet_write_ends_the_read_of_the_chunks(wb: Workbench) -> None:
+    from workbench.client import export, reading
+
+    class DiskFull(io.BytesIO):
+        def write(self, data: Any) -> int:
+            if self.tell() > 4_000:
+                raise OSError("No space left on device")
+            return super().write(data)
+
+    batch = await fill(wb, 40, article)
+    schemas = await reading.result_schemas(wb.ledger, batch.id, None)
+    ended: list[bool] = []
+
+    async def chunks() -> AsyncIterator[Any]:
+        try:
+            async for df in reading.iter_results(wb.ledger, batch.id, chunk_rows=4,
+                                                 columns=None, schemas=schemas):
+                yield df
+        finally:
+            ended.append(True)
+
+    with pytest.raises(OSError, match="No space left"):
+        await export.write_parquet(chunks(), export.arrow_schema(*schemas), DiskFull())
+    assert ended == [True]  # closed by write_parquet, not left to the garbage collector

@@ -328,9 +328,17 @@ async def write_parquet(
         if pending is not None:
             await pending
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
+        if pending is not None:
+            if not pending.done():  # the read failed: the row group being written ends first
+                await asyncio.wait([pending])  # (a thread cannot be cancelled) then the writer
+            if not pending.cancelled():
+                pending.exception()  # retrieved: the error raised is the one that ended the loop
         writer.close()
+        # a failed write leaves the chunks unread: end their read now (its ledger connection
+        # back to the pool), not whenever the garbage collector finalizes the generator
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
     return rows
 
 
