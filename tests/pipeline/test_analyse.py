@@ -150,3 +150,18 @@ def test_keywords_written_form() -> None:
     text = "The Rover landed. The rover drove. A rover stopped, and the ROVER slept."
     assert keywords(text, top=2) == ["rover", "landed"]
     assert keywords("Mars rises first. Then mars sets.", top=1) == ["Mars"]
+
+
+def test_stopword_lists_are_read_without_importing_yake() -> None:
+    # yake's package imports networkx: ~0.1 s of each fork server's start for files only read
+    import subprocess
+    import sys
+
+    code = ("import sys; from workbench.pipeline.text.analyse import _stopwords, keywords; "
+            "print(len(_stopwords('en')), len(_stopwords('de')), "
+            "keywords('The river and the rivers of the valley', language='en', top=2), "
+            "'yake' in sys.modules, 'networkx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    en, de, *rest = out.stdout.split(" ", 2)
+    assert int(en) > 100 and int(de) > 100
+    assert rest[0].strip().endswith("False False"), out.stdout

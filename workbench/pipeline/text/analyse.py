@@ -203,9 +203,7 @@ def _identifier() -> Any:
 @lru_cache(maxsize=64)
 def _stopwords(language: str) -> frozenset[str]:
     """yake's stopword list for ``language`` (ISO 639-1), or its language-neutral one."""
-    from importlib.resources import files
-
-    lists = files("yake") / "core" / "StopwordsList"
+    lists = _yake_stopword_dir()
     code = _YAKE_LANG.get(language, language)[:2].lower()
     path = lists / f"stopwords_{code}.txt"
     if not path.is_file():
@@ -216,3 +214,19 @@ def _stopwords(language: str) -> frozenset[str]:
     except UnicodeDecodeError:
         text = raw.decode("iso-8859-1")
     return frozenset(w.strip() for w in text.lower().splitlines() if w.strip())
+
+
+def _yake_stopword_dir() -> Any:
+    """yake's stopword directory, found without importing yake: its package imports networkx,
+    ~0.1 s of every fork server's start for files we only read."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("yake")  # a top-level name: found, not imported
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        lists = Path(root) / "core" / "StopwordsList"
+        if lists.is_dir():
+            return lists
+    from importlib.resources import files  # an install not on the file system
+
+    return files("yake") / "core" / "StopwordsList"
