@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -87,3 +88,30 @@ def test_bad_setting_exits_2(data_dir: Path) -> None:
                           env=_env(data_dir, WORKBENCH_MAX_TRIES="lots"),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "WORKBENCH_MAX_TRIES" in proc.stderr
+
+
+def test_a_worker_process_starts_its_extraction_processes_with_it(data_dir: Path) -> None:
+    # A cold `python -m workbench.worker` starts its CPU pool at once, beside its own start:
+    # its first pages waited for the fork server to import the extraction stack (issue 13).
+    # No job is needed for it.
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench.worker", "--processes", "1"], env=_env(data_dir),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        me = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 90
+        found = False
+        while not found and time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                found = any("forkserver" in " ".join(c.cmdline())
+                            for c in me.children(recursive=True))
+            time.sleep(0.1)
+        assert found, "no fork server started while the queue stayed empty"
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0

@@ -32,14 +32,18 @@ async def build_worker(
     cpu_processes: int | None = None,
     ledger: Any = None,
     poll_delay_s: float = 0.2,
+    warm_up_cpu: bool = False,
 ) -> tuple[QueueWorker, WorkerRuntime]:
-    """An ARQ worker bound to a fresh ``WorkerRuntime`` (not started yet: ARQ's on_startup does)."""
+    """An ARQ worker bound to a fresh ``WorkerRuntime`` (not started yet: ARQ's on_startup does).
+    ``warm_up_cpu``: start the CPU pool's processes at once, beside the worker's own start."""
     redis = await connect(settings)
     runtime = WorkerRuntime(
         settings, redis, ledger=ledger, concurrency=concurrency, cpu_processes=cpu_processes
     )
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        if warm_up_cpu:
+            runtime.warm_up_cpu()
         await runtime.start()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -92,6 +96,9 @@ def run_in_this_process(options: dict[str, Any], overrides: dict[str, Any]) -> i
             burst=options.get("burst", False),
             concurrency=options.get("concurrency"),
             cpu_processes=options.get("cpu_processes"),
+            # a worker process exists to run pipelines, most of which extract: its pool starts
+            # with it (an in-kernel or test worker starts its pool with the first extraction)
+            warm_up_cpu=True,
         )
 
     try:

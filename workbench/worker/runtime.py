@@ -100,6 +100,20 @@ class WorkerRuntime:
         self.log = log.bind(worker=self.worker_id)
 
     # ---------------------------------------------------------------- lifecycle
+    def warm_up_cpu(self) -> None:
+        """Start the CPU pool's processes in the background, now. Otherwise they start with
+        the first extraction, after the worker's own start and the first fetches: a cold
+        ``python -m workbench.worker`` waited ~1-2 s of the fork server importing the
+        extraction stack before its first page (benchmarks/NOTES.md). Best effort: a pool
+        that cannot start now is started (and its error raised) by the first call."""
+        self._background.append(asyncio.get_running_loop().create_task(self._warm_up_cpu()))
+
+    async def _warm_up_cpu(self) -> None:
+        try:
+            await self.tools.cpu.warm_up()
+        except Exception as exc:
+            self.log.warning("cpu pool warm-up failed", error=f"{type(exc).__name__}: {exc}")
+
     async def start(self) -> None:
         await self.ledger.start()
         await self.ledger.register_worker(
@@ -112,7 +126,7 @@ class WorkerRuntime:
         # A restart after a crash or a Redis wipe: put the queue back before taking jobs.
         await reconcile(self.ledger, self.redis, self.settings, full=True)
         loop = asyncio.get_running_loop()
-        self._background = [
+        self._background += [
             loop.create_task(self._every(self.settings.heartbeat_s, self._heartbeat)),
             loop.create_task(self._every(self.settings.reconcile_interval_s, self._reconcile)),
         ]
