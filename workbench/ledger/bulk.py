@@ -9,7 +9,6 @@ content-addressed blobs).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,9 +82,10 @@ class InsertPlan:
             process(value) if process else value
             for process, value in zip(self.fixed_converters, fixed.values(), strict=True)
         )
-        if self.adapt_fixed:  # the very value the driver's adapter would give each row
-            tail = tuple(sqlite3.adapt(v, sqlite3.PrepareProtocol, v)
-                         if isinstance(v, datetime) else v for v in tail)
+        if self.adapt_fixed:  # the very text sqlite3's datetime adapter would give each row
+            # (its default adapters are deprecated since Python 3.12; registering one would
+            # change the process's global sqlite3 state, which a library must not)
+            tail = tuple(v.isoformat(" ") if isinstance(v, datetime) else v for v in tail)
         if self.converters:
             rows = [self._convert(row) for row in rows]
         return [self.arrange(row + tail) for row in rows]
