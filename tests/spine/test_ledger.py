@@ -125,3 +125,26 @@ def _result(batch_id: str) -> dict:
         pipeline_version="1", params_hash="x", workbench_version="0", data="{}",
         cached=False, from_stored_page=False, timings={},
     )
+
+
+def test_bulk_rows_reach_sqlite3_with_no_datetime_left_to_its_adapter() -> None:
+    # sqlite3's default datetime adapter is deprecated since Python 3.12 (a warning per bulk
+    # insert on 3.13): timestamps reach the driver as the very text it gave, per row and shared
+    from datetime import UTC, datetime
+
+    from sqlalchemy.dialects import sqlite
+
+    from workbench.ledger.bulk import BulkInserter
+    from workbench.ledger.models import SnapshotRow
+    from workbench.ledger.sql import table_of
+
+    when = datetime(2026, 12, 3, 6, 0, 1, 250_000, tzinfo=UTC)
+    columns = ("normalized_url", "url", "final_url", "http_status", "content_type", "encoding",
+               "headers", "sha256")
+    plan = BulkInserter().plan(sqlite.dialect(), table_of(SnapshotRow), (*columns, "fetched_at"),
+                               {})
+    row = ("http://e.org/", "http://e.org/", "http://e.org/", 200, "text/html", "utf-8", {},
+           "0" * 64, when)
+    (params,) = plan.params([row], {})
+    assert not any(isinstance(v, datetime) for v in params)
+    assert "2026-12-03 06:00:01.250000" in params

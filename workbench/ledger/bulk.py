@@ -15,7 +15,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert
+from sqlalchemy import DateTime, Table, bindparam, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -55,7 +55,9 @@ class InsertPlan:
             raise AssertionError(f"parameters {order} are not the columns given {given}")
         converters = []
         for i, name in enumerate(columns):
-            process = table.c[name].type.bind_processor(dialect)
+            process: Callable[[Any], Any] | None = table.c[name].type.bind_processor(dialect)
+            if dialect.name == "sqlite" and _holds_datetimes(table.c[name].type):
+                process = _as_sqlite_text(process)
             if process is not None:
                 converters.append((i, process))
         return cls(
@@ -95,6 +97,23 @@ class InsertPlan:
         for i, process in self.converters:
             values[i] = process(values[i])
         return tuple(values)
+
+
+def _holds_datetimes(type_: Any) -> bool:
+    """A DateTime column, or a type decorating one (``models.UTCDateTime``)."""
+    return isinstance(type_, DateTime) or isinstance(getattr(type_, "impl_instance", None),
+                                                     DateTime)
+
+
+def _as_sqlite_text(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """``process``, then a datetime as the text sqlite3's default adapter gave it (that adapter
+    is deprecated since Python 3.12; registering our own would change the process's global
+    sqlite3 state, which a library must not)."""
+    def convert(value: Any) -> Any:
+        if process is not None:
+            value = process(value)
+        return value.isoformat(" ") if isinstance(value, datetime) else value
+    return convert
 
 
 class BulkInserter:
