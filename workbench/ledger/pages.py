@@ -61,10 +61,9 @@ class PageStore:
         """Store ``page`` as the newest snapshot of ``normalized_url``, once committed.
         ``stored``: its body already hashed and compressed (``core.pagecodec.stored_body``)."""
         if stored is None:
-            if len(page.body) <= INLINE_MAX_BYTES:
-                stored = StoredBody(page.sha256, compress_page(page.body))
-            else:
-                stored = StoredBody(page.sha256, await asyncio.to_thread(compress_page, page.body))
+            blob = (compress_page(page.body) if len(page.body) <= INLINE_MAX_BYTES
+                    else await asyncio.to_thread(compress_page, page.body))
+            stored = StoredBody(page.sha256, blob)
         await self._ledger.committer.run_batched(
             self._save_many, (page, normalized_url, stored), self._save_direct
         )

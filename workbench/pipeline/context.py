@@ -128,12 +128,12 @@ class Context:
     async def store_fetched(self) -> None:
         """Store the page fetched with ``defer_store`` (compressing it here unless
         ``stored_body_ready`` gave its stored form). Does nothing when none is pending."""
-        if self._unstored is None or self.tools.pages is None:
-            self._unstored = None
+        pages = self.tools.pages
+        if self._unstored is None or pages is None:  # (set only where there is a page store)
             return
         (page, norm), stored = self._unstored, self._stored_body
         self._unstored = self._stored_body = None
-        await self.tools.pages.save(page, norm, stored)
+        await pages.save(page, norm, stored)
 
     async def extract(self, page: Page) -> Document:
         """Main text and metadata with trafilatura, in the worker's process pool."""
