@@ -109,3 +109,33 @@ async def test_migrated_schema_matches_the_models(wb: Workbench) -> None:
 
     async with wb.ledger.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
+
+
+async def test_upgrade_counts_the_items_there_are(make_wb: Callable[..., Workbench]) -> None:
+    """0005 fills the batch counters from the items a ledger already holds; after it the
+    trigger keeps them (both backends)."""
+    wb = make_wb()
+    url = wb.settings.effective_database_url
+    engine = make_engine(url)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    statuses = ["done"] * 5 + ["failed"] * 3 + ["queued"] * 2 + ["running"]
+    async with engine.begin() as conn:
+        await conn.run_sync(_alembic, "upgrade", "0004")
+        for b in ("b-one", "b-two"):
+            await conn.execute(insert(table_of(BatchRow)), [dict(
+                id=b, name=b, pipeline="noop", pipeline_version="1", params={},
+                params_hash="p", created_at=now, total=len(statuses), duplicates=0, invalid=0,
+                use_stored_pages=False)])
+            await conn.execute(insert(table_of(ItemRow)), [dict(
+                batch_id=b, position=i, url=f"http://example.org/{b}/{i}",
+                normalized_url=f"http://example.org/{b}/{i}", status=s, attempts=1, tries=1,
+                submitted_at=now, cached=False) for i, s in enumerate(statuses)])
+    await engine.dispose()
+
+    batch = await wb.get_batch("b-one")  # migrates to head
+    assert await batch.counts() == {"queued": 2, "running": 1, "done": 5, "failed": 3,
+                                    "cancelled": 0}
+    await batch.retry()
+    assert await batch.counts() == {"queued": 5, "running": 1, "done": 5, "failed": 0,
+                                    "cancelled": 0}
+    assert (await (await wb.get_batch("b-two")).counts())["failed"] == 3

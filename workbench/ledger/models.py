@@ -6,6 +6,7 @@ the input row's other columns (``workbench.inputs.tables``) as JSON text, ``Batc
 their names and dtypes. A result is stored in
 parts (``workbench.ledger.shapes``): its small fields in ``results.data``, its bulky values in
 ``result_bulk``, and the shape of its fields once per distinct shape in ``result_shapes``.
+``batch_counts`` holds each batch's items per status (``workbench.ledger.counters``).
 """
 
 from __future__ import annotations
@@ -120,6 +121,30 @@ class ItemRow(Base):
     retryable: Mapped[bool | None] = mapped_column(Boolean)
     # the input row's other columns, a JSON object of stored name -> value (or None)
     carried: Mapped[str | None] = mapped_column(Text)
+
+
+class BatchCountRow(Base):
+    """How many of a batch's items are in a status: the sum of its rows over ``shard``
+    (``workbench.ledger.counters``; kept by the transactions that change statuses)."""
+
+    __tablename__ = "batch_counts"
+    # on SQLite the key is the row: one B-tree, not a table and its key's index
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    batch_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # 0 for the batch's first counts and on SQLite; a PostgreSQL connection's backend pid
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class CountPauseRow(Base):
+    """A row here, never committed, pauses SQLite's counter trigger for the bulk statement of
+    the transaction that inserted it (``counters.bulk``). PostgreSQL's trigger needs no pause."""
+
+    __tablename__ = "count_pause"
+
+    paused: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class ResultRow(Base):

@@ -21,7 +21,8 @@ from sqlalchemy import and_, func, literal_column, null, select, union_all, upda
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workbench.core.errors import BatchNotFoundError, InvalidInputError, LedgerError
-from workbench.core.status import ACTIVE_STATUSES, ITEM_STATUSES, Counts
+from workbench.core.status import ACTIVE_STATUSES, Counts
+from workbench.ledger import counters
 from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.committer import GroupCommitter
 from workbench.ledger.direct import SqliteDirect, sqlite_file
@@ -91,7 +92,6 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
         self._started = False
         self._bulk = BulkInserter()
         # per batch, the status most of its items had when last counted (see counts())
-        self._count_hint: dict[str, str] = {}
         # The per-item hot path (claim, complete) runs prepared statements: building and
         # cache-keying a new statement per commit showed up in profiles.
         self._claim_stmt, self._complete_stmt = work_statements(self.dialect)
@@ -136,41 +136,11 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
         )
 
     async def counts(self, batch_id: str) -> Counts:
-        """Items per status. The status most items had at the last call (``_count_hint``) is
-        not counted but derived, ``batches.total`` minus the others, all in one statement (one
-        snapshot): the cost follows the items *not* in the largest status. Counting all of a
-        1M-item batch (GROUP BY over its index entries) took 72 ms here; a batch that is all
-        queued or all done now costs index seeks. The first call of a batch counts them all."""
-        hint = self._count_hint.get(batch_id)
+        """Items per status, from the batch's counters (``ledger.counters``): a few rows read
+        whatever the batch's size. An unknown batch has none."""
         with translate_errors("counting items"):
             async with self.read_engine.connect() as conn:
-                if hint is not None:
-                    others = [s for s in ITEM_STATUSES if s != hint]
-                    t = table_of(ItemRow)
-                    row = (await conn.execute(select(
-                        select(BatchRow.total).where(BatchRow.id == batch_id).scalar_subquery(),
-                        *(select(func.count()).select_from(t)
-                          .where(t.c.batch_id == batch_id, t.c.status == s).scalar_subquery()
-                          for s in others),
-                    ))).one()
-                    total, *ns = row
-                    if total is not None and total >= sum(ns):
-                        counts = Counts(dict(zip(others, ns, strict=True)))
-                        counts[hint] = total - sum(ns)
-                        return self._hinted(batch_id, counts)
-                rows = await conn.execute(
-                    select(ItemRow.status, func.count())
-                    .where(ItemRow.batch_id == batch_id)
-                    .group_by(ItemRow.status)
-                )
-                return self._hinted(batch_id, Counts({status: n for status, n in rows}))
-
-    def _hinted(self, batch_id: str, counts: Counts) -> Counts:
-        if counts.total:
-            if len(self._count_hint) > 1000:  # a long-lived process reading many batches
-                self._count_hint.clear()
-            self._count_hint[batch_id] = max(ITEM_STATUSES, key=lambda s: counts[s])
-        return counts
+                return await counters.read(conn, batch_id)
 
     async def list_batches(self) -> list[dict[str, Any]]:
         with translate_errors("listing batches"):
@@ -181,13 +151,7 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
                         select(table_of(BatchRow)).order_by(BatchRow.created_at)
                     )
                 ]
-                per: dict[str, dict[str, int]] = {}
-                for bid, status, n in await conn.execute(
-                    select(ItemRow.batch_id, ItemRow.status, func.count()).group_by(
-                        ItemRow.batch_id, ItemRow.status
-                    )
-                ):
-                    per.setdefault(bid, {})[status] = n
+                per = await counters.read_all(conn)
                 times = {
                     bid: (start, end)
                     for bid, start, end in await conn.execute(
@@ -199,7 +163,7 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
                     )
                 }
         for b in batches:
-            b["counts"] = Counts(per.get(b["id"], {}))
+            b["counts"] = per.get(b["id"]) or Counts()
             b["first_started_at"], b["last_finished_at"] = times.get(b["id"], (None, None))
         return batches
 
@@ -292,7 +256,9 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
         )
         out: list[tuple[int, int]] = []
         with translate_errors("retrying items"):
-            async with self.engine.begin() as conn:
+            async with self.engine.begin() as conn, counters.bulk(
+                conn, batch_id, rows=None if item_ids is None else len(ids)
+            ):
                 await conn.execute(update(BatchRow).where(BatchRow.id == batch_id).values(
                     settled_at=None, notified_at=None))
                 if item_ids is None:
@@ -323,7 +289,7 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
             .returning(t.c.id, t.c.attempts)
         )
         with translate_errors("cancelling items"):
-            async with self.engine.begin() as conn:
+            async with self.engine.begin() as conn, counters.bulk(conn, batch_id):
                 # a million cancelled rows come back as plain tuples (SQLAlchemy's rows were
                 # ~2.5 s of a 1M-item cancel here)
                 try:

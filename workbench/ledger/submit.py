@@ -16,6 +16,7 @@ from typing import Any, overload
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from workbench.ledger import counters
 from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import BatchRow, ItemRow, ResultBulkRow, ResultRow
@@ -169,6 +170,7 @@ class SubmitMixin:
                     # the copies name shapes already registered
                     await write_parts(conn, self._bulk, bulk_rows, {})
                     copies += len(results)
+                await counters.start(conn, batch_id, queued=len(queued), done=copies)
         return SubmitOutcome(batch_id, FirstAttempts(queued), copies)
 
     async def _reserve_ids(self, conn: AsyncConnection, n: int) -> int:

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workbench.core.status import ACTIVE_STATUSES, Counts
+from workbench.core.status import Counts
+from workbench.ledger import counters
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import BatchRow, ItemRow
 from workbench.ledger.sql import table_of, utcnow
@@ -55,16 +56,7 @@ class SummariesMixin:
         t = table_of(ItemRow)
         with translate_errors("summarizing a batch"):
             async with self.read_engine.connect() as conn:
-                counts = Counts(
-                    {
-                        status: n
-                        for status, n in await conn.execute(
-                            select(t.c.status, func.count())
-                            .where(t.c.batch_id == batch_id)
-                            .group_by(t.c.status)
-                        )
-                    }
-                )
+                counts = await counters.read(conn, batch_id)
                 first, last = (
                     await conn.execute(
                         select(func.min(t.c.started_at), func.max(t.c.finished_at)).where(
@@ -114,13 +106,7 @@ class SummariesMixin:
     async def active_count(self, batch_id: str) -> int:
         with translate_errors("counting active items"):
             async with self.read_engine.connect() as conn:
-                return (
-                    await conn.execute(
-                        select(func.count()).where(
-                            ItemRow.batch_id == batch_id, ItemRow.status.in_(ACTIVE_STATUSES)
-                        )
-                    )
-                ).scalar_one()
+                return (await counters.read(conn, batch_id)).active
 
     async def claim_notification(self, batch_id: str) -> bool:
         """True for exactly one caller once the batch has settled: that caller sends the email."""

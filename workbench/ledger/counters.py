@@ -1,0 +1,85 @@
+"""Per-batch status counters: ``batch.counts()`` read from a few rows, not counted over items.
+
+Counting a million-item batch by its status index took 30-70 ms whenever two statuses held
+half the batch each (the notebook monitor reads counts every tick). ``batch_counts`` holds, per
+batch and status, the number of its items in that status, kept exact by the transactions that
+change them:
+
+- the items of a batch are inserted by ``create_batch`` alone (and never deleted alone): it
+  writes the batch's first counts in the same transaction (``start``);
+- every UPDATE that changes an item's status moves one count from the old status to the new
+  one, by a trigger (migration 0005), whatever the statement: the group committer's claims and
+  completions, reconcile, retry, cancel. A count is the sum of its rows: on PostgreSQL each
+  connection adds its changes to its own row (``shard`` = its backend pid), in one statement-level
+  trigger per UPDATE (the rows it changed, aggregated), so that concurrent workers never wait on
+  (or deadlock over) one hot counter row; on SQLite (one writer at a time) a row trigger adds to
+  shard 0;
+- on SQLite a row trigger costs ~6 µs per changed row: for an UPDATE of a million rows (cancel,
+  retry of every failure) the writer pauses the trigger inside its transaction (a row in
+  ``count_pause``, never committed: no other connection sees it) and recounts the batch after
+  the statement (``bulk``, ~0.1 s per million items).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from workbench.core.status import Counts
+from workbench.ledger.models import BatchCountRow
+from workbench.ledger.sql import table_of
+
+
+async def start(conn: AsyncConnection, batch_id: str, **counts: int) -> None:
+    """The first counts of a new batch (in the transaction that inserts its items)."""
+    rows = [dict(batch_id=batch_id, status=s, shard=0, n=n) for s, n in counts.items() if n]
+    if rows:
+        await conn.execute(table_of(BatchCountRow).insert(), rows)
+
+
+async def read(conn: AsyncConnection, batch_id: str) -> Counts:
+    """The batch's items per status (one snapshot)."""
+    t = table_of(BatchCountRow)
+    rows = await conn.execute(
+        select(t.c.status, func.sum(t.c.n)).where(t.c.batch_id == batch_id).group_by(t.c.status)
+    )
+    return Counts({status: int(n) for status, n in rows})
+
+
+async def read_all(conn: AsyncConnection) -> dict[str, Counts]:
+    """Every batch's counts."""
+    t = table_of(BatchCountRow)
+    per: dict[str, dict[str, int]] = {}
+    for batch_id, status, n in await conn.execute(
+        select(t.c.batch_id, t.c.status, func.sum(t.c.n)).group_by(t.c.batch_id, t.c.status)
+    ):
+        per.setdefault(batch_id, {})[status] = int(n)
+    return {batch_id: Counts(c) for batch_id, c in per.items()}
+
+
+#: rows changed, at most, below which the SQLite trigger costs less than a recount
+BULK_ROWS = 10_000
+
+
+@contextlib.asynccontextmanager
+async def bulk(conn: AsyncConnection, batch_id: str, rows: int | None = None
+               ) -> AsyncIterator[None]:
+    """Around statements that change the status of many of one batch's items (``rows`` at
+    most; None: any number), in the transaction of ``conn``: on SQLite the row trigger is paused
+    and the batch recounted once after them; on PostgreSQL the statement trigger already costs
+    one aggregate per statement."""
+    if conn.dialect.name != "sqlite" or (rows is not None and rows < BULK_ROWS):
+        yield
+        return
+    await conn.execute(text("INSERT INTO count_pause (paused) VALUES (1)"))
+    yield
+    await conn.execute(text("DELETE FROM count_pause"))
+    t = table_of(BatchCountRow)
+    await conn.execute(t.delete().where(t.c.batch_id == batch_id))
+    await conn.execute(text(
+        "INSERT INTO batch_counts (batch_id, status, shard, n) SELECT batch_id, status, 0, "
+        "count(*) FROM items WHERE batch_id = :b GROUP BY batch_id, status"
+    ), {"b": batch_id})
