@@ -227,6 +227,34 @@ async def test_cached_copies_keep_their_bulky_parts(wb: Workbench) -> None:
         pd.testing.assert_series_equal(a[col], b[col], check_names=False, obj=col)
 
 
+async def test_copies_take_the_newest_result_chunk_by_chunk(
+    wb: Workbench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each URL's newest result is copied, whichever chunk of the submit it falls in (the
+    look-ups and copies run a chunk at a time, inside the submit's transaction)."""
+    from workbench.ledger import submit as ledger_submit
+
+    urls = [f"http://example.org/new/{i}" for i in range(7)]
+
+    async def analyse(batch: Any, version: str) -> None:
+        info = await wb.ledger.batch_info(batch.id)
+        for r in await wb.ledger.item_rows(batch.id):
+            assert await wb.ledger.claim(r["id"], r["attempts"], "w")
+            assert await wb.ledger.complete(r["id"], r["attempts"], dict(
+                batch_id=batch.id, normalized_url=r["normalized_url"], pipeline=info.pipeline,
+                pipeline_version=info.pipeline_version, params_hash=info.params_hash,
+                workbench_version="0", data=json.dumps({"v": version, "n": r["position"]})))
+
+    await analyse(await wb.submit(urls[:5], pipeline="noop"), "old")
+    await analyse(await wb.submit(urls[2:], pipeline="noop", refresh=True), "new")
+    monkeypatch.setattr(ledger_submit, "_ENTRY_CHUNK", 3)
+    again = await wb.submit(["http://example.org/never", *urls], pipeline="noop")
+    assert again.cached == 7 and (await again.counts())["queued"] == 1
+    df = (await again.results()).set_index("url")
+    assert df.loc[urls, "v"].tolist() == ["old", "old", "new", "new", "new", "new", "new"]
+    assert df["cached"].all()
+
+
 async def test_counts_stay_exact_whichever_status_is_largest(wb: Workbench) -> None:
     batch = await wb.submit([f"http://example.org/c/{i}" for i in range(20)], pipeline="noop")
     ledger = wb.ledger

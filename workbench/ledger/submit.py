@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, overload
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import BigInteger, String, bindparam, func, insert, select, text, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workbench.ledger import counters
 from workbench.ledger.bulk import BulkInserter
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import BatchRow, ItemRow, ResultBulkRow, ResultRow
-from workbench.ledger.shapes import write_parts
 from workbench.ledger.sql import CHUNK, table_of, utcnow
 
 
@@ -75,7 +74,7 @@ class SubmitOutcome:
 
 _ENTRY_CHUNK = 20_000
 #: the columns of a result its cached copy takes as they are (the copy's own: item_id,
-#: batch_id, cached); normalized_url first (``_cached_results`` keys by it)
+#: batch_id, cached), copied inside the database (``_copy_results``)
 _COPIED = ("normalized_url", "pipeline", "pipeline_version", "params_hash", "workbench_version",
            "data", "shape", "final_url", "http_status", "content_sha256", "fetched_at",
            "from_stored_page", "timings", "created_at")
@@ -110,7 +109,6 @@ class SubmitMixin:
         now = utcnow()
         batch_id = new_batch_id(now)
         with translate_errors("creating a batch"):
-            cached = await self._cached_results(spec, [e[2] for e in entries]) if use_cache else {}
             async with self.engine.begin() as conn:
                 await conn.execute(
                     insert(BatchRow),
@@ -134,6 +132,7 @@ class SubmitMixin:
                     ],
                 )
                 first_id = await self._reserve_ids(conn, len(entries))
+                copying = use_cache and await self._any_result(conn, spec)
                 queued = array("q")
                 copies = 0
                 common = dict(batch_id=batch_id, attempts=1, tries=0, submitted_at=now)
@@ -141,22 +140,23 @@ class SubmitMixin:
                 # chunk by chunk, so that the rows of only one chunk are built at a time (a 1M
                 # submit held 1M row tuples and 1M job tuples at once: ~180 MB)
                 for start in range(0, len(entries), _ENTRY_CHUNK):
+                    end = min(start + _ENTRY_CHUNK, len(entries))
+                    cached = await self._cached_results(
+                        conn, spec, [entries[i][2] for i in range(start, end)]
+                    ) if copying else {}
                     queued_rows: list[tuple[Any, ...]] = []
                     cached_rows: list[tuple[Any, ...]] = []
-                    results = []
-                    bulk_rows: list[tuple[int, str]] = []
-                    for offset in range(start, min(start + _ENTRY_CHUNK, len(entries))):
+                    copied: list[tuple[int, int]] = []  # (new item, the item copied)
+                    for offset in range(start, end):
                         pos, url, norm = entries[offset]
                         item_id = first_id + offset
-                        hit = cached.get(norm)
+                        source = cached.get(norm)
                         row: tuple[Any, ...] = (item_id, pos, url, norm)
                         if carried is not None:
                             row = (*row, carried[offset])
-                        if hit:
+                        if source is not None:
                             cached_rows.append(row)
-                            if hit[-1] is not None:  # its bulky parts
-                                bulk_rows.append((item_id, hit[-1]))
-                            results.append((item_id, *hit[:-1]))
+                            copied.append((item_id, source))
                         else:
                             queued_rows.append(row)
                             queued.append(item_id)
@@ -165,11 +165,8 @@ class SubmitMixin:
                     await self._bulk.insert(conn, table_of(ItemRow), names, cached_rows,
                                             dict(common, status="done", cached=True,
                                                  finished_at=now, duration_s=0.0))
-                    await self._bulk.insert(conn, table_of(ResultRow), ("item_id", *_COPIED),
-                                            results, dict(batch_id=batch_id, cached=True))
-                    # the copies name shapes already registered
-                    await write_parts(conn, self._bulk, bulk_rows, {})
-                    copies += len(results)
+                    await _copy_results(conn, batch_id, copied)
+                    copies += len(copied)
                 await counters.start(conn, batch_id, queued=len(queued), done=copies)
         return SubmitOutcome(batch_id, FirstAttempts(queued), copies)
 
@@ -193,36 +190,80 @@ class SubmitMixin:
         await conn.execute(text("SELECT setval('items_id_seq', :v)"), {"v": first + n - 1})
         return first
 
+    async def _any_result(self, conn: AsyncConnection, spec: NewBatch) -> bool:
+        """Whether anything was analysed with this pipeline, version and params (if not, a
+        submit looks nothing up)."""
+        key = _cache_key(spec)
+        return (await conn.execute(select(ResultRow.item_id).where(*key).limit(1))).first() \
+            is not None
+
     async def _cached_results(
-        self, spec: NewBatch, norms: list[str]
-    ) -> dict[str, tuple[Any, ...]]:
-        """For each of ``norms`` analysed before with this pipeline, version and params, the
-        newest result's values of ``_COPIED`` and, last, its bulky parts (or None): plain
-        tuples, copied through the bulk inserter (a dict per row and SQLAlchemy's executemany
-        were most of a 10,000-URL resubmission)."""
-        if not norms:
-            return {}
-        found: dict[str, tuple[Any, ...]] = {}
-        bulk = table_of(ResultBulkRow)
-        results = table_of(ResultRow)
-        cols = [*(results.c[name] for name in _COPIED), bulk.c.data.label("bulk")]
-        async with self.read_engine.connect() as conn:
-            key = (
-                ResultRow.pipeline == spec.pipeline,
-                ResultRow.pipeline_version == spec.pipeline_version,
-                ResultRow.params_hash == spec.params_hash,
+        self, conn: AsyncConnection, spec: NewBatch, norms: Sequence[str]
+    ) -> dict[str, int]:
+        """For each of ``norms`` (one chunk of a submit) analysed before with this pipeline,
+        version and params: the item whose result is the newest. Read in the submit's
+        transaction, a chunk at a time, so that a resubmission of a million URLs holds the hits
+        of one chunk, not a million results."""
+        found: dict[str, int] = {}
+        for i in range(0, len(norms), CHUNK):
+            rows = await conn.execute(
+                select(ResultRow.normalized_url, ResultRow.item_id)
+                .where(*_cache_key(spec), ResultRow.normalized_url.in_(norms[i : i + CHUNK]))
+                .order_by(ResultRow.created_at, ResultRow.item_id)
             )
-            # nothing analysed yet with this pipeline, version and params: skip the lookups
-            if (await conn.execute(select(ResultRow.item_id).where(*key).limit(1))).first() is None:
-                return {}
-            for i in range(0, len(norms), CHUNK):
-                chunk = norms[i : i + CHUNK]
-                rows = await conn.execute(
-                    select(*cols)
-                    .select_from(results.outerjoin(bulk, bulk.c.item_id == ResultRow.item_id))
-                    .where(*key, ResultRow.normalized_url.in_(chunk))
-                    .order_by(ResultRow.created_at, ResultRow.item_id)
-                )
-                for row in rows:
-                    found[row[0]] = tuple(row)  # newest wins (row[0]: normalized_url)
+            for norm, item_id in rows:
+                found[norm] = item_id  # newest wins
         return found
+
+
+def _cache_key(spec: NewBatch) -> tuple[Any, ...]:
+    return (
+        ResultRow.pipeline == spec.pipeline,
+        ResultRow.pipeline_version == spec.pipeline_version,
+        ResultRow.params_hash == spec.params_hash,
+    )
+
+
+def _copy_statements(dialect: Any) -> tuple[str, str]:
+    """INSERT ... SELECT of a result (marked cached, under a new item and batch) and of its bulky
+    parts, compiled once per dialect: the copy never leaves the database (decoding each result's
+    JSON and timestamps to encode them again was most of a resubmission)."""
+    compiled = _COPY_SQL.get(dialect.name)
+    if compiled is None:
+        results, bulk = table_of(ResultRow), table_of(ResultBulkRow)
+        new_id = bindparam("new_id", type_=BigInteger)
+        src_id = bindparam("src_id", type_=BigInteger)
+        result = insert(results).from_select(
+            ["item_id", "batch_id", "cached", *_COPIED],
+            select(new_id, bindparam("batch_id", type_=String), true(),
+                   *(results.c[name] for name in _COPIED)).where(results.c.item_id == src_id),
+        )
+        parts = insert(bulk).from_select(
+            ["item_id", "data"], select(new_id, bulk.c.data).where(bulk.c.item_id == src_id))
+        compiled = _COPY_SQL[dialect.name] = (
+            _positional(result, dialect, ("new_id", "batch_id", "src_id")),
+            _positional(parts, dialect, ("new_id", "src_id")),
+        )
+    return compiled
+
+
+def _positional(stmt: Any, dialect: Any, order: tuple[str, ...]) -> str:
+    """``stmt`` as the driver's SQL, its parameters passed by position in ``order``."""
+    compiled = stmt.compile(dialect=dialect)
+    if tuple(compiled.positiontup or ()) != order:
+        raise AssertionError(f"parameters {compiled.positiontup} are not in the order {order}")
+    return str(compiled)
+
+
+_COPY_SQL: dict[str, tuple[str, str]] = {}
+
+
+async def _copy_results(conn: AsyncConnection, batch_id: str,
+                        copied: Sequence[tuple[int, int]]) -> None:
+    """Copy the results (and bulky parts) of ``(new item, source item)`` pairs, in the caller's
+    transaction. The copies name shapes already registered."""
+    if not copied:
+        return
+    result_sql, parts_sql = _copy_statements(conn.dialect)
+    await conn.exec_driver_sql(result_sql, [(new, batch_id, src) for new, src in copied])
+    await conn.exec_driver_sql(parts_sql, list(copied))
