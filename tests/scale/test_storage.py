@@ -268,7 +268,7 @@ async def test_counts_stay_exact_whichever_status_is_largest(wb: Workbench) -> N
         counts = await batch.counts()
         assert {k: v for k, v in counts.items() if v} == truth
 
-    await check()  # all queued: counted, then derived
+    await check()  # all queued
     for r in rows[:15]:
         await ledger.claim(r["id"], r["attempts"], "w")
     await check()

@@ -58,8 +58,8 @@ class Base(DeclarativeBase):
 
 
 class BatchRow(Base):
-    """A batch. ``total`` is the number of its items: they are inserted with it and never
-    deleted alone (``Ledger.counts`` relies on it)."""
+    """A batch. ``total`` is the number of its items: they are inserted with it, by
+    ``create_batch`` alone, and never deleted alone (its ``batch_counts`` rely on it)."""
 
     __tablename__ = "batches"
 

@@ -91,7 +91,6 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
         ) if path else None
         self._started = False
         self._bulk = BulkInserter()
-        # per batch, the status most of its items had when last counted (see counts())
         # The per-item hot path (claim, complete) runs prepared statements: building and
         # cache-keying a new statement per commit showed up in profiles.
         self._claim_stmt, self._complete_stmt = work_statements(self.dialect)
