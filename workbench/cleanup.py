@@ -13,7 +13,9 @@ One pass (``run_cleanup``) does, each step independent of the others:
 3. **Dead workers**: worker records whose heartbeat stopped over an hour ago are marked
    stopped; records of workers stopped over a week ago are removed. Items are never touched
    (the worker's reconcile pass already re-queued what such workers held).
-4. **Owed emails** (when SMTP is configured): batches with ``notify`` that settled without their
+4. **Batch counters** (PostgreSQL): the per-connection rows of settled batches' status counters
+   are folded into one row per status (``workbench.ledger.counters``); counts do not change.
+5. **Owed emails** (when SMTP is configured): batches with ``notify`` that settled without their
    email going out are sent now - the claim was given back after failed sends, or (batches of
    the last 7 days) no item finished on a worker to trigger it: all cached, the rest cancelled,
    the last ones failed by reconcile. See ``workbench.notify.notifier``.
@@ -58,6 +60,7 @@ class CleanupReport:
     orphan_keys_removed: int = 0
     workers_marked_dead: int = 0
     workers_forgotten: int = 0
+    counter_rows_folded: int = 0
     notifications_sent: int = 0
     notifications_failed: int = 0
     errors: list[str] = field(default_factory=list)
@@ -81,6 +84,8 @@ class CleanupReport:
             f"workers: {self.workers_marked_dead} dead record(s) marked stopped, "
             f"{self.workers_forgotten} old record(s) removed",
         ]
+        if self.counter_rows_folded:
+            out.append(f"batch counters: {self.counter_rows_folded} per-connection row(s) folded")
         if self.notifications_sent or self.notifications_failed:
             out.append(
                 f"emails owed: {self.notifications_sent} sent, "
@@ -127,6 +132,10 @@ async def run_cleanup(
             await _sweep_workers(ledger, now, dead_worker_after_s, forget_worker_after_s, report)
         except Exception as exc:
             report.errors.append(f"sweeping worker records failed: {exc}")
+        try:
+            report.counter_rows_folded = await ledger.fold_counters()
+        except Exception as exc:
+            report.errors.append(f"folding batch counters failed: {exc}")
         if settings.smtp_url:
             try:
                 await _send_owed_notifications(settings, ledger, report, now)

@@ -160,3 +160,50 @@ async def test_postgresql_writers_never_wait_on_a_counter_row(
             await second.execute(text(f"UPDATE items SET status = 'done' WHERE id = {b}"))
         await first.commit()
     assert await _agrees(wb, batch.id) == _c(running=1, done=1)
+
+
+async def test_cleanup_folds_settled_batches_counters(
+    make_wb: Callable[..., Workbench], backend: str
+) -> None:
+    """PostgreSQL: the rows each connection added to a settled batch's counters are folded
+    into one per status, the counts unchanged; an active batch's rows are left alone."""
+    from workbench.cleanup import run_cleanup
+
+    wb = make_wb()
+    settled = await wb.submit([f"http://example.org/f/{i}" for i in range(4)])
+    active = await wb.submit([f"http://example.org/g/{i}" for i in range(4)])
+    engine = wb.ledger.engine
+    for batch in (settled, active):
+        ids = [r["id"] for r in await wb.ledger.item_rows(batch.id)]
+        for i, status in zip(ids, ("running", "done", "failed"), strict=False):
+            async with engine.connect() as a, engine.connect() as b:  # two backends: two rows
+                async with a.begin():
+                    await a.execute(text(f"UPDATE items SET status = 'running' WHERE id = {i}"))
+                if status != "running":
+                    async with b.begin():
+                        await b.execute(text(
+                            f"UPDATE items SET status = '{status}' WHERE id = {i}"))
+    async with engine.begin() as conn:  # the settled batch's last item
+        await conn.execute(text(
+            f"UPDATE items SET status = 'cancelled' WHERE batch_id = '{settled.id}' "
+            "AND status IN ('queued', 'running')"))
+
+    async def rows(batch_id: str) -> int:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text(
+                "SELECT count(*) FROM batch_counts WHERE batch_id = :b"), {"b": batch_id})
+            ).scalar_one())
+
+    before = {b.id: (await _agrees(wb, b.id), await rows(b.id)) for b in (settled, active)}
+    report = await run_cleanup(wb.settings)
+    assert report.ok, report.errors
+    assert await _agrees(wb, settled.id) == before[settled.id][0]
+    assert await _agrees(wb, active.id) == before[active.id][0]
+    assert await rows(active.id) == before[active.id][1]  # still active: not touched
+    if backend == "postgresql":
+        assert report.counter_rows_folded > 0
+        assert await rows(settled.id) == 3 < before[settled.id][1]  # done, failed, cancelled
+        assert any("counters" in line for line in report.lines())
+        assert await wb.ledger.fold_counters() == 0  # nothing left to fold
+    else:
+        assert report.counter_rows_folded == 0

@@ -18,6 +18,10 @@ change them:
   retry of every failure) the writer pauses the trigger inside its transaction (a row in
   ``count_pause``, never committed: no other connection sees it) and recounts the batch after
   the statement (``bulk``, ~0.1 s per million items).
+
+On PostgreSQL the rows of a batch grow with the connections that changed it (a pool's
+connections are recycled every half hour); the daily cleanup folds those of settled batches into
+one row per status (``fold``).
 """
 
 from __future__ import annotations
@@ -83,3 +87,34 @@ async def bulk(conn: AsyncConnection, batch_id: str, rows: int | None = None
         "INSERT INTO batch_counts (batch_id, status, shard, n) SELECT batch_id, status, 0, "
         "count(*) FROM items WHERE batch_id = :b GROUP BY batch_id, status"
     ), {"b": batch_id})
+
+
+_FOLD_PG = """
+WITH settled AS (
+  SELECT batch_id FROM batch_counts GROUP BY batch_id
+  HAVING sum(CASE WHEN status IN ('queued', 'running') THEN n ELSE 0 END) = 0
+     AND count(*) FILTER (WHERE shard <> 0) > 0
+), moved AS (
+  DELETE FROM batch_counts c USING settled s
+  WHERE c.batch_id = s.batch_id AND c.shard <> 0
+  RETURNING c.batch_id, c.status, c.n
+), folded AS (
+  INSERT INTO batch_counts AS t (batch_id, status, shard, n)
+  SELECT batch_id, status, 0, sum(n) FROM moved GROUP BY batch_id, status
+  ON CONFLICT (batch_id, status, shard) DO UPDATE SET n = t.n + EXCLUDED.n
+)
+SELECT count(*) FROM moved
+"""
+
+
+async def fold(conn: AsyncConnection) -> int:
+    """Fold the per-connection rows of every settled batch (nothing queued or running) into
+    one row per status; returns how many rows were folded. A no-op on SQLite (one row per
+    status already). A row a worker changes meanwhile is deleted as it committed it (the
+    DELETE waits for it and re-reads), so no change is lost."""
+    if conn.dialect.name != "postgresql":
+        return 0
+    folded = int((await conn.execute(text(_FOLD_PG))).scalar_one())
+    # what is left of a status no item has any more (only submit and this write shard 0)
+    await conn.execute(text("DELETE FROM batch_counts WHERE shard = 0 AND n = 0"))
+    return folded

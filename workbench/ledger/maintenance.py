@@ -13,6 +13,7 @@ from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workbench.core.status import TERMINAL_STATUSES
+from workbench.ledger import counters
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import ItemRow, WorkerRow
 from workbench.ledger.sql import chunks, table_of
@@ -67,3 +68,11 @@ class MaintenanceMixin:
                     )
                 )
         return marked.rowcount, forgotten.rowcount
+
+    async def fold_counters(self) -> int:
+        """Fold the per-connection rows of settled batches' status counters (PostgreSQL;
+        ``ledger.counters.fold``). Returns how many rows were folded."""
+        with translate_errors("folding batch counters"):
+            async with self.engine.begin() as conn:
+                return await counters.fold(conn)
+
