@@ -207,3 +207,47 @@ async def test_cleanup_folds_settled_batches_counters(
         assert await wb.ledger.fold_counters() == 0  # nothing left to fold
     else:
         assert report.counter_rows_folded == 0
+
+
+async def test_listing_takes_each_batch_times_by_index(wb: Workbench) -> None:
+    """``list_batches``' first start and last end equal the aggregates over the items, and on
+    SQLite they are index seeks (the listing read every item of the ledger before 0006)."""
+    batches = [await wb.submit([f"http://example.org/t{b}/{i}" for i in range(6)])
+               for b in range(2)]
+    ledger = wb.ledger
+    for batch in batches:
+        for r in (await ledger.item_rows(batch.id))[:3]:
+            assert await ledger.claim(r["id"], r["attempts"], "w")
+        r = (await ledger.item_rows(batch.id))[0]
+        assert await ledger.fail(r["id"], r["attempts"], {"error_type": "boom"})
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    engine = ledger.read_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        listed = {b["id"]: b for b in await ledger.list_batches()}
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    [listing] = [s for s in seen if "started_at" in s]
+    async with ledger.engine.connect() as conn:
+        for batch in batches:
+            first, last = (await conn.execute(text(
+                "SELECT min(started_at), max(finished_at) FROM items WHERE batch_id = :b"),
+                {"b": batch.id})).one()
+            got = listed[batch.id]
+            assert first is not None and last is not None
+            assert got["first_started_at"].replace(tzinfo=None) == _naive(first)
+            assert got["last_finished_at"].replace(tzinfo=None) == _naive(last)
+        if conn.dialect.name == "sqlite":
+            plan = " ".join(str(r) for r in await conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + listing))
+            assert "ix_items_batch_started" in plan and "ix_items_batch_finished" in plan, plan
+
+
+def _naive(value: Any) -> Any:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
