@@ -241,9 +241,6 @@ async def test_listing_takes_each_batch_times_by_index(wb: Workbench) -> None:
             assert first is not None and last is not None
             assert got["first_started_at"].replace(tzinfo=None) == _naive(first)
             assert got["last_finished_at"].replace(tzinfo=None) == _naive(last)
-            activity = await ledger.batch_activity(batch.id)  # the email's summary
-            assert (activity.first_started_at, activity.last_finished_at) == (
-                got["first_started_at"], got["last_finished_at"])
         if conn.dialect.name == "sqlite":
             plan = " ".join(str(r) for r in await conn.exec_driver_sql(
                 "EXPLAIN QUERY PLAN " + listing))

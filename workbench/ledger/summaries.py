@@ -57,14 +57,12 @@ class SummariesMixin:
         with translate_errors("summarizing a batch"):
             async with self.read_engine.connect() as conn:
                 counts = await counters.read(conn, batch_id)
-                # one aggregate a subquery: SQLite seeks its index only for a lone min or max
                 first, last = (
-                    await conn.execute(select(
-                        select(func.min(t.c.started_at)).where(t.c.batch_id == batch_id)
-                        .scalar_subquery(),
-                        select(func.max(t.c.finished_at)).where(t.c.batch_id == batch_id)
-                        .scalar_subquery(),
-                    ))
+                    await conn.execute(
+                        select(func.min(t.c.started_at), func.max(t.c.finished_at)).where(
+                            t.c.batch_id == batch_id
+                        )
+                    )
                 ).one()
                 groups = (
                     await conn.execute(
