@@ -96,10 +96,6 @@ class ItemRow(Base):
         # so that only an item entering or leaving "failed" writes to it, not every completion
         Index("ix_items_failed_finished", "batch_id", "finished_at",
               sqlite_where=text("status = 'failed'"), postgresql_where=text("status = 'failed'")),
-        # a batch's first start and last end (the batch listing, the email) by one index seek
-        # each, not by reading every item of every batch
-        Index("ix_items_batch_started", "batch_id", "started_at"),
-        Index("ix_items_batch_finished", "batch_id", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

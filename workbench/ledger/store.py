@@ -142,19 +142,28 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
                 return await counters.read(conn, batch_id)
 
     async def list_batches(self) -> list[dict[str, Any]]:
-        """Every batch's row, its counts, first start and last end (an index seek each: the
-        cost follows the number of batches, not of items)."""
-        b, t = table_of(BatchRow), table_of(ItemRow)
-        first = select(func.min(t.c.started_at)).where(t.c.batch_id == b.c.id)
-        last = select(func.max(t.c.finished_at)).where(t.c.batch_id == b.c.id)
-        q = select(b, first.scalar_subquery().label("first_started_at"),
-                   last.scalar_subquery().label("last_finished_at")).order_by(b.c.created_at)
         with translate_errors("listing batches"):
             async with self.read_engine.connect() as conn:
-                batches = [row_dict(r) for r in await conn.execute(q)]
+                batches = [
+                    row_dict(r)
+                    for r in await conn.execute(
+                        select(table_of(BatchRow)).order_by(BatchRow.created_at)
+                    )
+                ]
                 per = await counters.read_all(conn)
-        for row in batches:
-            row["counts"] = per.get(row["id"]) or Counts()
+                times = {
+                    bid: (start, end)
+                    for bid, start, end in await conn.execute(
+                        select(
+                            ItemRow.batch_id,
+                            func.min(ItemRow.started_at),
+                            func.max(ItemRow.finished_at),
+                        ).group_by(ItemRow.batch_id)
+                    )
+                }
+        for b in batches:
+            b["counts"] = per.get(b["id"]) or Counts()
+            b["first_started_at"], b["last_finished_at"] = times.get(b["id"], (None, None))
         return batches
 
     async def item_rows(
