@@ -207,3 +207,34 @@ async def test_cleanup_folds_settled_batches_counters(
         assert await wb.ledger.fold_counters() == 0  # nothing left to fold
     else:
         assert report.counter_rows_folded == 0
+
+
+async def test_listing_and_summary_times_equal_the_items(wb: Workbench) -> None:
+    """``list_batches``' and the email summary's first start and last end, per batch."""
+    batches = [await wb.submit([f"http://example.org/t{b}/{i}" for i in range(6)])
+               for b in range(2)]
+    ledger = wb.ledger
+    for batch in batches:
+        for r in (await ledger.item_rows(batch.id))[:3]:
+            assert await ledger.claim(r["id"], r["attempts"], "w")
+        r = (await ledger.item_rows(batch.id))[0]
+        assert await ledger.fail(r["id"], r["attempts"], {"error_type": "boom"})
+    listed = {b["id"]: b for b in await ledger.list_batches()}
+    async with ledger.engine.connect() as conn:
+        for batch in batches:
+            first, last = (await conn.execute(text(
+                "SELECT min(started_at), max(finished_at) FROM items WHERE batch_id = :b"),
+                {"b": batch.id})).one()
+            got = listed[batch.id]
+            assert first is not None and last is not None
+            assert got["first_started_at"].replace(tzinfo=None) == _naive(first)
+            assert got["last_finished_at"].replace(tzinfo=None) == _naive(last)
+            activity = await ledger.batch_activity(batch.id)
+            assert (activity.first_started_at, activity.last_finished_at) == (
+                got["first_started_at"], got["last_finished_at"])
+
+
+def _naive(value: Any) -> Any:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
