@@ -68,6 +68,23 @@ async def read_all(conn: AsyncConnection) -> dict[str, Counts]:
 BULK_ROWS = 10_000
 
 
+async def total(conn: AsyncConnection, status: str) -> int:
+    """Items in ``status`` across every batch."""
+    t = table_of(BatchCountRow)
+    n = (await conn.execute(select(func.sum(t.c.n)).where(t.c.status == status))).scalar()
+    return int(n or 0)
+
+
+async def batches_with(conn: AsyncConnection, status: str) -> list[str]:
+    """The batches that have items in ``status``."""
+    t = table_of(BatchCountRow)
+    rows = await conn.execute(
+        select(t.c.batch_id).where(t.c.status == status)
+        .group_by(t.c.batch_id).having(func.sum(t.c.n) > 0)
+    )
+    return [batch_id for (batch_id,) in rows]
+
+
 @contextlib.asynccontextmanager
 async def bulk(conn: AsyncConnection, batch_id: str, rows: int | None = None
                ) -> AsyncIterator[None]:

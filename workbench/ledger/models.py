@@ -90,7 +90,12 @@ class ItemRow(Base):
         # id last: a batch's items of one status in item order, for keyset pagination (SQLite
         # appends the rowid anyway; PostgreSQL needs it named)
         Index("ix_items_batch_status_id", "batch_id", "status", "id"),
-        Index("ix_items_status_worker", "status", "worker_id"),
+        # the running items by worker (reconcile's lost items). Partial: queued and settled
+        # items are never in it, so a submit, a cancel or a completion of a million items does
+        # not write a million entries of one key (a full (status, worker_id) index was ~40 % of
+        # a 1M-item cancel's UPDATE)
+        Index("ix_items_running_worker", "worker_id",
+              sqlite_where=text("status = 'running'"), postgresql_where=text("status = 'running'")),
         # the failures that finished since a time (the notebook monitor's read at each tick):
         # a range, where (batch_id, status, id) visited every failed item of the batch. Partial,
         # so that only an item entering or leaving "failed" writes to it, not every completion
