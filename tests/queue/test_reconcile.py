@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from workbench import Workbench, pipeline
@@ -87,6 +88,39 @@ async def test_missing_jobs_enqueued_again_with_their_delay(wb: Workbench, redis
     assert 250_000 < delayed - now_ms <= 300_000  # the retry keeps its backoff
     for i in ids[1:]:
         assert await redis.zscore(wb.settings.queue_name, _job(wb, i, 1)) <= now_ms + 1000
+
+
+async def test_missing_jobs_found_chunk_by_chunk_across_batches(
+    wb: Workbench, redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queued items are read a chunk at a time, batch by batch, and checked in Redis by a
+    script: exactly the jobs gone are enqueued again, whatever chunk they fall in."""
+    from workbench.ledger.store import Ledger
+
+    batches = [await wb.submit([f"http://example.org/c{b}/{i}" for i in range(7)],
+                               pipeline="noop") for b in range(2)]
+    ledger = wb.ledger
+    ids = [sorted(await _rows(wb, b.id)) for b in batches]
+    assert await ledger.claim(ids[0][0], 1, "w")  # running: not queued, not checked
+    chunks = [c async for c in ledger.queued_jobs(chunk_rows=3)]
+    # 6 queued in the first batch, 7 in the second (in either order), each in item order
+    assert sorted(len(c) for c in chunks) == [1, 3, 3, 3, 3]
+    read = [i for c in chunks for i, _, _ in c]
+    assert sorted(read) == ids[0][1:] + ids[1]
+    assert {tuple(read[:6]), tuple(read[7:])} & {tuple(ids[0][1:])}
+    gone = [ids[0][3], ids[0][6], ids[1][0], ids[1][5]]
+    for i in gone:
+        await redis.delete(JOB_KEY_PREFIX + _job(wb, i, 1))
+        await redis.zrem(wb.settings.queue_name, _job(wb, i, 1))
+    queued = [(i, 1) for c in chunks for i, _, _ in c]
+    found = await queue.missing(redis, wb.settings.queue_name, queued)
+    assert found == [job for job in queued if job[0] in gone]  # in the order asked
+
+    real = Ledger.queued_jobs
+    monkeypatch.setattr(Ledger, "queued_jobs", lambda self: real(self, chunk_rows=3))
+    report = await reconcile(ledger, redis, wb.settings, full=True)
+    assert report.missing_requeued == 4
+    assert await queue.missing(redis, wb.settings.queue_name, queued) == []
 
 
 async def _redis_ms(redis: Any) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -367,22 +367,38 @@ class WorkMixin:
                 )
                 return [(r.id, r.attempts) for r in res], failed.rowcount
 
-    async def queued_jobs(self) -> list[tuple[int, int, datetime | None]]:
-        """``(item id, attempt, next try)`` of every queued item, read batch by batch (those
-        whose counters hold queued items) through ``ix_items_batch_status_id``."""
+    async def queued_jobs(
+        self, chunk_rows: int = 20_000
+    ) -> AsyncGenerator[list[tuple[int, int, datetime | None]], None]:
+        """``(item id, attempt, next try)`` of every queued item, ``chunk_rows`` at a time (a
+        full reconcile of a million queued items held them all at once): batch by batch (those
+        whose counters hold queued items), in item order through ``ix_items_batch_status_id``,
+        each chunk one short read."""
         t = table_of(ItemRow)
-        out: list[tuple[int, int, datetime | None]] = []
         with translate_errors("listing queued items"):
             async with self.read_engine.connect() as conn:
-                for batch_id in await counters.batches_with(conn, "queued"):
-                    out.extend(
-                        (r.id, r.attempts, r.next_try_at)
-                        for r in await conn.execute(
-                            select(t.c.id, t.c.attempts, t.c.next_try_at)
-                            .where(t.c.batch_id == batch_id, t.c.status == "queued")
-                        )
-                    )
-        return out
+                batch_ids = await counters.batches_with(conn, "queued")
+        for batch_id in batch_ids:
+            after = 0
+            while True:
+                with translate_errors("listing queued items"):
+                    async with self.read_engine.connect() as conn:
+                        rows = [
+                            (r.id, r.attempts, r.next_try_at)
+                            for r in await conn.execute(
+                                select(t.c.id, t.c.attempts, t.c.next_try_at)
+                                .where(t.c.batch_id == batch_id, t.c.status == "queued",
+                                       t.c.id > after)
+                                .order_by(t.c.id)
+                                .limit(chunk_rows)
+                            )
+                        ]
+                if not rows:
+                    break
+                yield rows
+                if len(rows) < chunk_rows:
+                    break
+                after = rows[-1][0]
 
     async def count_queued(self) -> int:
         """Queued items of every batch, from the batches' counters."""

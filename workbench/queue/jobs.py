@@ -272,18 +272,34 @@ async def stored_ids(redis: QueueRedis, *, count: int = 1000) -> AsyncIterator[s
         yield (key.decode() if isinstance(key, bytes) else str(key))[len(JOB_KEY_PREFIX):]
 
 
+# EXISTS of each job key, inside Redis: a redis-py pipeline packing one command a job was most
+# of a full reconcile (~22 s of CPU for a million queued items). Returns the 1-based positions
+# of the ids whose key is gone.
+_MISSING_LUA = """
+local prefix, out, n = ARGV[2], {}, 0
+for id in string.gmatch(ARGV[1], "[^\\n]+") do
+  n = n + 1
+  if redis.call('EXISTS', prefix .. id) == 0 then out[#out + 1] = n end
+end
+return out
+"""
+
+
 async def missing(
     redis: QueueRedis, queue_name: str, jobs: Sequence[tuple[int, int]]
 ) -> list[tuple[int, int]]:
     """The jobs whose key is gone from Redis (flushed, expired, lost with a restart)."""
+    script = redis.register_script(_MISSING_LUA)
+    tag = queue_tag(queue_name).encode()
     out: list[tuple[int, int]] = []
-    for start in range(0, len(jobs), _PIPELINE_CHUNK):
-        chunk = jobs[start : start + _PIPELINE_CHUNK]
-        async with redis.pipeline(transaction=False) as pipe:
-            for item_id, attempt in chunk:
-                pipe.exists(JOB_KEY_PREFIX + job_id(queue_name, item_id, attempt))
-            flags = await pipe.execute()
-        out.extend(job for job, flag in zip(chunk, flags, strict=True) if not flag)
+    try:
+        for start in range(0, len(jobs), _PIPELINE_CHUNK):
+            chunk = jobs[start : start + _PIPELINE_CHUNK]
+            ids = b"\n".join(b"%d:%d:%s" % (i, a, tag) for i, a in chunk)
+            gone = await script(keys=[queue_name], args=[ids, JOB_KEY_PREFIX])
+            out.extend(chunk[int(n) - 1] for n in gone)
+    except (RedisError, OSError) as exc:
+        raise QueueError(f"Redis refused the check of queued jobs: {exc}") from exc
     return out
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from workbench.core.logs import get_logger
@@ -53,16 +54,20 @@ async def reconcile(
         # a cancel drops jobs before the ledger says cancelled (``queue.jobs.cancel_begin``):
         # what is missing is left for the next pass if one ran during this one
         cancels = await queue.cancels_state(redis, settings.queue_name)
-        queued = await ledger.queued_jobs()
-        delays = {item_id: queue.defer_from(next_try) for item_id, _, next_try in queued}
-        gone = await queue.missing(redis, settings.queue_name, [(i, a) for i, a, _ in queued])
-        if gone and (cancels[1] or await queue.cancels_state(redis, settings.queue_name)
-                     != cancels):
-            log.info("a cancel is under way: jobs missing from Redis left for the next pass",
-                     missing=len(gone))
-            gone = []
-        if gone:
-            missing_count = await queue.enqueue(redis, settings.queue_name, gone, defer_s=delays)
+        # a chunk at a time: read from the ledger, checked in Redis, the missing enqueued
+        async with aclosing(ledger.queued_jobs()) as chunks:
+            async for queued in chunks:
+                gone = await queue.missing(redis, settings.queue_name,
+                                           [(i, a) for i, a, _ in queued])
+                if gone and (cancels[1] or await queue.cancels_state(redis, settings.queue_name)
+                             != cancels):
+                    log.info("a cancel is under way: jobs missing from Redis left for the "
+                             "next pass", missing=len(gone))
+                    break
+                if gone:
+                    delays = {i: queue.defer_from(next_try) for i, _, next_try in queued}
+                    missing_count += await queue.enqueue(redis, settings.queue_name, gone,
+                                                         defer_s=delays)
     report = ReconcileReport(len(lost), failed, missing_count, unmarked)
     if report.changed:
         log.warning(
