@@ -45,9 +45,9 @@ def work_statements(dialect: str) -> tuple[Any, Any]:
     now = bindparam("now_", type_=UTCDateTime())
     # The rows are found by primary key (id IN ...); the attempt guard and the expected status
     # are a row value, not a "status = ?" term: on SQLite, with 150k items queued, that term made
-    # the planner walk a (status, worker_id) index, since replaced by a partial one, over every
-    # queued row (0.6 ms per item updated, 50x
-    # the primary-key path), and a row-value IN alone scans the table.
+    # the planner walk a (status, worker_id) index (since replaced by a partial one) over every
+    # queued row (0.6 ms per item updated, 50x the primary-key path), and a row-value IN alone
+    # scans the table.
     keys = and_(
         t.c.id.in_(bindparam("ids_", expanding=True)),
         tuple_(t.c.id, t.c.attempts, t.c.status).in_(bindparam("keys_", expanding=True)),
