@@ -117,6 +117,12 @@ return written
 _PAYLOAD = payload_template(JOB_FUNCTION)
 
 
+def _id_lines(jobs: Sequence[tuple[int, int]], tag: bytes) -> bytes:
+    """The job ids of ``(item_id, attempt)`` jobs, one a line: how the scripts here take them
+    (``job_id``'s format, built as bytes)."""
+    return b"\n".join(b"%d:%d:%s" % (i, a, tag) for i, a in jobs)
+
+
 async def enqueue(
     redis: QueueRedis,
     queue_name: str,
@@ -143,7 +149,7 @@ async def enqueue(
             else:
                 defers = [int(defer_s * 1000)] * len(chunk)
             args: list[bytes | str] = [
-                b"\n".join(b"%d:%d:%s" % (i, a, tag) for i, a in chunk),
+                _id_lines(chunk, tag),
                 b"\n".join(_PAYLOAD % (i, a, now_ms) for i, a in chunk),
                 b"\n".join(b"0" if front else b"%d" % (now_ms + d) for d in defers),
                 b"\n".join(b"%d" % (JOB_EXPIRES_MS + d) for d in defers),
@@ -184,7 +190,7 @@ async def drop(redis: QueueRedis, queue_name: str, jobs: Sequence[tuple[int, int
     try:
         for start in range(0, len(jobs), _PIPELINE_CHUNK):
             chunk = jobs[start : start + _PIPELINE_CHUNK]
-            ids = b"\n".join(b"%d:%d:%s" % (i, a, tag) for i, a in chunk)
+            ids = _id_lines(chunk, tag)
             await script(keys=[queue_name], args=[ids, JOB_KEY_PREFIX, RETRY_KEY_PREFIX])
     except (RedisError, OSError) as exc:
         raise QueueError(f"Redis refused to drop jobs: {exc}") from exc
@@ -295,7 +301,7 @@ async def missing(
     try:
         for start in range(0, len(jobs), _PIPELINE_CHUNK):
             chunk = jobs[start : start + _PIPELINE_CHUNK]
-            ids = b"\n".join(b"%d:%d:%s" % (i, a, tag) for i, a in chunk)
+            ids = _id_lines(chunk, tag)
             gone = await script(keys=[queue_name], args=[ids, JOB_KEY_PREFIX])
             out.extend(chunk[int(n) - 1] for n in gone)
     except (RedisError, OSError) as exc:
