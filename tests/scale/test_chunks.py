@@ -96,7 +96,8 @@ async def test_memory_follows_the_chunk_not_the_batch(wb: Workbench, tmp_path: A
     about the same amount (a chunk's worth, 20-40 MB here): a 4x larger batch must not need 4x
     the memory (the 30k more results hold ~100 MB of text). 10k/40k rather than 20k/80k: the
     filling took most of the 300 s limit on PostgreSQL on a loaded machine (5 s for each
-    5,000-item transaction), and rows of 3 KB keep the difference well above the margin."""
+    5,000-item transaction), and rows of 3 KB keep the difference well above the margin. Each
+    figure is the least of three reads (below)."""
     small = await fill(wb, 10_000, lambda i: article(i, 3000))
     big = await fill(wb, 40_000, lambda i: article(i, 3000))
     probe = PeakRSS()
@@ -111,10 +112,16 @@ async def test_memory_follows_the_chunk_not_the_batch(wb: Workbench, tmp_path: A
         assert await batch.to_parquet(tmp_path / f"{batch.id}.parquet", chunk_rows=5_000) \
             == batch.total
 
+    async def least(work: Any, batch: Any) -> float:
+        # the least of three: one read's peak moves by tens of MB with the allocator's state
+        # (a 40k read measured 8-51 MB over the same run, with no growth from chunk to chunk);
+        # a read that held the batch would show its growth in every one
+        return min([await probe.measure(lambda: work(batch)) for _ in range(3)])
+
     for work in (iterate, export):
         await probe.measure(lambda w=work: w(small))  # warm up: imports, pools, arenas
-        grew_small = await probe.measure(lambda w=work: w(small))
-        grew_big = await probe.measure(lambda w=work: w(big))
+        grew_small = await least(work, small)
+        grew_big = await least(work, big)
         # unbounded, the 30k more results (~100 MB of text) would show in full
         assert grew_big - grew_small < 50, (work.__name__, grew_small, grew_big)
 
