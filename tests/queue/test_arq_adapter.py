@@ -44,7 +44,7 @@ OVERRIDES = {
 PROPERTIES = {"pool"}
 #: ``QueueWorker``'s own methods (everything else it defines must be an override above).
 OWN_METHODS = {"__init__", "_read_and_refill", "_hand_back", "_writes_work", "_run_finish_script",
-               "_start_token", "own_marks"}
+               "_start_token", "own_marks", "imply_payloads"}
 
 TREE = ast.parse(inspect.getsource(arq_adapter))
 CLASS = next(n for n in TREE.body if isinstance(n, ast.ClassDef) and n.name == "QueueWorker")

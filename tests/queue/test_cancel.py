@@ -27,7 +27,8 @@ async def _items(wb: Workbench, batch_id: str) -> dict[int, Any]:
 
 
 async def _jobs_in_redis(wb: Workbench, redis: Any, items: dict[int, Any]) -> list[int]:
-    """The items whose current attempt has a job key or a queue entry."""
+    """The items whose current attempt has a queue entry or a job key (none is written: see
+    test_enqueue_writes_queue_entries_only)."""
     name = wb.settings.queue_name
     out = []
     for i, row in items.items():

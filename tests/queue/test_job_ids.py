@@ -14,7 +14,7 @@ from typing import Any
 
 from workbench import Workbench, pipeline
 from workbench.queue import jobs as queue
-from workbench.queue.arq_adapter import IN_PROGRESS_KEY_PREFIX, JOB_KEY_PREFIX
+from workbench.queue.arq_adapter import IN_PROGRESS_KEY_PREFIX
 
 
 @pipeline("job-ids-echo", version="1")
@@ -56,8 +56,8 @@ async def test_another_deployments_jobs_on_the_same_redis_block_nothing(
         # the first deployment's jobs are untouched, still its own
         assert (await held.counts())["queued"] == len(urls)
         for item_id in ids:
-            assert await redis.exists(
-                JOB_KEY_PREFIX + queue.job_id(first.settings.queue_name, item_id, 1))
+            assert await redis.zscore(first.settings.queue_name, queue.job_id(
+                first.settings.queue_name, item_id, 1)) is not None
         await held.cancel()  # leaves nothing behind in a shared Redis
     finally:
         await redis.aclose()

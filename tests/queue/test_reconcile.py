@@ -13,7 +13,6 @@ from sqlalchemy import text
 
 from workbench import Workbench, pipeline
 from workbench.queue import jobs as queue
-from workbench.queue.arq_adapter import JOB_KEY_PREFIX
 from workbench.queue.reconcile import reconcile
 
 
@@ -49,7 +48,6 @@ async def test_lost_items_requeued_with_tries_left_failed_without(
     for i in ids[:2]:  # tries left: queued again under the next attempt, with a job of its own
         assert (rows[i]["status"], rows[i]["attempts"], rows[i]["worker_id"]) == ("queued", 2, None)
         assert rows[i]["error_type"] == "worker_lost"  # kept for display until it runs
-        assert await redis.exists(JOB_KEY_PREFIX + _job(wb, i, 2))
         assert await redis.zscore(wb.settings.queue_name, _job(wb, i, 2)) == 0  # in front
     for i in ids[2:4]:  # no tries left: failed, retryable by hand
         assert (rows[i]["status"], rows[i]["error_type"], rows[i]["retryable"]) == (
@@ -78,7 +76,6 @@ async def test_missing_jobs_enqueued_again_with_their_delay(wb: Workbench, redis
     assert await ledger.claim(ids[0], 1, "w")
     assert await ledger.retry_later(ids[0], 1, {"error_type": "blip"}, 300) == 2
     for i, a in ((ids[0], 2), (ids[1], 1), (ids[2], 1)):  # as after a FLUSHALL
-        await redis.delete(JOB_KEY_PREFIX + _job(wb, i, a))
         await redis.zrem(wb.settings.queue_name, _job(wb, i, a))
 
     report = await reconcile(ledger, redis, wb.settings)
@@ -110,7 +107,6 @@ async def test_missing_jobs_found_chunk_by_chunk_across_batches(
     assert {tuple(read[:6]), tuple(read[7:])} & {tuple(ids[0][1:])}
     gone = [ids[0][3], ids[0][6], ids[1][0], ids[1][5]]
     for i in gone:
-        await redis.delete(JOB_KEY_PREFIX + _job(wb, i, 1))
         await redis.zrem(wb.settings.queue_name, _job(wb, i, 1))
     queued = [(i, 1) for c in chunks for i, _, _ in c]
     found = await queue.missing(redis, wb.settings.queue_name, queued)

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import redis
 from arq.constants import job_key_prefix
-from arq.jobs import serialize_job
+from arq.jobs import JobStatus, serialize_job
 
 from workbench.core.codec import job_dumps
 from workbench.queue import jobs as queue
@@ -62,22 +62,25 @@ async def test_pickle_payload_in_the_queue_is_never_executed(make_cluster, tmp_p
     assert "999999:1" in worker.log()  # the bad job was refused, and said so
 
 
-async def test_jobs_are_json_that_arqs_job_api_reads(make_cluster) -> None:
+async def test_jobs_are_queue_entries_that_arqs_job_api_reads(make_cluster) -> None:
+    """An item job is its queue entry alone (no pickle, no payload at all in Redis): ARQ's Job
+    API sees it queued, and the payload the worker implies from its id is ARQ's own JSON."""
     cluster = make_cluster()
     wb = cluster.client()
     batch = await wb.submit(["http://example.org/j/1"], pipeline="rel-sleep")
     item = int((await batch.status())["item_id"][0])
+    name = cluster.settings["queue_name"]
+    jid = queue.job_id(name, item, 1)
     r = redis.Redis.from_url(cluster.embedded.url)  # type: ignore[union-attr]
-    raw = r.get(job_key_prefix + queue.job_id(cluster.settings["queue_name"], item, 1))
-    et = __import__("json").loads(raw)["et"]
-    assert raw == serialize_job(queue.JOB_FUNCTION, (item, 1), {}, None, et, serializer=job_dumps)
+    assert r.get(job_key_prefix + jid) is None
+    score = int(r.zscore(name, jid))
+    assert queue.implied_payload(name)(jid, score) == serialize_job(
+        queue.JOB_FUNCTION, (item, 1), {}, None, score, serializer=job_dumps)
     pool = await queue.connect(wb.settings)
     try:
-        info = await arq_job(pool, queue.job_id(cluster.settings["queue_name"], item, 1),
-                       cluster.settings["queue_name"]).info()
+        assert await arq_job(pool, jid, name).status() == JobStatus.queued
     finally:
         await pool.aclose()
-    assert info is not None and info.function == queue.JOB_FUNCTION and list(info.args) == [item, 1]
 
 
 async def test_embedded_redis_listens_on_no_tcp_port_and_is_private(make_cluster) -> None:

@@ -106,11 +106,15 @@ async def test_stale_queue_entries_swept_live_ones_kept(
         await redis.set(in_progress_key_prefix + jid(live_ids[1], 0), b"1")  # being run: kept
         await enqueue(redis, queue_name, [(live_ids[1], 0)])
         await redis.zadd(queue_name, {"cron:cleanup:1700000000000": 1})
+        async def legacy_keys(jobs: list[str]) -> None:
+            # job keys as earlier versions wrote them (item jobs are queue entries alone now)
+            for j in jobs:
+                await redis.set(job_key_prefix + j, b'{"t":null}', px=600_000)
+
         orphans = [(cancelled_id, 7), (888_888, 1)]
-        await enqueue(redis, queue_name, orphans)  # job keys whose queue entry is gone
-        await redis.zrem(queue_name, *(jid(i, a) for i, a in orphans))
+        await legacy_keys([jid(i, a) for i, a in orphans])  # job keys with no queue entry
         foreign = job_id("another:queue", 777_777, 1)
-        await enqueue(redis, "another:queue", [(777_777, 1)])  # another queue's job: not ours
+        await legacy_keys([foreign])  # another queue's job: not ours
 
         assert wb.settings.uses_embedded_redis
         report = await run_cleanup(wb.settings)
@@ -121,13 +125,10 @@ async def test_stale_queue_entries_swept_live_ones_kept(
         assert members == expected_live | {jid(live_ids[1], 0), "cron:cleanup:1700000000000"}
         for item, attempt in stale + orphans:
             assert not await redis.exists(job_key_prefix + jid(item, attempt))
-        for live_job in expected_live:
-            assert await redis.exists(job_key_prefix + live_job)
         assert await redis.exists(job_key_prefix + foreign)
 
         # on a shared Redis (an explicit URL), keys outside this queue are left to expire
-        await enqueue(redis, queue_name, orphans)
-        await redis.zrem(queue_name, *(jid(i, a) for i, a in orphans))
+        await legacy_keys([jid(i, a) for i, a in orphans])
         from workbench.queue.embedded import EmbeddedRedis
 
         url = EmbeddedRedis(wb.settings.embedded_redis_dir).url

@@ -4,9 +4,11 @@ ARQ gives Workbench its Redis job queue: a sorted set of job ids, a key per job,
 with timeouts and cron. Workbench goes past ARQ's documented API in a few places, each for a
 measured reason, and all of them are here:
 
-- **Job payloads written by hand** (``payload_template``): the bytes ``arq.jobs.serialize_job``
-  would write for our JSON serializer, so ``arq.jobs.Job`` and the worker read them, but built by
-  ``%``-formatting inside one Lua call per few thousand jobs (``queue.jobs.enqueue``).
+- **Job payloads implied by job ids** (``payload_template``): an item job is only its queue
+  entry (``queue.jobs``); when one starts, the worker hands ARQ's ``run_job`` the bytes
+  ``arq.jobs.serialize_job`` would have stored for our JSON serializer, built from its id
+  (``create_worker``'s ``implied_payload``). A job with a key of its own (cron jobs, jobs of
+  earlier versions) runs from that key, as in ARQ.
 - **The worker's job start** (``QueueWorker``): overrides ``start_jobs``, ``_poll_iteration`` and
   ``_release_sem_dec_counter_on_complete``, and drives ARQ's semaphore and job counter: jobs
   start in one script call for all free slots (CPU 1.5 -> 0.75 ms/item), which also reads what
@@ -96,6 +98,8 @@ IN_PROGRESS_KEY_PREFIX: str = in_progress_key_prefix
 MARK_SEPARATOR = "|"
 
 JobCoroutine = Callable[..., Awaitable[Any]]
+#: the payload of a job that has no job key, from its id and score (None: not one of ours)
+ImpliedPayload = Callable[[str, int], bytes | None]
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -201,6 +205,7 @@ class QueueWorker(Worker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._implied_payload: ImpliedPayload | None = None
         if self.allow_abort_jobs:  # run_job would start with a ZREM the start script skips
             raise ValueError("QueueWorker does not take allow_abort_jobs")
         self._slot_freed = asyncio.Event()
@@ -219,6 +224,11 @@ class QueueWorker(Worker):
         #: id once ``own_marks`` names it, so reconcile can free the marks of a dead worker
         self._owner = secrets.token_hex(8)
         self._start_calls = 0
+
+    def imply_payloads(self, payload: ImpliedPayload) -> None:
+        """Build the payload of a job started without a job key (an item job) with
+        ``payload(job_id, score)``."""
+        self._implied_payload = payload
 
     def own_marks(self, owner: str) -> None:
         """Write ``owner`` (the ledger's id of this worker) into the in-progress marks."""
@@ -305,6 +315,8 @@ class QueueWorker(Worker):
             raise
         self._writes_work()
         for job_id, score, read in started_jobs(started, job_key_prefix, retry_key_prefix):
+            if read.payload is None and self._implied_payload is not None:
+                read.payload = self._implied_payload(job_id, score)  # no key: an item job
             await self.sem.acquire()  # never waits: job_counter < max_jobs
             self.job_counter += 1
             # run_job's start pipeline is answered from the script's read (the ``pool``
@@ -450,11 +462,13 @@ def create_worker(
     burst: bool,
     handle_signals: bool,
     shutdown_wait_s: int,
+    implied_payload: ImpliedPayload | None = None,
 ) -> QueueWorker:
     """A ``QueueWorker`` on ``redis`` with JSON jobs (never pickle), no results kept in Redis
     (the ledger has them) and no per-job result logging. ``shutdown_wait_s``: on SIGTERM, how
-    long running jobs may take to finish before they are cancelled (and handed back)."""
-    return QueueWorker(
+    long running jobs may take to finish before they are cancelled (and handed back).
+    ``implied_payload``: the payload of a job found without a job key (an item job)."""
+    worker = QueueWorker(
         functions=list(functions),
         cron_jobs=list(cron_jobs),
         redis_pool=redis,
@@ -474,3 +488,6 @@ def create_worker(
         log_results=False,
         max_burst_jobs=-1,
     )
+    if implied_payload is not None:
+        worker.imply_payloads(implied_payload)
+    return worker

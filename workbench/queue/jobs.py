@@ -3,9 +3,16 @@
 One ARQ job per item attempt, id ``"<item>:<attempt>:<queue tag>"``. ARQ keeps every job's keys
 (``arq:job:<id>``, ``arq:in-progress:<id>``) outside any queue, so the ids carry a tag of the
 queue's name: two deployments on one Redis (two queue names, two ledgers whose item ids both
-start at 1) never see each other's jobs as theirs. Jobs are written in ARQ's own format
-(so ARQ's worker and ``Job`` read them; the format lives in ``queue.arq_adapter``) but through one
-Lua call per few thousand jobs: 100k items are a handful of round trips, not 100k.
+start at 1) never see each other's jobs as theirs.
+
+An item job is its entry in the queue and nothing more: its id says all ARQ's payload would
+(``run_item(item, attempt)``), so no ``arq:job:<id>`` key is written; the worker builds the
+payload ARQ's ``run_job`` reads from the id (``implied_payload``, byte for byte what ARQ would
+have stored). A job key with its payload and expiry was ~3/4 of the Redis server's work in an
+enqueue (300k jobs on the embedded server: 3.2-3.6 s of its CPU with the keys, 0.75 s without)
+and a third of a cancel's removal; a queue entry is enough to run, check and drop a job. Jobs
+enqueued with a key (by earlier versions) still run from it. Enqueue, drop and the check of
+missing jobs are one Lua call per few thousand jobs: 100k items are a handful of round trips.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import hashlib
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
@@ -32,8 +39,6 @@ from workbench.queue.arq_adapter import (
 )
 
 JOB_FUNCTION = "run_item"
-# Jobs outlive a long queue; the ledger re-enqueues anything that expires anyway.
-JOB_EXPIRES_MS = 7 * 24 * 3600 * 1000
 _PIPELINE_CHUNK = 5000
 _ITEM_JOB = re.compile(r"^(\d+):(\d+)(?::([0-9a-f]{8}))?$")
 
@@ -84,37 +89,40 @@ def _safe(url: str) -> str:
     return url
 
 
-# SET NX PX of each job key and ZADD NX of its id, run inside Redis: redis-py's pure-Python command
-# packing of two commands per job was most of a 100k-URL submit. A chunk's ids, payloads, scores
-# and expiries travel as four newline-joined strings (ids and JSON payloads hold no newline).
-# Job keys are built from ARQ's prefix inside the script, not passed as KEYS: like ARQ itself,
-# this needs a single Redis server, not a cluster. Returns how many job keys were written.
+# ZADD NX of each id, run inside Redis: redis-py's pure-Python command packing was most of a
+# 100k-URL submit. A chunk's ids and scores travel as two newline-joined strings (ids hold no
+# newline). Returns how many ids were added (those already queued are left as they are).
 _ENQUEUE_LUA = """
 local ids = string.gmatch(ARGV[1], "[^\\n]+")
-local payloads = string.gmatch(ARGV[2], "[^\\n]+")
-local scores = string.gmatch(ARGV[3], "[^\\n]+")
-local expiries = string.gmatch(ARGV[4], "[^\\n]+")
-local prefix = ARGV[5]
-local written, members = 0, {}
+local scores = string.gmatch(ARGV[2], "[^\\n]+")
+local added, members = 0, {}
 for id in ids do
-  local payload, score, px = payloads(), scores(), expiries()
-  if redis.call('SET', prefix .. id, payload, 'PX', px, 'NX') then
-    written = written + 1
-  end
-  members[#members + 1] = score
+  members[#members + 1] = scores()
   members[#members + 1] = id
   if #members >= 2000 then
-    redis.call('ZADD', KEYS[1], 'NX', unpack(members))
+    added = added + redis.call('ZADD', KEYS[1], 'NX', unpack(members))
     members = {}
   end
 end
 if #members > 0 then
-  redis.call('ZADD', KEYS[1], 'NX', unpack(members))
+  added = added + redis.call('ZADD', KEYS[1], 'NX', unpack(members))
 end
-return written
+return added
 """
 # ARQ's payload for run_item(item, attempt), %-formatted with (item, attempt, enqueue time ms)
 _PAYLOAD = payload_template(JOB_FUNCTION)
+
+
+def implied_payload(queue_name: str) -> Callable[[str, int], bytes | None]:
+    """For the worker: the ARQ payload of one of this queue's item jobs, from its id and its
+    score in the queue (as enqueue time: when it became due), or None for any other job (it
+    has a key of its own, or none: ARQ then drops it as expired)."""
+
+    def payload(job_id: str, score: int) -> bytes | None:
+        parsed = parse_job_id(job_id, queue_name)
+        return None if parsed is None else _PAYLOAD % (*parsed, score)
+
+    return payload
 
 
 def _id_lines(jobs: Sequence[tuple[int, int]], tag: bytes) -> bytes:
@@ -131,10 +139,11 @@ async def enqueue(
     defer_s: float | dict[int, float] = 0.0,
     front: bool = False,
 ) -> int:
-    """Enqueue ``(item_id, attempt)`` jobs in chunks of one script call each. A job whose key
-    already exists is left alone (SET NX), so reconcile and a racing submitter cannot duplicate
-    it. ``front`` puts the jobs ahead of every waiting job (score 0: due since ever), for items
-    a dead worker held, which must not wait behind the whole backlog."""
+    """Enqueue ``(item_id, attempt)`` jobs in chunks of one script call each; returns how many
+    were added. A job already queued is left alone (ZADD NX), so reconcile and a racing
+    submitter cannot duplicate it. ``front`` puts the jobs ahead of every waiting job (score 0:
+    due since ever), for items a dead worker held, which must not wait behind the whole
+    backlog."""
     if not jobs:
         return 0
     now_ms = int(time.time() * 1000)
@@ -148,12 +157,9 @@ async def enqueue(
                 defers = [int(defer_s.get(item_id, 0.0) * 1000) for item_id, _ in chunk]
             else:
                 defers = [int(defer_s * 1000)] * len(chunk)
-            args: list[bytes | str] = [
+            args = [
                 _id_lines(chunk, tag),
-                b"\n".join(_PAYLOAD % (i, a, now_ms) for i, a in chunk),
                 b"\n".join(b"0" if front else b"%d" % (now_ms + d) for d in defers),
-                b"\n".join(b"%d" % (JOB_EXPIRES_MS + d) for d in defers),
-                JOB_KEY_PREFIX,
             ]
             written += int(await script(keys=[queue_name], args=args))
     except (RedisError, OSError) as exc:
@@ -161,37 +167,34 @@ async def enqueue(
     return written
 
 
-# ZREM of each id and DEL of its job and retry keys, run inside Redis as _ENQUEUE_LUA is: redis-py
-# packing three commands of 5000 arguments each per chunk was ~2.5 s of a 1M-item cancel's CPU.
+# ZREM of the ids, run inside Redis as _ENQUEUE_LUA is. Only the queue entry: item jobs have no
+# job key (see the module's docstring), and ARQ's retry key exists only while a job runs (its
+# worker deletes it) or after a paced job ran (it lapses in a day). The DELs of those keys that
+# did not exist were half the server's work of a 1M-item cancel (~2.3 us a key).
 _DROP_LUA = """
-local job, retry = ARGV[2], ARGV[3]
-local ids, keys = {}, {}
-local function flush()
-  redis.call('ZREM', KEYS[1], unpack(ids))
-  redis.call('DEL', unpack(keys))
-  ids, keys = {}, {}
-end
+local ids = {}
 for id in string.gmatch(ARGV[1], "[^\\n]+") do
   ids[#ids + 1] = id
-  keys[#keys + 1] = job .. id
-  keys[#keys + 1] = retry .. id
-  if #ids >= 2000 then flush() end
+  if #ids >= 2000 then
+    redis.call('ZREM', KEYS[1], unpack(ids))
+    ids = {}
+  end
 end
-if #ids > 0 then flush() end
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
 return 0
 """
 
 
 async def drop(redis: QueueRedis, queue_name: str, jobs: Sequence[tuple[int, int]]) -> None:
-    """Remove queued jobs (cancel): queue entry, job key and ARQ's retry key, one script call
-    per few thousand jobs. A job already running finds its item cancelled and stops."""
+    """Remove queued jobs from the queue (cancel), one script call per few thousand jobs. A job
+    already running finds its item cancelled and stops; a job key of an earlier version's job
+    stays until the daily cleanup's sweep of orphaned keys (it is never run: not queued)."""
     tag = queue_tag(queue_name).encode()
     script = redis.register_script(_DROP_LUA)
     try:
         for start in range(0, len(jobs), _PIPELINE_CHUNK):
             chunk = jobs[start : start + _PIPELINE_CHUNK]
-            ids = _id_lines(chunk, tag)
-            await script(keys=[queue_name], args=[ids, JOB_KEY_PREFIX, RETRY_KEY_PREFIX])
+            await script(keys=[queue_name], args=[_id_lines(chunk, tag)])
     except (RedisError, OSError) as exc:
         raise QueueError(f"Redis refused to drop jobs: {exc}") from exc
 
@@ -278,14 +281,15 @@ async def stored_ids(redis: QueueRedis, *, count: int = 1000) -> AsyncIterator[s
         yield (key.decode() if isinstance(key, bytes) else str(key))[len(JOB_KEY_PREFIX):]
 
 
-# EXISTS of each job key, inside Redis: a redis-py pipeline packing one command a job was most
-# of a full reconcile (~22 s of CPU for a million queued items). Returns the 1-based positions
-# of the ids whose key is gone.
+# ZSCORE of each id in the queue, inside Redis: a redis-py pipeline packing one command a job was
+# most of a full reconcile (~22 s of CPU for a million queued items). A job is missing when it is
+# not queued (a job key without a queue entry, as an earlier version could leave, never runs).
+# Returns the 1-based positions of the ids not in the queue.
 _MISSING_LUA = """
-local prefix, out, n = ARGV[2], {}, 0
+local out, n = {}, 0
 for id in string.gmatch(ARGV[1], "[^\\n]+") do
   n = n + 1
-  if redis.call('EXISTS', prefix .. id) == 0 then out[#out + 1] = n end
+  if not redis.call('ZSCORE', KEYS[1], id) then out[#out + 1] = n end
 end
 return out
 """
@@ -294,7 +298,7 @@ return out
 async def missing(
     redis: QueueRedis, queue_name: str, jobs: Sequence[tuple[int, int]]
 ) -> list[tuple[int, int]]:
-    """The jobs whose key is gone from Redis (flushed, expired, lost with a restart)."""
+    """The jobs not in the queue (flushed, lost with a restart)."""
     script = redis.register_script(_MISSING_LUA)
     tag = queue_tag(queue_name).encode()
     out: list[tuple[int, int]] = []
@@ -302,7 +306,7 @@ async def missing(
         for start in range(0, len(jobs), _PIPELINE_CHUNK):
             chunk = jobs[start : start + _PIPELINE_CHUNK]
             ids = _id_lines(chunk, tag)
-            gone = await script(keys=[queue_name], args=[ids, JOB_KEY_PREFIX])
+            gone = await script(keys=[queue_name], args=[ids])
             out.extend(chunk[int(n) - 1] for n in gone)
     except (RedisError, OSError) as exc:
         raise QueueError(f"Redis refused the check of queued jobs: {exc}") from exc

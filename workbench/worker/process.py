@@ -17,7 +17,7 @@ from workbench.core.logs import configure_logging
 from workbench.core.settings import Settings, load_settings
 from workbench.pipeline.registry import load_pipeline_modules
 from workbench.queue.arq_adapter import QueueWorker, create_worker, job_function
-from workbench.queue.jobs import JOB_FUNCTION, connect
+from workbench.queue.jobs import JOB_FUNCTION, connect, implied_payload
 from workbench.worker.runtime import WorkerRuntime, run_item
 
 __all__ = ["build_worker", "run_in_this_process", "run_worker"]
@@ -68,6 +68,7 @@ async def build_worker(
         burst=burst,
         handle_signals=handle_signals,
         shutdown_wait_s=int(settings.shutdown_grace_s) if handle_signals else 0,
+        implied_payload=implied_payload(settings.queue_name),
     )
     worker.own_marks(runtime.worker_id)  # reconcile frees the marks of a worker that died
     return worker, runtime
