@@ -70,7 +70,8 @@ def prepare(kind: str, data: Path, n: int) -> None:
             _run([PYTHON, "-m", "benchmarks.scale_fill", sub["batch_id"]], env)
     finally:
         _stop_server(data)
-    info = {"batch_id": sub["batch_id"], "queue_name": queue_name, "n": n, "kind": kind}
+    info = {"batch_id": sub["batch_id"], "queue_name": queue_name, "n": n, "kind": kind,
+            "submit_s": round(sub["seconds"], 2)}
     (data / "bench.json").write_text(json.dumps(info))
     print(json.dumps(info))
 
