@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workbench.core import codec
 from workbench.core.errors import InvalidInputError
+from workbench.core.status import ItemStatus
 from workbench.ledger import keyset
 from workbench.ledger.chunks import (
     ITEM_ARROW,
@@ -379,14 +380,24 @@ class ReadsMixin:
         return q.order_by(t.c.id).limit(bindparam("n")), after, None
 
     async def _id_span(self, batch_id: str) -> tuple[int | None, int | None]:
-        """The first and last item id of a batch (one pass over its index entries)."""
+        """The first and last item id of a batch: the first and last of each status, each one
+        seek of the (batch, status, id) index (one ``min``/``max`` over the batch walked all its
+        entries: 0.17-0.19 s at 1M items on SQLite, 0.2 ms so)."""
         t = table_of(ItemRow)
+
+        def end(of: Any, status: str) -> Any:
+            return select(of(t.c.id)).where(t.c.batch_id == batch_id,
+                                            t.c.status == status).scalar_subquery()
+
+        statuses = [s.value for s in ItemStatus]
         with translate_errors("reading items"):
             async with self.read_engine.connect() as conn:
-                row = (await conn.execute(
-                    select(func.min(t.c.id), func.max(t.c.id)).where(t.c.batch_id == batch_id)
-                )).one()
-        return row[0], row[1]
+                row = (await conn.execute(select(
+                    *(end(func.min, s) for s in statuses), *(end(func.max, s) for s in statuses)
+                ))).one()
+        firsts = [v for v in row[: len(statuses)] if v is not None]
+        lasts = [v for v in row[len(statuses) :] if v is not None]
+        return (min(firsts), max(lasts)) if firsts else (None, None)
 
     def _keyset(
         self, q: Any, batch_id: str, chunk_rows: int, after: int, doing: str,
