@@ -2,7 +2,8 @@
 backends: every job of the batch is gone afterwards, a job re-queued under a new attempt
 meanwhile included; a failed UPDATE gets its dropped jobs back (retry delays kept); a job run
 after the cancel finds its item cancelled; and a reconcile during a cancel does not enqueue the
-dropped jobs again."""
+dropped jobs again. A batch that is most of the queue has its jobs dropped by a walk through the
+queue (no list of them read or held), with the same guarantees."""
 
 from __future__ import annotations
 
@@ -154,3 +155,95 @@ async def test_reconcile_leaves_missing_jobs_while_a_cancel_is_under_way(
     monkeypatch.setattr(queue, "CANCEL_TTL_MS", -1)
     await queue.cancel_begin(redis, name)
     assert (await queue.cancels_state(redis, name))[1] == 0
+
+
+def _by_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small batches take the walk through the queue, several calls of it; the list path and the
+    RETURNING variant of the UPDATE fail the test if used."""
+    monkeypatch.setattr(cancelling, "SPAN_MIN", 1)
+    monkeypatch.setattr(queue, "SPAN_RANKS", 4)
+
+    async def no_list(*args: Any) -> None:
+        raise AssertionError("the list path was taken")
+
+    monkeypatch.setattr(queue, "drop", no_list)
+
+
+async def test_a_batch_that_is_most_of_the_queue_is_dropped_by_a_walk(
+    wb: Workbench, redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only this batch's item jobs of this queue go, wherever they sit in the queue: not the
+    other batch's, not another queue's job with an item id in the span, not a cron job. A job
+    re-queued under a new attempt while the UPDATE runs goes too (the walk after the commit)."""
+    _by_span(monkeypatch)
+    name = wb.settings.queue_name
+    keep = await wb.submit([f"http://example.org/keep/{i}" for i in range(3)], pipeline="noop")
+    batch = await wb.submit([f"http://example.org/s/{i}" for i in range(11)], pipeline="noop")
+    items = await _items(wb, batch.id)
+    first = min(items)
+    foreign = queue.job_id("another:queue", first + 1, 1)
+    await redis.zadd(name, {foreign: 0, "cron:cleanup:1700000000000": 1})
+    ledger = wb.ledger
+    real_cancel = ledger.cancel_count
+    monkeypatch.setattr(ledger, "cancel", lambda *a: pytest.fail("RETURNING used"))
+
+    async def requeue_then_cancel(batch_id: str) -> int:
+        async with ledger.engine.begin() as conn:  # the first item: attempt 2, its job queued
+            await conn.execute(text(f"UPDATE items SET attempts = 2 WHERE id = {first}"))
+        await queue.enqueue(redis, name, [(first, 2)], front=True)
+        return await real_cancel(batch_id)
+
+    monkeypatch.setattr(ledger, "cancel_count", requeue_then_cancel)
+    assert await batch.cancel() == 11
+    items = await _items(wb, batch.id)
+    assert {r["status"] for r in items.values()} == {"cancelled"}
+    assert await _jobs_in_redis(wb, redis, items) == []
+    left = {m.decode() for m in await redis.zrange(name, 0, -1)}
+    kept = {queue.job_id(name, int(i), 1) for i in (await keep.status())["item_id"]}
+    assert left == kept | {foreign, "cron:cleanup:1700000000000"}
+    assert await queue.cancels_state(redis, name) == (1, 0)
+    assert (await keep.counts())["queued"] == 3
+
+
+async def test_a_failed_update_after_a_walk_enqueues_the_jobs_again(
+    wb: Workbench, redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _by_span(monkeypatch)
+    name = wb.settings.queue_name
+    batch = await wb.submit([f"http://example.org/w/{i}" for i in range(9)], pipeline="noop")
+    items = await _items(wb, batch.id)
+    walked = asyncio.Event()
+    real_walk = queue.drop_span
+
+    async def walk(*args: Any) -> int:
+        gone = await real_walk(*args)
+        walked.set()
+        return gone
+
+    async def failing_cancel(batch_id: str) -> int:
+        await asyncio.wait_for(walked.wait(), 10)
+        raise LedgerError("ledger error while cancelling items: disk I/O error")
+
+    monkeypatch.setattr(queue, "drop_span", walk)
+    monkeypatch.setattr(wb.ledger, "cancel_count", failing_cancel)
+    with pytest.raises(LedgerError):
+        await batch.cancel()
+    items = await _items(wb, batch.id)
+    assert {r["status"] for r in items.values()} == {"queued"}
+    assert sorted(await _jobs_in_redis(wb, redis, items)) == sorted(items)
+    assert await queue.cancels_state(redis, name) == (1, 0)
+
+
+async def test_which_cancel_path(wb: Workbench, redis: Any,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk for a batch of at least SPAN_MIN active items that is at least half the queue;
+    the list otherwise."""
+    monkeypatch.setattr(cancelling, "SPAN_MIN", 5)
+    name = wb.settings.queue_name
+    small = await wb.submit([f"http://example.org/a/{i}" for i in range(4)], pipeline="noop")
+    big = await wb.submit([f"http://example.org/b/{i}" for i in range(6)], pipeline="noop")
+    most = cancelling._most_of_the_queue
+    assert not await most(wb.ledger, redis, name, small.id)  # too few
+    assert await most(wb.ledger, redis, name, big.id)  # 6 of 10
+    await redis.zadd(name, {f"x{i}": 0 for i in range(3)})
+    assert not await most(wb.ledger, redis, name, big.id)  # 6 of 13

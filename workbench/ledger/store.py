@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, func, literal_column, null, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -278,6 +278,14 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
 
     async def cancel(self, batch_id: str) -> list[tuple[int, int]]:
         """queued|running -> cancelled. Returns (item_id, attempt) whose jobs can be dropped."""
+        return cast(list[tuple[int, int]], await self._cancel(batch_id, returning=True))
+
+    async def cancel_count(self, batch_id: str) -> int:
+        """``cancel`` returning only how many items it cancelled: no row comes back (a 1M-item
+        cancel's RETURNING was ~0.8 s of SQLite's work and ~260 MB of tuples)."""
+        return cast(int, await self._cancel(batch_id, returning=False))
+
+    async def _cancel(self, batch_id: str, *, returning: bool) -> list[tuple[int, int]] | int:
         await self.get_batch(batch_id)
         t = table_of(ItemRow)
         now = utcnow()
@@ -285,17 +293,22 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
             update(t)
             .where(t.c.batch_id == batch_id, t.c.status.in_(ACTIVE_STATUSES))
             .values(status="cancelled", finished_at=now, next_try_at=None)
-            .returning(t.c.id, t.c.attempts)
         )
         with translate_errors("cancelling items"):
             async with self.engine.begin() as conn, counters.bulk(conn, batch_id):
+                if not returning:
+                    return int((await conn.execute(stmt)).rowcount)
                 # a million cancelled rows come back as plain tuples (SQLAlchemy's rows were
                 # ~2.5 s of a 1M-item cancel here)
                 try:
-                    rows = await driver_rows(conn, stmt)
+                    rows = await driver_rows(conn, stmt.returning(t.c.id, t.c.attempts))
                 except Exception as exc:  # the driver's own errors
                     raise LedgerError(f"ledger error while cancelling items: {exc}") from exc
         return [(i, a) for i, a in rows]
+
+    async def id_span(self, batch_id: str) -> tuple[int | None, int | None]:
+        """The first and last item id of a batch (its ids are consecutive: ``_reserve_ids``)."""
+        return await self._id_span(batch_id)
 
     async def failures_since(
         self, batch_id: str, mark: datetime | None

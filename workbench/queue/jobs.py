@@ -199,6 +199,53 @@ async def drop(redis: QueueRedis, queue_name: str, jobs: Sequence[tuple[int, int
         raise QueueError(f"Redis refused to drop jobs: {exc}") from exc
 
 
+# The entries of one batch's jobs found by a walk through the queue instead of a list of jobs: a
+# batch's item ids are consecutive (the ledger reserves them so), and its job ids say their item
+# and queue tag. ARGV = first and last item id, tag, first rank, ranks to look at. ZREMs the item
+# jobs of this queue in the span among the members at those ranks and returns {looked at,
+# removed}; the next call starts at its rank plus the members it kept.
+_DROP_SPAN_LUA = """
+local lo, hi, tag = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local first, count = tonumber(ARGV[4]), tonumber(ARGV[5])
+local members = redis.call('ZRANGE', KEYS[1], first, first + count - 1)
+local gone = {}
+for _, m in ipairs(members) do
+  local item, t = string.match(m, "^(%d+):%d+:(%x+)$")
+  if item and t == tag then
+    local i = tonumber(item)
+    if i >= lo and i <= hi then gone[#gone + 1] = m end
+  end
+end
+for i = 1, #gone, 2000 do
+  redis.call('ZREM', KEYS[1], unpack(gone, i, math.min(i + 1999, #gone)))
+end
+return {#members, #gone}
+"""
+#: queue members a call of ``_DROP_SPAN_LUA`` looks at (each call holds the server ~10 ms)
+SPAN_RANKS = 5000
+
+
+async def drop_span(redis: QueueRedis, queue_name: str, first: int, last: int) -> int:
+    """Remove the queued jobs of items ``first`` to ``last`` (one batch's ids) from the queue by
+    a walk through it, a script call per ``SPAN_RANKS`` members; returns how many went. For a
+    batch that is most of the queue: no list of its jobs is read or held. Ranks move while it
+    walks (workers finish jobs ahead of it): a job it passes by stays queued, and the worker that
+    takes it finds its item cancelled and skips it."""
+    tag = queue_tag(queue_name)
+    script = redis.register_script(_DROP_SPAN_LUA)
+    rank = removed = 0
+    try:
+        while True:
+            looked, gone = await script(keys=[queue_name],
+                                        args=[first, last, tag, rank, SPAN_RANKS])
+            removed += int(gone)
+            rank += int(looked) - int(gone)
+            if int(looked) < SPAN_RANKS:
+                return removed
+    except (RedisError, OSError) as exc:
+        raise QueueError(f"Redis refused to drop jobs: {exc}") from exc
+
+
 # A cancel drops its jobs while the ledger's UPDATE runs (``client.cancelling``): for those
 # seconds the ledger still says queued what Redis no longer holds, and a reconcile reading both
 # then would enqueue the jobs again (each skipped later by a worker, as cancelled). So a cancel
