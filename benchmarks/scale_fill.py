@@ -3,12 +3,14 @@
     python -m benchmarks.scale_fill BATCH      # settings from WORKBENCH_* (the bench's env)
 
 Every item is claimed and completed (or failed, one in a hundred, as ``scale-text`` does) by the
-ledger's own claim and completion statements, 5,000 items a transaction: the rows a worker
-writes (results, their bulky parts, shapes, item states), without Redis, the pipeline's
-machinery or a worker's few-dozen-item commits. A million items take a few minutes here instead
-of most of an hour, so the read side (``status()``, projections, ``iter_results``, the Parquet
-export) can be measured at a million. It runs as its own process so that the benchmark's client
-keeps the RSS a researcher's would. Prints one JSON line: items done, failed, seconds.
+ledger's own claim and completion statements, 5,000 items a transaction: the rows a worker writes
+(results, their bulky parts, shapes, item states), without the pipeline's machinery or a worker's
+few-dozen-item commits. Their jobs leave the queue, as a worker's finish removes them (left there,
+a later cancel measured a queue twice the size of anything a worker leaves). A million items take a
+few minutes here instead of most of an hour, so the read side (``status()``, projections,
+``iter_results``, the Parquet export) can be measured at a million. It runs as its own process so
+that the benchmark's client keeps the RSS a researcher's would. Prints one JSON line: items done,
+failed, seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from workbench import Workbench
 from workbench.core import codec
+from workbench.queue import jobs as queue
 
 from .scale_pipeline import fails, result_for
 
@@ -34,6 +37,7 @@ async def main(batch_id: str) -> None:
     try:
         await wb.get_batch(batch_id)  # opens the ledger
         ledger = wb.ledger
+        redis = await wb.open_queue()
         info = await ledger.batch_info(batch_id)
         async for chunk in ledger.item_chunks(
             batch_id, columns=["attempts", "url", "normalized_url"], chunk_rows=CHUNK,
@@ -61,6 +65,7 @@ async def main(batch_id: str) -> None:
                 "error_type": "bench_failure", "error_message": "fails on purpose",
                 "retryable": False}) for i, a in bad))
             failed += len(bad)
+            await queue.drop(redis, wb.settings.queue_name, list(zip(ids, attempts, strict=True)))
     finally:
         await wb.close()
     print(json.dumps({"done": done, "failed": failed, "seconds": time.perf_counter() - t0}))
