@@ -248,6 +248,7 @@ async def test_copies_take_the_newest_result_chunk_by_chunk(
     await analyse(await wb.submit(urls[:5], pipeline="noop"), "old")
     await analyse(await wb.submit(urls[2:], pipeline="noop", refresh=True), "new")
     monkeypatch.setattr(ledger_submit, "_ENTRY_CHUNK", 3)
+    monkeypatch.setattr(ledger_submit, "CHUNK", 2)  # compiled look-ups of 2, and the rest of 1
     again = await wb.submit(["http://example.org/never", *urls], pipeline="noop")
     assert again.cached == 7 and (await again.counts())["queued"] == 1
     df = (await again.results()).set_index("url")

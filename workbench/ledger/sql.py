@@ -49,11 +49,18 @@ async def driver_rows(conn: AsyncConnection, stmt: Any) -> list[tuple[Any, ...]]
         bind = compiled.binds.get(name)  # None for the values of an expanded IN (...)
         process = bind.type.bind_processor(conn.dialect) if bind is not None else None
         params.append(process(value) if process else value)
+    return await driver_run(conn, str(compiled), params)
+
+
+async def driver_run(conn: AsyncConnection, sql: str, params: Sequence[Any]
+                     ) -> list[tuple[Any, ...]]:
+    """The rows of SQL already compiled for ``conn``'s dialect, its parameters in order (no
+    type processing: plain values only), run on the driver as ``driver_rows`` runs them."""
     driver: Any = (await conn.get_raw_connection()).driver_connection
     if conn.dialect.name == "sqlite":
-        cursor = await driver.execute(str(compiled), params)
+        cursor = await driver.execute(sql, params)
         try:
             return list(await cursor.fetchall())
         finally:
             await cursor.close()
-    return [tuple(r) for r in await driver.fetch(str(compiled), *params)]
+    return [tuple(r) for r in await driver.fetch(sql, *params)]
