@@ -33,6 +33,15 @@ if TYPE_CHECKING:
 
 #: rows per read of the ledger: bounds the raw rows and parsed JSON alive at once
 FETCH_ROWS = 2_000
+#: the same when no bulky value is read (a projection of small fields: ~0.5 KB a row, so the
+#: pieces hold no more): 990k rows of five small fields, a piece of 2,000 -> 10,000 rows, 8.0-9.0
+#: -> 5.0-6.1 s (each piece's Arrow JSON reads, frame and concatenation cost alike per piece)
+SMALL_FETCH_ROWS = 10_000
+
+
+def fetch_rows(fields: ResultSchema) -> int:
+    """Rows per read of the ledger for the fields ``fields`` projects."""
+    return FETCH_ROWS if fields.bulky else SMALL_FETCH_ROWS
 
 
 def check_columns(columns: Sequence[str] | None) -> list[str] | None:
@@ -108,7 +117,7 @@ async def iter_results(
 
     async def pieces() -> AsyncGenerator[pd.DataFrame, None]:
         rows_read = ledger.result_chunks(
-            batch_id, chunk_rows=min(chunk_rows, FETCH_ROWS), bulk=fields.bulky,
+            batch_id, chunk_rows=min(chunk_rows, fetch_rows(fields)), bulk=fields.bulky,
             carried=bool(carried_columns),
         )
         async with aclosing(rows_read) as raws:
@@ -135,7 +144,7 @@ async def whole_results(
 ) -> pd.DataFrame:
     """All done items' results as one frame, with the dtypes pandas infers for the whole."""
     batch, fields = await result_schemas(ledger, batch_id, columns)
-    parts = [df async for df in iter_results(ledger, batch_id, chunk_rows=FETCH_ROWS,
+    parts = [df async for df in iter_results(ledger, batch_id, chunk_rows=fetch_rows(fields),
                                              columns=columns, schemas=(batch, fields))]
     if not parts:
         return frames.empty_results_frame(batch, fields)
