@@ -39,6 +39,16 @@ async def _jobs_in_redis(wb: Workbench, redis: Any, items: dict[int, Any]) -> li
     return out
 
 
+def _failing_after(dropped: asyncio.Event) -> Any:
+    """A stand-in for the ledger's cancel UPDATE that fails once some jobs were dropped."""
+
+    async def failing_cancel(batch_id: str) -> Any:
+        await asyncio.wait_for(dropped.wait(), 10)
+        raise LedgerError("ledger error while cancelling items: disk I/O error")
+
+    return failing_cancel
+
+
 async def test_jobs_dropped_while_the_update_runs(
     wb: Workbench, redis: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,12 +114,8 @@ async def test_failed_update_enqueues_the_dropped_jobs_again(
         dropped.extend(jobs)
         some.set()
 
-    async def failing_cancel(batch_id: str) -> list[tuple[int, int]]:
-        await asyncio.wait_for(some.wait(), 10)
-        raise LedgerError("ledger error while cancelling items: disk I/O error")
-
     monkeypatch.setattr(queue, "drop", drop)
-    monkeypatch.setattr(wb.ledger, "cancel", failing_cancel)
+    monkeypatch.setattr(wb.ledger, "cancel", _failing_after(some))
     with pytest.raises(LedgerError):
         await batch.cancel()
     assert dropped  # dropped before the failure
@@ -220,12 +226,8 @@ async def test_a_failed_update_after_a_walk_enqueues_the_jobs_again(
         walked.set()
         return gone
 
-    async def failing_cancel(batch_id: str) -> int:
-        await asyncio.wait_for(walked.wait(), 10)
-        raise LedgerError("ledger error while cancelling items: disk I/O error")
-
     monkeypatch.setattr(queue, "drop_span", walk)
-    monkeypatch.setattr(wb.ledger, "cancel_count", failing_cancel)
+    monkeypatch.setattr(wb.ledger, "cancel_count", _failing_after(walked))
     with pytest.raises(LedgerError):
         await batch.cancel()
     items = await _items(wb, batch.id)

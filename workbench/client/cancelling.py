@@ -198,19 +198,20 @@ async def _restore(ledger: Ledger, redis: QueueRedis, queue_name: str, batch_id:
                    dropped: dict[int, int] | None) -> None:
     """The ledger's UPDATE failed: enqueue again the jobs dropped of items still queued under
     the same attempt (``dropped`` None: of every queued item; ZADD NX leaves those never
-    dropped as they are), their retry delays kept."""
-    jobs: list[tuple[int, int]] = []
-    delays: dict[int, float] = {}
+    dropped as they are), their retry delays kept. A piece at a time: the walk's restore is of
+    every queued item of a batch that can hold a million."""
     try:
         async for piece in ledger.item_chunks(batch_id, columns=["attempts", "next_try_at"],
                                               chunk_rows=PIECE_ROWS, statuses=["queued"]):
+            jobs: list[tuple[int, int]] = []
+            delays: dict[int, float] = {}
             for i, a, t in zip(piece["item_id"], piece["attempts"], piece["next_try_at"],
                                strict=True):
                 if dropped is None or dropped.get(i) == a:
                     jobs.append((i, a))
                     if t is not None:
                         delays[i] = queue.defer_from(_utc(t))
-        await queue.enqueue(redis, queue_name, jobs, defer_s=delays)
+            await queue.enqueue(redis, queue_name, jobs, defer_s=delays)
     except Exception as exc:  # the worker's reconcile enqueues them
         log.warning("could not enqueue again the jobs of a failed cancel", error=str(exc))
 
