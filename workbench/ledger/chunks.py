@@ -1,17 +1,20 @@
 """What a chunk read of the ledger looks like (``ledger.reads``): the Arrow types of item and
-result columns, the database's JSON lines parsed by Arrow's reader, and ``ResultChunk``.
+result columns, a row as one line of text built by the database and the lines parsed by
+Arrow's readers (``row_line``, ``rows_table``), and ``ResultChunk``.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import pyarrow.json as pj
-from sqlalchemy import case, func, null
+from sqlalchemy import Text, case, cast, func, literal, null
 
 #: the time columns (stored as naive UTC; text on SQLite)
 TIMES = frozenset({"submitted_at", "started_at", "finished_at", "next_try_at", "fetched_at"})
@@ -27,42 +30,57 @@ ITEM_ARROW: dict[str, pa.DataType] = {
 }
 
 
-def sqlite_json_value(column: Any, name: str) -> Any:
-    """A value for SQLite's ``json_object``: booleans (kept as 0/1) as true/false, and numbers
-    as text of 17 significant digits, read back exactly (``json_object`` writes 15 of them)."""
-    typ = ITEM_ARROW.get(name, RESULT_ARROW.get(name))
-    if typ == pa.bool_():
-        return case((column.is_(None), null()), (column != 0, func.json("true")),
-                    else_=func.json("false"))
-    if typ == pa.float64():
-        return case((column.is_(None), null()), else_=func.printf("%!.17g", column))
-    return column
+def row_line(columns: Mapping[str, Any], sqlite: bool) -> Any:
+    """One row of a chunk as one line of text, built by the database (``rows_table`` reads
+    the lines back): on SQLite a CSV record made by one ``printf`` (text quoted by ``%Q``,
+    ``'`` doubled, NULL unquoted; numbers as they are, floats with 17 significant digits so
+    they read back exactly; times as their stored ISO text); on PostgreSQL a JSON object.
 
-
-def json_schema(schema: pa.Schema, sqlite: bool) -> pa.Schema:
-    """The schema Arrow reads the database's JSON lines with: on SQLite numbers come as text
-    (``sqlite_json_value``), cast afterwards by ``ndjson_rows``."""
+    Why CSV on SQLite: Arrow's CSV reader parses a 1,000-row chunk of the 14 provenance
+    columns in ~0.8 ms where its JSON reader took ~3 ms (and a cast after it), and
+    ``printf`` costs SQLite no more than ``json_object`` (benchmarks/NOTES.md). A NUL
+    character would end a ``%Q`` value early: no text column holds one (the ledger replaces
+    it in error messages, ``work.storable_error``; URLs and JSON text cannot hold it raw)."""
     if not sqlite:
-        return schema
-    return pa.schema([(f.name, pa.string() if f.type == pa.float64() else f.type)
-                      for f in schema])
+        return cast(func.json_build_object(
+            *[x for name, column in columns.items() for x in (literal(name), column)]), Text)
+    formats, values = [], []
+    for name, column in columns.items():
+        typ = ITEM_ARROW.get(name, RESULT_ARROW.get(name))
+        if typ == pa.float64():
+            formats.append("%s")
+            values.append(case((column.is_(None), null()), else_=func.printf("%!.17g", column)))
+        elif typ in (pa.int64(), pa.bool_()):
+            formats.append("%s")  # NULL: empty
+            values.append(column)
+        else:
+            formats.append("%Q")
+            values.append(column)
+    return func.printf(literal(",".join(formats)), *values)
 
 
-def ndjson_table(lines: str | bytes, schema: pa.Schema, *, sqlite: bool = False) -> pa.Table:
-    """Newline-delimited JSON objects (from the database) -> a table of ``schema``, by Arrow's
-    JSON reader; rows put back in item order should the database have mixed them."""
-    return ndjson_rows(lines, schema, sqlite=sqlite)[0]
-
-
-def ndjson_rows(lines: str | bytes, schema: pa.Schema, *, sqlite: bool = False
-                 ) -> tuple[pa.Table, list[int] | None]:
-    """``ndjson_table``, and the order the rows were put in (None: as they came)."""
+def rows_table(lines: str | bytes, schema: pa.Schema, *, sqlite: bool
+               ) -> tuple[pa.Table, list[int] | None]:
+    """The lines of ``row_line`` -> a table of ``schema``, and the order the rows were put in
+    to restore item order should the database have mixed them (None: as they came)."""
     body = lines.encode() if isinstance(lines, str) else lines
-    table = pj.read_json(
-        io.BytesIO(body),
-        read_options=pj.ReadOptions(block_size=max(1 << 20, len(body) + 1)),
-        parse_options=pj.ParseOptions(explicit_schema=json_schema(schema, sqlite)),
-    )
+    if sqlite:
+        table = pcsv.read_csv(
+            io.BytesIO(body),
+            read_options=pcsv.ReadOptions(column_names=schema.names,
+                                          block_size=max(1 << 20, len(body) + 1)),
+            parse_options=pcsv.ParseOptions(quote_char="'", double_quote=True,
+                                            escape_char=False, newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                column_types=schema, null_values=["", "NULL"], strings_can_be_null=True,
+                quoted_strings_can_be_null=False, true_values=["1"], false_values=["0"]),
+        )
+    else:
+        table = pj.read_json(
+            io.BytesIO(body),
+            read_options=pj.ReadOptions(block_size=max(1 << 20, len(body) + 1)),
+            parse_options=pj.ParseOptions(explicit_schema=schema),
+        )
     if table.schema != schema:
         table = table.cast(schema)
     ids = table.column("item_id")

@@ -50,9 +50,8 @@ from workbench.ledger.chunks import (
     RESULT_ARROW,
     TIMES,
     ResultChunk,
-    ndjson_rows,
-    ndjson_table,
-    sqlite_json_value,
+    row_line,
+    rows_table,
 )
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import ItemRow, ResultBulkRow, ResultRow
@@ -200,12 +199,12 @@ class ReadsMixin:
         """The batch's done items with their results, at most ``chunk_rows`` a chunk in item
         order (``ResultChunk``: provenance as an Arrow table, the small fields as JSON lines,
         and with ``bulk`` the bulky fields' JSON lines). A chunk is one SQL row: provenance as
-        JSON lines built by the database, the small fields' and bulky parts' JSON lines as they
-        are stored, concatenated by it (no Python object per row or value: 3 KB texts came
-        back as a Python string each, then joined and encoded again). Without ``bulk`` the
-        bulky parts are never read. A chunk holds about ``CHUNK_BYTES`` of stored JSON at
-        most (at least one row; ``_keyset``), so that one SQL value stays far below the
-        databases' 1 GB limit and memory follows the chunk however large the pages.
+        lines built by the database (``chunks.row_line``), the small fields' and bulky parts'
+        JSON lines as they are stored, concatenated by it (no Python object per row or value:
+        3 KB texts came back as a Python string each, then joined and encoded again). Without
+        ``bulk`` the bulky parts are never read. A chunk holds about ``CHUNK_BYTES`` of stored
+        JSON at most (at least one row; ``_keyset``), so that one SQL value stays far below
+        the databases' 1 GB limit and memory follows the chunk however large the pages.
 
         The fields are picked out of ``data`` by the client (``client.fields``), not by the
         database: SQLite's ``->`` took 0.52 s for 5 fields of 100k results, against 0.14 s to
@@ -243,15 +242,9 @@ class ReadsMixin:
             out = func.string_agg(value, aggregate_order_by(literal("\n"), inner.c.item_id))
             return func.convert_to(out, "UTF8") if blob else out
 
-        obj: Any
-        if sqlite:
-            obj = func.json_object(*[x for n in names
-                                     for x in (literal(n), sqlite_json_value(inner.c[n], n))])
-        else:
-            obj = cast(func.json_build_object(*[x for n in names
-                                                for x in (literal(n), inner.c[n])]), Text)
-        outs = [lines(obj).label("lines"), func.count().label("n"),
-                func.max(inner.c.item_id).label("last"), lines(inner.c.data).label("data")]
+        outs = [lines(row_line({n: inner.c[n] for n in names}, sqlite)).label("lines"),
+                func.count().label("n"), func.max(inner.c.item_id).label("last"),
+                lines(inner.c.data).label("data")]
         if bulk:
             outs.append(lines(inner.c.bulk, blob=True).label("bulk"))
         agg = select(*outs)
@@ -259,7 +252,7 @@ class ReadsMixin:
                                  aggregated=True, max_bytes=CHUNK_BYTES)
         async with contextlib.aclosing(rows_read) as chunks:
             async for chunk in chunks:
-                table, order = ndjson_rows(chunk.pop("lines"), schema, sqlite=sqlite)
+                table, order = rows_table(chunk.pop("lines"), schema, sqlite=sqlite)
                 data, extra = chunk.pop("data"), chunk.pop("bulk", None)
                 del chunk
                 if order is not None:  # the database mixed the rows: the other lines follow
@@ -301,8 +294,8 @@ class ReadsMixin:
         after: int = 0,
     ) -> AsyncGenerator[pa.Table, None]:
         """``item_chunks`` as Arrow tables (``ITEM_ARROW`` types; times naive UTC): each chunk
-        is one row of SQL, its items as newline-delimited JSON built by the database and parsed
-        by Arrow's reader. No Python object per value: on 100k items, 0.53 s of CPU against
+        is one row of SQL, its items as lines built by the database (``chunks.row_line``) and
+        parsed by Arrow's reader. No Python object per value: on 100k items, 0.53 s of CPU against
         ~0.95 s for rows of values turned into columns."""
         sqlite = self.read_engine.dialect.name == "sqlite"
         # every item on SQLite: chunks by id span (see ``_item_query``)
@@ -313,13 +306,11 @@ class ReadsMixin:
         q, after, span_to = built
         inner = q.subquery()
         names = list(inner.c.keys())
+        line = row_line({n: inner.c[n] for n in names}, sqlite)
         if sqlite:
-            pairs = [x for n in names for x in (literal(n), sqlite_json_value(inner.c[n], n))]
-            lines = func.group_concat(func.json_object(*pairs), literal("\n"))
+            lines = func.group_concat(line, literal("\n"))
         else:
-            obj = cast(func.json_build_object(*[x for n in names
-                                                for x in (literal(n), inner.c[n])]), Text)
-            lines = func.string_agg(obj, aggregate_order_by(literal("\n"), inner.c.item_id))
+            lines = func.string_agg(line, aggregate_order_by(literal("\n"), inner.c.item_id))
         agg = select(lines.label("lines"), func.count().label("n"),
                      func.max(inner.c.item_id).label("last"))
         schema = pa.schema([(n, ITEM_ARROW[n]) for n in names])
@@ -327,7 +318,7 @@ class ReadsMixin:
                                  aggregated=True, span_to=span_to)
         async with contextlib.aclosing(rows_read) as chunks:
             async for chunk in chunks:
-                yield ndjson_table(chunk["lines"], schema, sqlite=sqlite)
+                yield rows_table(chunk["lines"], schema, sqlite=sqlite)[0]
 
     async def _item_query(
         self, batch_id: str, columns: Sequence[str], statuses: Sequence[str] | None, after: int,

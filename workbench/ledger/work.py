@@ -28,6 +28,15 @@ from workbench.ledger.shapes import StoredResult, delete_parts, store_result, wr
 from workbench.ledger.sql import TUPLE_CHUNK, chunks, row_dict, table_of, utcnow
 
 
+def storable_error(error: dict[str, Any]) -> dict[str, Any]:
+    """An item's error with each NUL character of its text replaced by U+FFFD: PostgreSQL's
+    text cannot hold NUL (the write would fail, and the item with it), and a NUL would end a
+    value of SQLite's chunk reads early (``chunks.row_line``). An exception's message can
+    quote a hostile page's bytes."""
+    return {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v
+            for k, v in error.items()}
+
+
 @dataclass(frozen=True)
 class ClaimedItem:
     item_id: int
@@ -217,6 +226,7 @@ class WorkMixin:
 
     async def fail(self, item_id: int, attempt: int, error: dict[str, Any]) -> bool:
         t = table_of(ItemRow)
+        error = storable_error(error)
 
         async def op(conn: AsyncConnection) -> bool:
             now = utcnow()
@@ -243,6 +253,7 @@ class WorkMixin:
         """running -> queued with attempt + 1 (the error is kept for display). Returns the new
         attempt, or None if this attempt is stale."""
         t = table_of(ItemRow)
+        error = storable_error(error)
 
         async def op(conn: AsyncConnection) -> int | None:
             res = await conn.execute(
