@@ -115,3 +115,11 @@ def test_a_worker_process_starts_its_extraction_processes_with_it(data_dir: Path
     finally:
         proc.terminate()
         assert proc.wait(60) == 0
+
+
+def test_default_processes_one_per_two_cpus() -> None:
+    """The default measured on two cores (benchmarks/NOTES.md): one worker process feeding two
+    extraction processes, and never none."""
+    from workbench.worker.__main__ import default_processes
+
+    assert [default_processes(n) for n in (1, 2, 3, 4, 8, 16)] == [1, 1, 1, 2, 4, 8]
