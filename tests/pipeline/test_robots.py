@@ -197,3 +197,42 @@ async def test_the_user_agent_names_workbench_and_carries_contact_details(serve,
     with pytest.raises(RobotsDisallowed):
         await fetcher.fetch(str(server.make_url("/private/x")))
     assert seen == [agent, agent]  # robots.txt and the page, each with the researcher's address
+
+
+async def test_allowed_checks_are_counted_by_the_next_acquire(embedded_redis, monkeypatch):
+    """An allowing check is counted in the same Redis call as the host's next turn (one round
+    trip fewer per fetch); checks never followed by a request are counted once the map of
+    pending counts is full, so none is lost and the map stays small."""
+    from workbench.pipeline.fetch import robots as robots_module
+    from workbench.pipeline.fetch.robots import RobotsPolicy
+
+    settings = Settings(queue_name=f"wbcount:{uuid.uuid4().hex[:8]}")
+    redis = await open_pool(embedded_redis, settings.queue_name)
+    pacer = RedisHostPacer(redis, settings)
+    calls: list[str] = []
+    real_count = pacer.count
+
+    async def count(host: str, field: str, n: int = 1) -> None:
+        calls.append(f"{host} {field} {n}")
+        await real_count(host, field, n)
+
+    pacer.count = count  # type: ignore[method-assign]
+
+    async def load(url: str) -> tuple[int, bytes]:
+        return 404, b""  # no rules: everything allowed
+
+    policy = RobotsPolicy(settings.user_agent, pacer, load)
+    monkeypatch.setattr(robots_module, "_MAX_LOCAL", 3)
+    try:
+        for n in range(2):
+            await policy.check(URL(f"http://a.example/{n}"))
+        assert calls == [] and policy.take_allowed("a.example") == 2
+        await pacer.acquire("a.example", max_wait_s=None, robots_allowed=2)
+        for host in ("b.example", "c.example", "d.example", "e.example"):
+            await policy.check(URL(f"http://{host}/"))  # never fetched
+        assert calls == ["b.example robots_allowed 1"]  # the oldest, once the map was full
+        rows = {r["host"]: r for r in await host_rows(redis, settings)}
+    finally:
+        policy.close()
+        await redis.aclose()
+    assert rows["a.example"]["robots_allowed"] == 2

@@ -49,9 +49,10 @@ HOST_TTL_S = 7 * 24 * 3600
 
 # KEYS: host hash, leases, hosts index, line, paced, queue, the batch's waiting set. ARGV: max wait
 # ms (-1: wait however long), floor ms, ceiling ms, max concurrency, lease ttl ms, lease id, host,
-# key ttl s, hard margin, job id ('' outside a worker). core.pacing.acquire, in milliseconds of
-# Redis' clock; a grant takes the job out of the host's line and out of the batch's waiting items,
-# and releases the next one in line.
+# key ttl s, hard margin, job id ('' outside a worker), robots.txt checks that allowed a URL to
+# add to the host's count. core.pacing.acquire, in milliseconds of Redis' clock; a grant takes
+# the job out of the host's line and out of the batch's waiting items, and releases the next
+# one in line.
 _ACQUIRE_LUA = RELEASE_NEXT_LUA + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -60,6 +61,7 @@ local f = redis.call('HMGET', KEYS[1], 'next_at', 'paused_until', 'latency_gap',
 local next_at, paused = tonumber(f[1]) or 0, tonumber(f[2]) or 0
 local lat, pen, crawl = tonumber(f[3]) or 0, tonumber(f[4]) or 0, tonumber(f[5]) or 0
 local streak, sent = tonumber(f[6]) or 0, tonumber(f[7]) or 0
+if tonumber(ARGV[11]) > 0 then redis.call('HINCRBY', KEYS[1], 'robots_allowed', ARGV[11]) end
 local max_wait, floor, ceiling = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local gap = math.max(tonumber(ARGV[9]) * math.max(floor, crawl),
                      math.min(ceiling, math.max(lat, pen)))
@@ -199,7 +201,7 @@ class RedisHostPacer:
         # a script, not HINCRBY: a count never makes a host hash without its expiry
         self._count = redis.register_script(
             "if redis.call('EXISTS', KEYS[1]) == 1 then "
-            "redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end"
+            "redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) end"
         )
 
     def _host_keys(self, host: str) -> list[str]:
@@ -210,14 +212,15 @@ class RedisHostPacer:
         return line_keys(self.queue_name, host)
 
     async def acquire(
-        self, host: str, *, max_wait_s: float | None, job: tuple[str, str] = ("", "")
+        self, host: str, *, max_wait_s: float | None, job: tuple[str, str] = ("", ""),
+        robots_allowed: int = 0,
     ) -> Verdict:
         r = self.rule
         batch_id, job_id = job
         args: list[str | int | float] = [
             -1 if max_wait_s is None else int(max_wait_s * 1000), r.floor_s * 1000,
             r.ceiling_s * 1000, r.max_concurrency, int(r.lease_ttl_s * 1000),
-            os.urandom(4).hex(), host, HOST_TTL_S, r.hard_margin, job_id,
+            os.urandom(4).hex(), host, HOST_TTL_S, r.hard_margin, job_id, robots_allowed,
         ]
         keys = [*self._host_keys(host), *self._line_keys(host),
                 waiting_key(self.queue_name, batch_id)]
@@ -273,9 +276,9 @@ class RedisHostPacer:
         except (RedisError, OSError) as exc:
             raise QueueError(f"Redis refused to record robots.txt of {host}: {exc}") from exc
 
-    async def count(self, host: str, field: str) -> None:
+    async def count(self, host: str, field: str, n: int = 1) -> None:
         try:
-            await self._count(keys=[f"{self.prefix}host:{host}"], args=[field])
+            await self._count(keys=[f"{self.prefix}host:{host}"], args=[field, n])
         except (RedisError, OSError) as exc:
             raise QueueError(f"Redis refused to count a robots.txt check of {host}: {exc}") from exc
 

@@ -56,12 +56,15 @@ class HostPacer(Protocol):
     Times are seconds. Records are opaque strings (JSON written by ``robots.py``)."""
 
     async def acquire(
-        self, host: str, *, max_wait_s: float | None, job: tuple[str, str] = ("", "")
+        self, host: str, *, max_wait_s: float | None, job: tuple[str, str] = ("", ""),
+        robots_allowed: int = 0,
     ) -> Verdict:
         """``core.pacing.acquire`` on the host's state: ``("go", wait_s, lease)`` (start after
         ``wait_s``), ``("busy", retry_in_s, "")`` or ``("defer", next_free_in_s, "")``.
         ``job``: the worker's ``(batch, job id)`` asking (``PACED_JOB``), which leaves its
-        host's line on a grant."""
+        host's line on a grant. ``robots_allowed``: robots.txt checks of the host that allowed
+        a URL since its last acquire, added to its count in the same call (a fetch checks,
+        then asks for its turn: one round trip to Redis fewer per fetch)."""
         ...
 
     async def confirm(self, host: str) -> float:
@@ -84,8 +87,8 @@ class HostPacer(Protocol):
         Crawl-delay it asks for (0 for none)."""
         ...
 
-    async def count(self, host: str, field: str) -> None:
-        """Add one to a per-host count (``robots_allowed``, ``robots_disallowed``)."""
+    async def count(self, host: str, field: str, n: int = 1) -> None:
+        """Add ``n`` to a per-host count (``robots_allowed``, ``robots_disallowed``)."""
         ...
 
     async def robots_record(self, origin: str) -> str | None:
@@ -133,8 +136,11 @@ class LocalPacer:
                 del self.hosts[name]
 
     async def acquire(
-        self, host: str, *, max_wait_s: float | None, job: tuple[str, str] = ("", "")
+        self, host: str, *, max_wait_s: float | None, job: tuple[str, str] = ("", ""),
+        robots_allowed: int = 0,
     ) -> Verdict:
+        if robots_allowed:
+            await self.count(host, "robots_allowed", robots_allowed)
         return pacing.acquire(
             self._host(host), self.rule, self._now(), max_wait_s=max_wait_s,
             lease_id=os.urandom(4).hex(),
@@ -159,12 +165,12 @@ class LocalPacer:
         _, allowed, denied = self.robots_state.get(host, ("", 0, 0))
         self.robots_state[host] = (state, allowed, denied)
 
-    async def count(self, host: str, field: str) -> None:
+    async def count(self, host: str, field: str, n: int = 1) -> None:
         state, allowed, denied = self.robots_state.get(host, ("", 0, 0))
         if field == "robots_allowed":
-            allowed += 1
+            allowed += n
         elif field == "robots_disallowed":
-            denied += 1
+            denied += n
         self.robots_state[host] = (state, allowed, denied)
 
     async def robots_record(self, origin: str) -> str | None:

@@ -132,11 +132,14 @@ class Politeness:
         """A lease and the loop time of the call that gave the turn."""
         waited = 0.0
         loop = asyncio.get_running_loop()
+        allowed = self.robots.take_allowed(host) if self.robots is not None else 0
         while True:
             asked_at = loop.time()
             verdict, wait_s, lease = await self.pacer.acquire(
-                host, max_wait_s=self.defer_after_s, job=PACED_JOB.get()
+                host, max_wait_s=self.defer_after_s, job=PACED_JOB.get(),
+                robots_allowed=allowed,
             )
+            allowed = 0  # counted
             if verdict == "go":
                 if wait_s > 0:
                     try:

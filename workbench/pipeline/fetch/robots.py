@@ -196,6 +196,9 @@ class RobotsPolicy:
         self._load = load
         self._known: dict[str, _Known] = {}
         self._loading: dict[str, asyncio.Task[_Known]] = {}
+        # per host, checks that allowed a URL and are not counted yet: the host's next
+        # acquire counts them (``take_allowed``), in the same call to the pacer
+        self._allowed: dict[str, int] = {}
 
     async def check(self, url: URL) -> None:
         """Raise ``RobotsDisallowed`` or ``RobotsUnavailable`` unless ``url`` may be fetched."""
@@ -224,7 +227,16 @@ class RobotsPolicy:
                 f"robots.txt of {origin} disallows {url} for {self.agent}: "
                 f"{known.rules.rule_for(str(url))}"
             )
-        await self.pacer.count(host, "robots_allowed")
+        if host not in self._allowed and len(self._allowed) >= _MAX_LOCAL:
+            # checks never followed by a request (the fetch failed before its turn): count
+            # the oldest host's now, so the map stays small
+            oldest = next(iter(self._allowed))
+            await self.pacer.count(oldest, "robots_allowed", self._allowed.pop(oldest))
+        self._allowed[host] = self._allowed.get(host, 0) + 1
+
+    def take_allowed(self, host: str) -> int:
+        """The host's allowing checks not counted yet, for its next acquire to count."""
+        return self._allowed.pop(host, 0)
 
     async def _resolve(self, origin: str, host: str) -> _Known:
         """The shared record, or load it: one loader per origin among all sharing the pacer."""
