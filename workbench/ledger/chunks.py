@@ -64,11 +64,11 @@ def rows_table(lines: str | bytes, schema: pa.Schema, *, sqlite: bool
     """The lines of ``row_line`` -> a table of ``schema``, and the order the rows were put in
     to restore item order should the database have mixed them (None: as they came)."""
     body = lines.encode() if isinstance(lines, str) else lines
+    block = max(1 << 20, len(body) + 1)  # one block: the chunk is parsed in one go
     if sqlite:
         table = pcsv.read_csv(
             io.BytesIO(body),
-            read_options=pcsv.ReadOptions(column_names=schema.names,
-                                          block_size=max(1 << 20, len(body) + 1)),
+            read_options=pcsv.ReadOptions(column_names=schema.names, block_size=block),
             parse_options=pcsv.ParseOptions(quote_char="'", double_quote=True,
                                             escape_char=False, newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(
@@ -78,7 +78,7 @@ def rows_table(lines: str | bytes, schema: pa.Schema, *, sqlite: bool
     else:
         table = pj.read_json(
             io.BytesIO(body),
-            read_options=pj.ReadOptions(block_size=max(1 << 20, len(body) + 1)),
+            read_options=pj.ReadOptions(block_size=block),
             parse_options=pj.ParseOptions(explicit_schema=schema),
         )
     if table.schema != schema:
