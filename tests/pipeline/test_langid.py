@@ -69,3 +69,65 @@ def test_falls_back_to_py3langid_when_it_disagrees(monkeypatch: pytest.MonkeyPat
     ident = langid.load_identifier()
     assert type(ident) is py3langid.LanguageIdentifier
     assert ident.classify(SAMPLES[1])[0] == "de"
+
+
+def test_decoded_model_is_cached_and_mapped(
+    tmp_path: object, reference: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    cache = Path(str(tmp_path))
+    first = langid.load_identifier(cache)
+    (folder,) = [p for p in cache.iterdir()]
+    assert folder.name.startswith(f"langid-v{langid.CACHE_FORMAT}-")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.npy" for n in langid._CACHED)
+
+    # the second load reads the cache alone: the model file is not decoded again
+    def no_decode(path: object) -> None:
+        raise AssertionError("decoded although cached")
+
+    monkeypatch.setattr(langid, "_decode", no_decode)
+    second = langid.load_identifier(cache)
+    assert type(second).__name__ == "VectorisedIdentifier"
+    assert isinstance(second.nb_ptc, np.memmap) and second.nb_ptc.dtype == np.float32
+    assert second.wb_window == first.wb_window == 6
+    for text in _texts()[:60]:
+        ours, theirs = second._decide(text), reference._decide(text)  # type: ignore[attr-defined]
+        assert np.array_equal(ours, theirs), text[:40]
+
+
+def test_damaged_cache_is_rebuilt(tmp_path: object, reference: object) -> None:
+    from pathlib import Path
+
+    cache = Path(str(tmp_path))
+    langid.load_identifier(cache)
+    (folder,) = list(cache.iterdir())
+    table = folder / "ptc.npy"
+    table.write_bytes(table.read_bytes()[: 1 << 20])  # cut short
+    (folder / "output.npy").unlink()  # and a file gone
+    ident = langid.load_identifier(cache)
+    assert type(ident).__name__ == "VectorisedIdentifier"
+    assert np.array_equal(ident._decide(SAMPLES[2]), reference._decide(SAMPLES[2]))  # type: ignore[attr-defined]
+    # rebuilt whole: a fresh load reads it without complaint
+    assert langid._read_cached(folder)["ptc"].shape == ident.nb_ptc.shape
+
+
+def test_unwritable_cache_still_identifies(tmp_path: object, reference: object) -> None:
+    from pathlib import Path
+
+    blocker = Path(str(tmp_path)) / "not-a-dir"
+    blocker.write_text("a file where the cache directory would be")
+    ident = langid.load_identifier(blocker / "cache")
+    assert type(ident).__name__ == "VectorisedIdentifier"
+    assert ident.classify(SAMPLES[1]) == reference.classify(SAMPLES[1])  # type: ignore[attr-defined]
+
+
+def test_cache_of_another_layout_is_not_trusted(tmp_path: object) -> None:
+    from pathlib import Path
+
+    cache = Path(str(tmp_path))
+    langid.load_identifier(cache)
+    (folder,) = list(cache.iterdir())
+    np.save(folder / "pc.npy", np.zeros(3, dtype=np.float32))  # columns no longer match
+    with pytest.raises(ValueError, match="consistent model"):
+        langid._read_cached(folder)
