@@ -252,6 +252,24 @@ async def test_children_run_one_blas_thread_and_the_caller_keeps_its_own(pool: C
         assert before and max(before) > 1  # else the check above could not fail
 
 
+def _pipe_capacity(fd: int) -> int:
+    import fcntl
+
+    return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe capacity is Linux's")
+async def test_a_page_goes_to_a_child_in_one_pipe_write(pool: CpuPool) -> None:
+    # the call and result pipes hold a whole page (the feeder thread would otherwise write it in
+    # 64 KB pieces, each waiting for the child: NOTES.md, session 11), and big calls round-trip
+    body = os.urandom(600_000)
+    assert await pool.run(len, body) == len(body)
+    executor = pool._executor
+    assert executor is not None
+    for queue in (executor._call_queue, executor._result_queue):  # type: ignore[attr-defined]
+        assert _pipe_capacity(queue._writer.fileno()) >= 256 * 1024
+
+
 async def test_closed_pool_refuses_work() -> None:
     pool = CpuPool(1)
     pool.close()

@@ -77,3 +77,40 @@ async def test_large_body_compressed_off_the_loop_round_trips(
     await pages.save(_page("http://big.org/", body), "http://big.org/")
     loaded = await pages.load("http://big.org/")
     assert loaded is not None and loaded.body == body
+
+
+async def test_loads_of_one_loop_round_share_one_read(make_wb: Callable[..., Workbench]) -> None:
+    # the items a group commit just claimed look up their pages together: on SQLite one thread
+    # hand-off for all (benchmarks/NOTES.md, session 11); each still gets its own page or None
+    ledger = await make_wb().open_ledger()
+    pages = PageStore(ledger)
+    for i in range(0, 30, 3):
+        await pages.save(_page(f"http://r.org/{i}", f"<p>{i}</p>".encode()), f"http://r.org/{i}")
+    reader = ledger.direct_reader
+    reads: list[int] = []
+    if reader is not None:  # SQLite: count the reader's thread hand-offs
+        read = reader.read
+
+        async def counted(fn, arg, doing):  # type: ignore[no-untyped-def]
+            reads.append(len(arg))
+            return await read(fn, arg, doing)
+
+        reader.read = counted  # type: ignore[method-assign]
+    got = await asyncio.gather(*(pages.load(f"http://r.org/{i}") for i in range(30)))
+    for i, page in enumerate(got):
+        if i % 3:
+            assert page is None
+        else:
+            assert page is not None and page.body == f"<p>{i}</p>".encode()
+    one = await pages.load("http://r.org/3")
+    assert one is not None and one.body == b"<p>3</p>"
+    if reader is not None:
+        assert reads == [30, 1]
+
+    # a caller cancelled while its round's read runs leaves the others their pages
+    waiting = [asyncio.ensure_future(pages.load(f"http://r.org/{i}")) for i in (0, 6, 9)]
+    await asyncio.sleep(0)
+    waiting[1].cancel()
+    done = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(done[1], asyncio.CancelledError)
+    assert [p.body for p in (done[0], done[2])] == [b"<p>0</p>", b"<p>9</p>"]  # type: ignore[union-attr]

@@ -9,6 +9,11 @@ would cost a good part of that. Bodies over ``INLINE_MAX_BYTES`` (a few ms of zs
 compressed in a thread, so a huge page does not stall the loop. A caller that already has the
 body compressed (the ``article`` pipeline's extraction process does it) passes it as ``stored``.
 
+Loads on a SQLite file go to the direct reader's thread (``ledger.direct``) together: the loads
+asked for while the event loop runs one round of ready callbacks (the items a group commit just
+claimed all look up their page at once) share one thread hand-off, each a fraction of a
+millisecond of the worker's CPU on a small VM (benchmarks/NOTES.md, session 11).
+
 Saves are a batched op of the group commit (``GroupCommitter.run_batched``): the pages fetched
 since the last commit are written with one executemany per table through prepared INSERTs
 (``ledger.bulk``), not two statements built per page; on a SQLite file, in the direct writer's
@@ -49,11 +54,17 @@ _LOAD_SQL = (
 
 __all__ = ["INLINE_MAX_BYTES", "PageStore", "compress_page", "decompress_page"]
 
+#: a load waiting for its round's read: (normalized URL, its future)
+_Load = tuple[str, "asyncio.Future[tuple[Any, ...] | None]"]
+
 
 class PageStore:
     def __init__(self, ledger: Ledger):
         self._ledger = ledger
         self._bulk = BulkInserter()
+        # loads waiting for this loop round's one read: (the loop, [(url, future), ...])
+        self._loads: tuple[asyncio.AbstractEventLoop, list[_Load]] | None = None
+        self._reads: set[asyncio.Task[None]] = set()  # the reads under way, held till done
 
     async def save(
         self, page: Page, normalized_url: str, stored: StoredBody | None = None
@@ -105,9 +116,8 @@ class PageStore:
 
     async def load(self, normalized_url: str) -> Page | None:
         """The newest stored page for a URL, or None."""
-        reader = self._ledger.direct_reader
-        if reader is not None:  # one thread hop (ledger.direct), not a pooled connection's ~10
-            got = await reader.read(self._load_direct, normalized_url, "loading a stored page")
+        if self._ledger.direct_reader is not None:  # not a pooled connection's ~10 hops
+            got = await self._load_together(normalized_url)
             return None if got is None else await self._page(*got)
         s, b = table_of(SnapshotRow), table_of(PageBlobRow)
         q = (
@@ -127,19 +137,63 @@ class PageStore:
             row.encoding, row.fetched_at,
         )
 
-    def _load_direct(self, conn: sqlite3.Connection, normalized_url: str) -> tuple[Any, ...] | None:
-        """``load``'s query on the direct reader's connection: (blob, the page's fields), the
-        values converted as SQLAlchemy converts them."""
-        row = conn.execute(_LOAD_SQL, (normalized_url,)).fetchone()
-        if row is None:
-            return None
+    async def _load_together(self, normalized_url: str) -> tuple[Any, ...] | None:
+        """``_load_direct`` of this URL, in the one read of every load asked for in this round
+        of the event loop."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[tuple[Any, ...] | None] = loop.create_future()
+        if self._loads is None or self._loads[0] is not loop:
+            self._loads = (loop, [])
+            loop.call_soon(self._read_loads)  # after the callbacks already ready this round
+        self._loads[1].append((normalized_url, waiter))
+        return await waiter
+
+    def _read_loads(self) -> None:
+        assert self._loads is not None
+        loop, loads = self._loads
+        self._loads = None
+        task = loop.create_task(self._read_and_hand_out(loads))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read_and_hand_out(self, loads: list[_Load]) -> None:
+        reader = self._ledger.direct_reader
+        assert reader is not None
+        urls = [url for url, _ in loads]
+        try:
+            rows = await reader.read(self._load_direct, urls, "loading a stored page")
+        except asyncio.CancelledError:
+            for _, waiter in loads:
+                waiter.cancel()
+            raise
+        except Exception as exc:  # every waiter gets the read's error
+            for _, waiter in loads:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for (_, waiter), row in zip(loads, rows, strict=True):
+            if not waiter.done():  # its caller may have been cancelled meanwhile
+                waiter.set_result(row)
+
+    def _load_direct(
+        self, conn: sqlite3.Connection, normalized_urls: Sequence[str]
+    ) -> list[tuple[Any, ...] | None]:
+        """``load``'s query for each URL on the direct reader's connection: (blob, the page's
+        fields) or None, the values converted as SQLAlchemy converts them."""
         t, dialect = table_of(SnapshotRow), self._ledger.engine.dialect
         headers = t.c.headers.type.dialect_impl(dialect).result_processor(dialect, None)
         fetched = t.c.fetched_at.type.dialect_impl(dialect).result_processor(dialect, None)
         assert headers is not None and fetched is not None
-        url, final_url, status, content_type, headers_json, encoding, fetched_at, blob = row
-        return (blob, url, final_url, status, headers(headers_json), content_type, encoding,
-                fetched(fetched_at))
+        out: list[tuple[Any, ...] | None] = []
+        for normalized_url in normalized_urls:
+            row = conn.execute(_LOAD_SQL, (normalized_url,)).fetchone()
+            if row is None:
+                out.append(None)
+                continue
+            url, final_url, status, content_type, headers_json, encoding, fetched_at, blob = row
+            out.append((blob, url, final_url, status, headers(headers_json), content_type,
+                        encoding, fetched(fetched_at)))
+        return out
 
     @staticmethod
     async def _page(

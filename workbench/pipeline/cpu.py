@@ -22,6 +22,7 @@ The worker's event loop keeps fetching and heart-beating while trafilatura runs 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import multiprocessing
 import time
@@ -42,6 +43,13 @@ T = TypeVar("T")
 PRELOAD_MODULES = ("workbench.pipeline.cpu_preload",)
 
 _START_METHOD = "forkserver"
+
+#: Capacity asked for the executor's call and result pipes. A page (~170 KB on the article
+#: corpus) goes to a child through the call pipe; at Linux's default 64 KB the executor's feeder
+#: thread writes it in pieces, each waiting for the child to read the last: ~0.2-0.4 ms more of
+#: the worker's CPU per page on the 2-core VM, where each wake-up is dear (benchmarks/NOTES.md,
+#: session 11). 1 MiB is Linux's default limit for an unprivileged process.
+PIPE_BYTES = 1 << 20
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -210,12 +218,14 @@ class CpuPool:
             return futures
 
     def _new_executor(self, workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
+        executor = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=self._ctx,
             initializer=_init_child,
             initargs=(self._warm_up,),
         )
+        widen_pipes(executor)
+        return executor
 
     def _get_executor(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -278,6 +288,26 @@ class CpuPool:
                     f"the process running {_name(fn)} died (crash, out of memory or killed), "
                     "twice; the pool was restarted"
                 ) from exc
+
+
+def widen_pipes(executor: ProcessPoolExecutor, size: int = PIPE_BYTES) -> None:
+    """Ask for ``size`` bytes of capacity on ``executor``'s call and result pipes (Linux; a
+    smaller size where the system caps it). Best effort: the executor works either way, and its
+    queues are private attributes another Python may lay out differently."""
+    import fcntl
+
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is None:  # not Linux
+        return
+    for name in ("_call_queue", "_result_queue"):
+        writer = getattr(getattr(executor, name, None), "_writer", None)
+        if writer is None:
+            log.debug("cpu_pipe_not_found", queue=name)
+            continue
+        for capacity in (size, size // 4):  # EPERM past /proc/sys/fs/pipe-max-size
+            with contextlib.suppress(OSError, ValueError):
+                fcntl.fcntl(writer.fileno(), setsize, capacity)
+                break
 
 
 def _kill(executor: ProcessPoolExecutor) -> None:
