@@ -60,8 +60,8 @@ def compile_bytecode() -> None:
     """Byte-compile the package (and the benchmarks), as pip does for a regular install but not
     for an editable one. Where bytecode is never written (PYTHONDONTWRITEBYTECODE=1, common in
     containers and set on our CI machines) every process otherwise compiles the package from
-    source as it imports it: 0.4-0.5 s more for each worker process and for the extraction
-    pool's fork server to start (benchmarks/NOTES.md, session 11). Up-to-date files are skipped."""
+    source as it imports it: ~0.1 s of CPU more for each worker process to start, and for each
+    process a test starts (benchmarks/NOTES.md, session 11). Up-to-date files are skipped."""
     _run(PY, "-m", "compileall", "-q", "workbench", "benchmarks", cwd=ROOT)
 
 
