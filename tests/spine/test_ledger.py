@@ -28,6 +28,33 @@ async def test_migrations_idempotent_and_versioned(wb: Workbench) -> None:
     assert version == _head()
 
 
+def test_schema_head_constant_is_alembics_head() -> None:
+    # a ledger at SCHEMA_HEAD starts without alembic: a new migration must move it too
+    from workbench.ledger.engine import SCHEMA_HEAD
+
+    assert _head() == SCHEMA_HEAD, "a migration was added: set engine.SCHEMA_HEAD to its revision"
+
+
+async def test_a_ledger_at_head_opens_without_alembic(wb: Workbench) -> None:
+    import subprocess
+    import sys
+
+    await wb.batches()  # migrated to head
+    code = (
+        "import asyncio, sys\n"
+        "from workbench.ledger.store import Ledger\n"
+        "async def main():\n"
+        f"    ledger = Ledger({wb.settings.effective_database_url!r})\n"
+        "    await ledger.start()\n"
+        "    await ledger.close()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "[]"
+
+
 async def test_database_from_a_newer_version_is_refused(tmp_path) -> None:
     db = tmp_path / "new.db"
     engine = make_engine(f"sqlite+aiosqlite:///{db}")
