@@ -43,8 +43,8 @@ OVERRIDES = {
 #: answered from the start script's read, ``queue/starts.py``).
 PROPERTIES = {"pool"}
 #: ``QueueWorker``'s own methods (everything else it defines must be an override above).
-OWN_METHODS = {"__init__", "_read_and_refill", "_hand_back", "_writes_work", "_run_finish_script",
-               "_start_token", "own_marks", "imply_payloads"}
+OWN_METHODS = {"__init__", "_read_and_refill", "_poll_once", "_start", "_hand_back",
+               "_writes_work", "_run_finish_script", "_start_token", "own_marks", "imply_payloads"}
 
 TREE = ast.parse(inspect.getsource(arq_adapter))
 CLASS = next(n for n in TREE.body if isinstance(n, ast.ClassDef) and n.name == "QueueWorker")
@@ -114,7 +114,7 @@ def test_methods_called_through_super_exist() -> None:
         and isinstance(node.func.value, ast.Call) and isinstance(node.func.value.func, ast.Name)
         and node.func.value.func.id == "super"
     }
-    assert "_poll_iteration" in called  # the reader below is not vacuous
+    assert "run_job" in called  # the reader below is not vacuous
     missing = [name for name in sorted(called) if not hasattr(Worker, name)]
     assert not missing, f"arq.worker.Worker has no {missing} (arq {arq.VERSION})"
 

@@ -137,7 +137,7 @@ async def test_a_resent_start_call_counts_each_try_once(embedded_redis: str) -> 
     async def call(token: str) -> list[tuple[str, int, bytes | None, int]]:
         reply = await script(keys=[queue, paced_key(queue)],
                              args=[10_000, 60_000, IN_PROGRESS_KEY_PREFIX, JOB_KEY_PREFIX,
-                                   RETRY_KEY_PREFIX, 10, token, *ids])
+                                   RETRY_KEY_PREFIX, 10, token, 0, *ids])
         return [(j, score, read.payload, read.tries)
                 for j, score, read in started_jobs(reply, JOB_KEY_PREFIX, RETRY_KEY_PREFIX)]
 
@@ -153,6 +153,38 @@ async def test_a_resent_start_call_counts_each_try_once(embedded_redis: str) -> 
         assert await call("w|2") == []  # another call: in progress elsewhere
         assert [await pool.get(RETRY_KEY_PREFIX + j) for j in ids] == [b"1", b"1", b"5"]
         assert min([await pool.ttl(RETRY_KEY_PREFIX + j) for j in ids]) > 88_000
+    finally:
+        await pool.delete(queue, *keys)
+        await pool.aclose()
+
+
+async def test_the_start_script_reads_the_queue_itself(embedded_redis: str) -> None:
+    """Asked to read (the worker's polls), the script takes the first due jobs by score, as ARQ's
+    read would, skipping those in progress (here or elsewhere) and those not due yet; ids it is
+    also given come after, each started once."""
+    queue = "wbtest:start-read"
+    pool = await open_pool(embedded_redis, queue)
+    ids = [f"read-{i}" for i in range(6)]
+    keys = [p + j for j in ids for p in (IN_PROGRESS_KEY_PREFIX, JOB_KEY_PREFIX, RETRY_KEY_PREFIX)]
+    script = pool.register_script(START_LUA)
+
+    async def call(token: str, most: int, read: int, *given: str) -> list[str]:
+        reply = await script(keys=[queue, paced_key(queue)],
+                             args=[10_000, 60_000, IN_PROGRESS_KEY_PREFIX, JOB_KEY_PREFIX,
+                                   RETRY_KEY_PREFIX, most, token, read, *given])
+        return [j for j, _, _ in started_jobs(reply, JOB_KEY_PREFIX, RETRY_KEY_PREFIX)]
+
+    try:
+        await pool.delete(queue, *keys)
+        # read-5 is due last; read-4 is not due (score past "now"); read-1 runs elsewhere
+        await pool.zadd(queue, {"read-5": 5000, "read-0": 1000, "read-1": 1001, "read-2": 1002,
+                                "read-3": 1003, "read-4": 20_000})
+        await pool.set(IN_PROGRESS_KEY_PREFIX + "read-1", b"other|1")
+        assert await call("w|1", 2, 10) == ["read-0", "read-2"]  # at most 2, in score order
+        assert await call("w|2", 10, 10, "read-3", "read-0") == ["read-3", "read-5"]
+        assert await call("w|3", 10, 2) == []  # the two first are in progress: read no further
+        assert await call("w|4", 10, 0) == []  # nothing read, nothing given
+        assert await pool.get(IN_PROGRESS_KEY_PREFIX + "read-4") is None
     finally:
         await pool.delete(queue, *keys)
         await pool.aclose()

@@ -22,17 +22,20 @@ __all__ = ["CURRENT_START", "RETRY_KEY_TTL_S", "STARTED", "START_LUA", "StartRea
 RETRY_KEY_TTL_S = 88400
 
 # KEYS[1] = queue, KEYS[2] = its released paced jobs; ARGV = now ms, in-progress ttl ms,
-# in-progress, job and retry key prefixes, most to start, this call's token, ids. Starts (in
-# order) each job still queued, due and not in progress elsewhere: the checks of ARQ's
-# start_jobs, atomic. Released paced jobs go first, due by Redis' clock whatever their fallback
-# score (see ``arq_adapter.paced_key``). For each job started, what ARQ's run_job would read at
-# its start: the payload (false: gone) and the try count, counted here (INCR, EXPIRE) as ARQ
-# counts it. Returns id, score, payload, tries, ... Keys are built from ARQ's prefixes in the
+# in-progress, job and retry key prefixes, most to start, this call's token, how many ids to read
+# from the queue itself (0: none), ids. The ids read (the first due ones, by score: ARQ's own read,
+# ZRANGEBYSCORE up to now) come before the ids given; reading them here saves the worker a round
+# trip per start (a read and a start call were two). Starts (in order) each job still queued, due
+# and not in progress (here or elsewhere: the jobs a worker runs stay in the queue with its mark):
+# the checks of ARQ's start_jobs, atomic. Released paced jobs go first, due by Redis' clock whatever
+# their fallback score (see ``arq_adapter.paced_key``). For each job started, what ARQ's run_job
+# would read at its start: the payload (false: gone) and the try count, counted here (INCR, EXPIRE)
+# as ARQ counts it. Returns id, score, payload, tries, ... Keys are built from ARQ's prefixes in the
 # script: like ARQ, this needs one Redis server, not a cluster. The in-progress mark holds the
-# call's token (ARQ writes '1' and only ever tests that the key exists): redis-py sends the
-# same call again after a lost connection, and a mark holding the token was set by this very
-# call, whose answer never arrived, so the job is started, not taken for another worker's (which
-# held it for job_timeout + 10 s), and its try is not counted twice.
+# call's token (ARQ writes '1' and only ever tests that the key exists): redis-py sends the same
+# call again after a lost connection, and a mark holding the token was set by this very call, whose
+# answer never arrived, so the job is started, not taken for another worker's (which held it for
+# job_timeout + 10 s), and its try is not counted twice.
 START_LUA = """
 local now, ttl, iprefix, jprefix, rprefix, most, token =
   tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
@@ -66,7 +69,14 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', rnow, 'LIMIT', 
   if #started >= limit then break end
   if start(id, true) then redis.call('ZREM', KEYS[2], id) end
 end
-for i = 8, #ARGV do
+local read = tonumber(ARGV[8])
+if read > 0 and #started < limit then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, read)) do
+    if #started >= limit then break end
+    start(id, false)
+  end
+end
+for i = 9, #ARGV do
   if #started >= limit then break end
   start(ARGV[i], false)
 end
