@@ -131,3 +131,14 @@ def test_cache_of_another_layout_is_not_trusted(tmp_path: object) -> None:
     np.save(folder / "pc.npy", np.zeros(3, dtype=np.float32))  # columns no longer match
     with pytest.raises(ValueError, match="consistent model"):
         langid._read_cached(folder)
+
+
+def test_no_cache_dir_still_identifies(reference: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    def homeless() -> object:
+        raise RuntimeError("Could not determine home directory")
+
+    monkeypatch.setattr(langid, "default_cache_dir", homeless)
+    ident = langid.load_identifier()
+    assert type(ident).__name__ == "VectorisedIdentifier"
+    assert not isinstance(ident.nb_ptc, np.memmap)  # decoded in memory, nothing written
+    assert ident.classify(SAMPLES[3]) == reference.classify(SAMPLES[3])  # type: ignore[attr-defined]

@@ -84,8 +84,13 @@ def load_identifier(cache_dir: Path | None = None) -> Any:
             weights = np.log1p(counts[order].astype(np.float32))
             return weights @ self.nb_ptc[unique[order]] + self.nb_pc
 
+    if cache_dir is None:
+        try:
+            cache_dir = default_cache_dir()
+        except Exception:  # no home directory to put it in: decode, cache nothing
+            log.info("langid_cache_dir_unknown", exc_info=True)
     try:
-        model = model_arrays(cache_dir or default_cache_dir())
+        model = model_arrays(cache_dir)
         fast = VectorisedIdentifier(
             model["ptc"], model["pc"], model["classes"].tolist(), model["nextmove"],
             model["output"].tolist(), norm_probs=True,
@@ -105,12 +110,15 @@ def load_identifier(cache_dir: Path | None = None) -> Any:
         return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
-def model_arrays(cache_dir: Path) -> dict[str, np.ndarray]:
+def model_arrays(cache_dir: Path | None) -> dict[str, np.ndarray]:
     """py3langid's model as arrays (the table as float32, the automaton's deepest state as
-    ``window``): memory-mapped from ``cache_dir`` when cached there, else decoded and cached."""
+    ``window``): memory-mapped from ``cache_dir`` when cached there, else decoded and cached
+    (``None``: decoded, not cached)."""
     from py3langid.langid import MODEL_DIR, MODEL_FILE
 
     path = Path(MODEL_DIR) / MODEL_FILE
+    if cache_dir is None:
+        return _decode(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
     folder = cache_dir / f"langid-v{CACHE_FORMAT}-{digest}"
     try:
