@@ -188,3 +188,31 @@ async def test_the_start_script_reads_the_queue_itself(embedded_redis: str) -> N
     finally:
         await pool.delete(queue, *keys)
         await pool.aclose()
+
+
+async def test_a_poll_starts_what_the_script_read_and_clears_the_failure_count(
+    embedded_redis: str,
+) -> None:
+    """The worker's poll is the start script alone (it reads the queue itself): jobs due start,
+    and a poll that worked resets the count of Redis failures, so the next outage is logged and
+    backed off from the start again."""
+    queue = "wbtest:start-poll"
+    pool = await open_pool(embedded_redis, queue)
+    worker = QueueWorker(functions=[func(_noop, name="noop")], redis_pool=pool,
+                         queue_name=queue, handle_signals=False, keep_result=0, max_jobs=2)
+    ids = [f"poll-{i}" for i in range(3)]
+    keys = [p + j for j in ids for p in (IN_PROGRESS_KEY_PREFIX, JOB_KEY_PREFIX, RETRY_KEY_PREFIX)]
+    try:
+        await pool.delete(queue, *keys)
+        await pool.zadd(queue, {j: 1000 + i for i, j in enumerate(ids)})
+        worker._redis_failures = 3  # as after an outage
+        await worker._poll_once()
+        assert worker._redis_failures == 0
+        assert sorted(worker.tasks) == ids[:2]  # two slots: the first two due
+        assert worker._read_again  # full: read again once a slot frees
+    finally:
+        for task in worker.tasks.values():
+            task.cancel()
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        await pool.delete(queue, *keys)
+        await pool.aclose()

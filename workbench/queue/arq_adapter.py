@@ -319,6 +319,7 @@ class QueueWorker(Worker):
             # kept the marks): marks nobody runs would hold these jobs until they expire
             self._handed_back.update(jid.decode() for jid in candidates)
             raise
+        self._redis_failures = 0  # this call (and the script's read of the queue) worked
         self._writes_work()
         for job_id, score, read in started_jobs(started, job_key_prefix, retry_key_prefix):
             if read.payload is None and self._implied_payload is not None:
