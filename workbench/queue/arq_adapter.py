@@ -12,9 +12,8 @@ measured reason, and all of them are here:
 - **The worker's job start** (``QueueWorker``): overrides ``start_jobs``, ``_poll_iteration`` and
   ``_release_sem_dec_counter_on_complete``, and drives ARQ's semaphore and job counter: jobs
   start in one script call for all free slots (CPU 1.5 -> 0.75 ms/item), which also reads the
-  queue (ARQ's poll read: a round trip less per start) and what ARQ's ``run_job`` reads at each
-  job's start (``queue/starts.py``), and a freed slot is
-  refilled at once instead of after ``poll_delay`` (133 -> 194 items/s, in-process; see
+  queue and what ARQ's ``run_job`` reads at each job's start (``queue/starts.py``), and a freed
+  slot is refilled at once instead of after ``poll_delay`` (133 -> 194 items/s, in-process; see
   benchmarks/RESULTS.md); a Redis outage is waited out instead of ending the worker. Overrides
   ``finish_job`` too: the jobs finishing together are finished in one script call
   (``queue/finishes.py``).
@@ -280,13 +279,9 @@ class QueueWorker(Worker):
         self._slot_freed.set()
 
     async def start_jobs(self, job_ids: Sequence[bytes]) -> None:
-        """ARQ's start_jobs, for all the free slots in one script call.
-
-        ARQ checks and marks each job with four round trips (WATCH, EXISTS of the in-progress
-        key, ZSCORE, MULTI/PSETEX/EXEC) and re-checks the jobs it is running itself, which stay
-        in the queue until they finish; that was a sixth of a no-op worker's CPU. The script does
-        the same checks atomically, in queue order, for up to the number of free slots.
-        """
+        """ARQ's start_jobs, for all the free slots in one script call. ARQ checks and marks each
+        job with four round trips (WATCH, EXISTS of the in-progress key, ZSCORE, MULTI/PSETEX/EXEC):
+        a sixth of a no-op worker's CPU. The script does the same checks atomically, in order."""
         # a job stays in the queue while it runs: ours are never candidates
         self._redis_failures = 0  # this read worked
         running = {jid for jid, task in self.tasks.items() if not task.done()}
@@ -297,8 +292,7 @@ class QueueWorker(Worker):
         await self._start(candidates, read_first=0)
 
     async def _start(self, candidates: Sequence[bytes], *, read_first: int) -> None:
-        """One start script call for the free slots: ``candidates``, after the first
-        ``read_first`` due jobs of the queue, read by the script itself."""
+        """One start script call: the first ``read_first`` due jobs, then ``candidates``."""
         free = self.max_jobs - self.job_counter
         # no candidates: the script still looks for released paced jobs (queue/lines.py)
         if self._start_script is None:
@@ -337,9 +331,8 @@ class QueueWorker(Worker):
         self._read_again = bool(started) or self.job_counter >= self.max_jobs
 
     async def _poll_once(self) -> None:
-        """ARQ's ``_poll_iteration`` (a read of the queue, its starts, the finished tasks' errors,
-        the health check), with the read done by the start script: one round trip, not two.
-        ARQ's burst limit (``max_burst_jobs``) and aborts are never on (``create_worker``)."""
+        """ARQ's ``_poll_iteration``, the queue read by the start script (one round trip, not two);
+        its burst limit and aborts are never on here (``create_worker``)."""
         if self.allow_pick_jobs and self.job_counter < self.max_jobs:
             await self._start((), read_first=self.queue_read_limit)
         for job_id, task in list(self.tasks.items()):
@@ -349,16 +342,11 @@ class QueueWorker(Worker):
         await self.heart_beat()
 
     async def run_job(self, job_id: str, score: int) -> None:
-        """ARQ's run_job; a job whose bookkeeping Redis refuses to write is handed back (its
-        item is untouched in the ledger, or already recorded there) instead of raising into a
-        task nobody awaits and then waiting out its in-progress key.
-
-        A stop cancels every job task (ARQ's ``handle_sig``). One cancelled in ARQ's own
-        bookkeeping, after its function returned (``finish_job``), ends in ``CancelledError``,
-        and ``close()`` gathers the job tasks: it raised there and skipped ``on_shutdown`` (no
-        flush of the ledger's pending writes, no worker record of the stop). Seen in 1 stop in 3
-        with jobs finishing (tests/queue/test_worker_stop.py). The job's outcome is already in
-        the ledger: while the worker is stopping, that cancel ends the task quietly."""
+        """ARQ's run_job; a job whose bookkeeping Redis refuses to write is handed back (its item
+        is untouched in the ledger, or already recorded there), not raised into a task nobody
+        awaits. A stop's cancel landing in ARQ's bookkeeping after the function returned ended
+        the task in ``CancelledError``, which ``close()`` raised, skipping ``on_shutdown`` (1 stop
+        in 3, tests/queue/test_worker_stop.py): the outcome is in the ledger, so it ends quietly."""
         try:
             await super().run_job(job_id, score)
         except ResponseError as exc:
@@ -388,15 +376,11 @@ class QueueWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        """ARQ's finish_job, for all the jobs finishing together in one script call.
-
-        ARQ finishes each job with its own MULTI/EXEC pipeline: a sixth of a no-op worker's CPU.
-        Here the jobs that finish in the same turn of the event loop, or while the previous call
-        is in flight, go in one call of ``queue.finishes.FINISH_LUA``, which writes for each what
-        ARQ's pipeline would. A job whose result is kept or whose in-progress key is kept (cron
-        jobs) is finished by ARQ itself. A failure (Redis refusing writes, Redis gone) is raised
-        in every job of the call, as ARQ's own pipeline raises it in its job (``run_job`` hands
-        the job back)."""
+        """ARQ's finish_job, for all the jobs finishing together in one script call (ARQ's own
+        MULTI/EXEC per job was a sixth of a no-op worker's CPU): those finishing in the same turn
+        of the loop, or while the previous call is in flight, go in one ``FINISH_LUA`` call
+        writing what ARQ would. Jobs whose result or in-progress key is kept (cron) are ARQ's. A
+        failure is raised in every job of the call, as ARQ's pipeline raises it in its job."""
         if result_data or keep_in_progress is not None:
             await super().finish_job(job_id, finish, result_data, result_timeout_s,
                                      keep_result_forever, incr_score, keep_in_progress)
