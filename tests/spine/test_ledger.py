@@ -175,3 +175,19 @@ def test_bulk_rows_reach_sqlite3_with_no_datetime_left_to_its_adapter() -> None:
     (params,) = plan.params([row], {})
     assert not any(isinstance(v, datetime) for v in params)
     assert "2026-12-03 06:00:01.250000" in params
+
+
+async def test_a_cancelled_caller_still_lands_its_write(wb: Workbench) -> None:
+    """A caller cancelled while its write waits for the group commit (a job's timeout, a worker
+    stopping): the write lands all the same, and the writes beside it get their results."""
+    batch, jobs = await _items(wb, 40)
+    ledger = wb.ledger
+    assert all(await asyncio.gather(*(ledger.claim(i, a, "w") for i, a in jobs)))
+    tasks = [asyncio.create_task(ledger.complete(i, a, _result(batch.id))) for i, a in jobs]
+    await asyncio.sleep(0)  # every write queued, none committed yet
+    for task in tasks[::2]:
+        task.cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes[::2])
+    assert all(o is True for o in outcomes[1::2])
+    assert (await batch.counts())["done"] == 40  # the cancelled callers' writes landed too

@@ -60,6 +60,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workbench.core.codec import job_dumps, job_loads
 from workbench.core.logs import get_logger
+from workbench.queue.connections import quicken
 from workbench.queue.finishes import FINISH_LUA, FINISHED, FinishBatcher, requeued
 from workbench.queue.starts import CURRENT_START, START_LUA, StartedPool, started_jobs
 
@@ -116,13 +117,12 @@ def redis_settings(url: str) -> RedisSettings:
 
 
 async def open_pool(url: str, queue_name: str) -> QueueRedis:
-    """An ArqRedis pool with the JSON serializer (never pickle)."""
-    return await create_pool(
-        redis_settings(url),
-        job_serializer=job_dumps,
-        job_deserializer=job_loads,
-        default_queue_name=queue_name,
-    )
+    """An ArqRedis pool with the JSON serializer (never pickle) that checks a connection it
+    hands out without a zero-timeout read (``queue.connections``)."""
+    redis = await create_pool(redis_settings(url), job_serializer=job_dumps,
+                              job_deserializer=job_loads, default_queue_name=queue_name)
+    quicken(redis)
+    return redis
 
 
 # ---------------------------------------------------------------------------- jobs
