@@ -59,6 +59,7 @@ async def test_zero_setup_worker_processes(data_dir: Path, tmp_path: Path) -> No
         workers = {r["id"]: r for r in await wb.ledger.workers()}
         assert len(workers) == 2 and all(w["stopped_at"] for w in workers.values())
         assert '"event": "worker started"' in proc.stderr  # structured JSON logs off a terminal
+        assert '"event_loop": "uvloop"' in proc.stderr  # uvloop where installed (core/loops.py)
         await wb.close()
         assert server.is_running()  # the server outlives a Workbench: others may share it
         await Workbench(data_dir=str(data_dir)).close(stop_redis=True)
@@ -80,6 +81,26 @@ def test_bad_usage_exits_2(data_dir: Path, args: list[str], needle: str) -> None
     proc = subprocess.run([sys.executable, "-m", "workbench.worker", *args],
                           env=_env(data_dir), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_worker_on_asyncio_s_own_loop(data_dir: Path) -> None:
+    # WORKBENCH_EVENT_LOOP=asyncio: the opt-out from uvloop (and the Windows path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench.worker", "--burst", "--processes", "1"],
+        env=_env(data_dir, WORKBENCH_EVENT_LOOP="asyncio"), capture_output=True, text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '"event_loop": "asyncio"' in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["libuv", ""])
+def test_a_bad_event_loop_setting_exits_2(data_dir: Path, value: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "workbench.worker", "--burst"],
+                          env=_env(data_dir, WORKBENCH_EVENT_LOOP=value),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "WORKBENCH_EVENT_LOOP" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

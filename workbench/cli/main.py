@@ -210,7 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure(args.verbose)
         handler = args.handler
         if asyncio.iscoroutinefunction(handler):
-            return int(asyncio.run(handler(args)))
+            from workbench.core import loops
+            from workbench.core.settings import load_settings
+
+            return int(loops.run(handler(args), load_settings().event_loop))
         return handler(args)
     except CliError as exc:
         err(f"workbench: error: {exc}")

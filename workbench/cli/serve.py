@@ -26,6 +26,7 @@ def is_loopback(host: str) -> bool:
 
 def run_serve(args: argparse.Namespace) -> int:
     """The ``serve`` command: blocks until Ctrl-C."""
+    from workbench.core.loops import loop_name
     from workbench.core.settings import load_settings
 
     settings = load_settings()
@@ -52,6 +53,6 @@ def run_serve(args: argparse.Namespace) -> int:
         "docs at /docs; Ctrl-C stops")
     err("anyone who can call it can make the workers fetch URLs and read every batch's results "
         "(README: Security)")
-    uvicorn.run(create_app(), host=args.host, port=args.port,
+    uvicorn.run(create_app(), host=args.host, port=args.port, loop=loop_name(settings.event_loop),
                 log_level="warning" if not args.verbose else "info", access_log=args.verbose)
     return 0

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(32, ge=1, le=10_000)
     commit_interval_ms: float = Field(20.0, ge=0, le=5_000)
     log_format: Literal["auto", "console", "json"] = "auto"
+    # the entry points' event loop (core/loops.py): uvloop when installed, or asyncio's own
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # -- fetching --

@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 from workbench.cleanup import cleanup_cron_job
+from workbench.core import loops
 from workbench.core.logs import configure_logging
 from workbench.core.settings import Settings, load_settings
 from workbench.pipeline.registry import load_pipeline_modules
@@ -103,7 +104,7 @@ def run_in_this_process(options: dict[str, Any], overrides: dict[str, Any]) -> i
         )
 
     try:
-        asyncio.run(main())
+        loops.run(main(), settings.event_loop)
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass  # a signal: ARQ already finished or handed back the running items
     return 0

@@ -131,7 +131,8 @@ class WorkerRuntime:
             loop.create_task(self._every(self.settings.reconcile_interval_s, self._reconcile)),
         ]
         self.log.info("worker started", concurrency=self.concurrency,
-                      database=self.ledger.dialect, queue=self.settings.queue_name)
+                      database=self.ledger.dialect, queue=self.settings.queue_name,
+                      event_loop=type(loop).__module__.split(".")[0])
         if self.notifier is None and self.settings.smtp_url:  # email on completion
             self.notifier = Notifier(self.settings, self.ledger)
             self.settled_hooks.append(self.notifier)
