@@ -6,7 +6,9 @@ for an hour) except ``max_jobs`` and ``poll_delay``, which are set to the same v
 Workbench's worker so the two differ only in what each does per job.
 
 The second anchor is ARQ tuned as a user chasing throughput would set it (issue 13):
-``--max-jobs 100 --poll-delay 0.05 --keep-result 60``.
+``--max-jobs 100 --poll-delay 0.05 --keep-result 60 --uvloop``: on uvloop's event loop, as
+Workbench's worker runs when uvloop is installed (ARQ has no option for it; a user would start
+the loop themselves, as ``--uvloop`` does).
 """
 
 from __future__ import annotations
@@ -32,9 +34,16 @@ def main() -> None:
     p.add_argument("--poll-delay", type=float, default=0.2)
     p.add_argument("--keep-result", type=float, default=None,
                    help="seconds ARQ keeps each result (default: ARQ's own, an hour)")
+    p.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(_run(args))
+    factory = None
+    if args.uvloop:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_run(args))
 
 
 async def _run(args: argparse.Namespace) -> None:

@@ -4,7 +4,8 @@
 - ``counts()`` on the N-item batch;
 - the no-op pipeline in one worker process vs a raw ARQ no-op worker (same process count, same
   ``max_jobs`` and poll delay), and vs raw ARQ tuned as a user would (``TUNED_ARQ``: max_jobs
-  100, poll delay 0.05 s, results kept 60 s), with the worker's RSS sampled over all N items;
+  100, poll delay 0.05 s, results kept 60 s, on uvloop when Workbench's worker is), with the
+  worker's RSS sampled over all N items;
 - ``results()`` of the N rows.
 
 Throughput is measured in steady state, from 10 % to 90 % of the jobs finished, read the same way
@@ -25,14 +26,17 @@ import redis as sync_redis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from workbench import Workbench
+from workbench.core.loops import loop_name
 from workbench.queue.jobs import redis_url_for
 
 from .common import PYTHON, BenchEnv, Figure, Proc, fmt_x, log, ratio, worker_proc
 
 CONCURRENCY = 32
 POLL_DELAY_S = 0.2  # what workbench.worker.build_worker uses
-#: raw ARQ tuned for throughput as a user would (issue 13); Workbench keeps its defaults
-TUNED_ARQ = ("--max-jobs", "100", "--poll-delay", "0.05", "--keep-result", "60")
+#: raw ARQ tuned for throughput as a user would (issue 13), on uvloop when Workbench's worker is
+#: (its default where uvloop is installed); Workbench keeps its defaults
+TUNED_ARQ = ("--max-jobs", "100", "--poll-delay", "0.05", "--keep-result", "60",
+             *(("--uvloop",) if loop_name() == "uvloop" else ()))
 
 
 @dataclass
@@ -206,8 +210,8 @@ async def _run(env: BenchEnv, n: int, round_n: int, rounds: int) -> list[Figure]
         log(figures[-1].line())
         figures.append(Figure(
             "no-op pipeline items/s, one worker process",
-            "raw ARQ tuned (max_jobs 100, poll delay 0.05 s, keep_result 60 s), same Redis, "
-            "same process count", "≥ 1.0×", fmt_x(tx), tx >= 1.0,
+            f"raw ARQ tuned (max_jobs 100, poll delay 0.05 s, keep_result 60 s, {loop_name()}), "
+            "same Redis, same process count", "≥ 1.0×", fmt_x(tx), tx >= 1.0,
             f"median of {rounds} alternating rounds of {round_n:,}: "
             + "; ".join(f"{w:,.0f} vs {a:,.0f}" for w, a in tuned_pairs)
             + f" (workbench items/s at its defaults, max_jobs={CONCURRENCY}, ledger writes "

@@ -121,7 +121,10 @@ def _upgrade(connection: Connection) -> None:
 
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision (idempotent, safe from several processes)."""
-    with translate_errors("migrating the ledger"):
+    # the first connection of a process: its error names the database (a driver's "Connection
+    # refused" may not: uvloop's does not say where it tried)
+    where = engine.url.render_as_string(hide_password=True)
+    with translate_errors(f"migrating the ledger at {where}"):
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade)
 
