@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from workbench.core.errors import SettingsError
 
 T = TypeVar("T")
 
-#: the values of ``Settings.event_loop``
-CHOICES = ("auto", "uvloop", "asyncio")
+#: the type of ``Settings.event_loop``; ``CHOICES`` are its values
+EventLoopChoice = Literal["auto", "uvloop", "asyncio"]
+CHOICES: tuple[str, ...] = get_args(EventLoopChoice)
 
 
 def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:

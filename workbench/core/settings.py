@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workbench.core.errors import SettingsError
+from workbench.core.loops import EventLoopChoice
 from workbench.core.version import __version__
 
 ENV_PREFIX = "WORKBENCH_"
@@ -61,7 +62,7 @@ class Settings(BaseSettings):
     commit_interval_ms: float = Field(20.0, ge=0, le=5_000)
     log_format: Literal["auto", "console", "json"] = "auto"
     # the entry points' event loop (core/loops.py): uvloop when installed, or asyncio's own
-    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    event_loop: EventLoopChoice = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # -- fetching --
