@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         if processes == 1:
+            from workbench.pipeline.cpu import start_fork_server
+
+            start_fork_server()  # its ~1 s of imports beside this process's own
             from workbench.worker.process import run_in_this_process
 
             return run_in_this_process(options, overrides)

@@ -17,6 +17,9 @@ _RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 
 
 def _child(options: dict[str, Any], overrides: dict[str, Any]) -> None:
+    from workbench.pipeline.cpu import start_fork_server
+
+    start_fork_server()  # its ~1 s of imports beside this process's own
     from workbench.worker.process import run_in_this_process
 
     raise SystemExit(run_in_this_process(options, overrides))
