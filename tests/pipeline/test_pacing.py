@@ -197,6 +197,19 @@ async def test_robots_records_have_one_loader(make_pacer):
     assert await pacer.claim_robots(origin, 5.0)  # the claim ended with the store
 
 
+async def test_the_first_look_at_robots_reads_or_claims_in_one_step(make_pacer):
+    pacer = make_pacer()
+    origin = "http://site.example"
+    assert await pacer.read_or_claim_robots(origin, 5.0) == (None, True)  # none: ours to load
+    assert await pacer.read_or_claim_robots(origin, 5.0) == (None, False)  # another loads it
+    assert not await pacer.claim_robots(origin, 5.0)
+    await pacer.store_robots(origin, '{"x": 1}', 60.0)
+    assert await pacer.read_or_claim_robots(origin, 5.0) == ('{"x": 1}', False)
+    assert await pacer.claim_robots(origin, 5.0)  # a record present claimed nothing
+    await pacer.store_robots(origin, "", 60.0)  # an unused claim ends, the record stays
+    assert await pacer.robots_record(origin) == '{"x": 1}'
+
+
 async def _rows(pacer: HostPacer) -> dict[str, Any]:
     """The host's state as ``wb.hosts()`` shows it, from either implementation."""
     if isinstance(pacer, RedisHostPacer):

@@ -130,27 +130,26 @@ async def test_fetchers_sharing_redis_fetch_robots_once_and_share_the_pace(
 
 
 async def test_a_record_stored_between_our_read_and_our_claim_is_used_not_fetched_again():
-    """The interleaving a loaded run hit once: this process reads no record, the other loader
-    then stores its record and ends its claim, and this process's claim succeeds. It must use
-    the stored record, not fetch robots.txt a second time."""
+    """The interleaving a loaded run hit once: this process reads a record due again, the other
+    loader then stores a fresh one and ends its claim, and this process's claim succeeds. It
+    must use the stored record, not fetch robots.txt a second time. (With no record at all the
+    read and the claim are one atomic step: tests/pipeline/test_pacing.py.)"""
     from workbench.pipeline.fetch.pacing import LocalPacer, PacingRule
     from workbench.pipeline.fetch.robots import RobotsPolicy
 
     origin = "http://127.0.0.9:8080"
+    now = time.time()
 
     class LatePacer(LocalPacer):
         """The other loader's store lands right after this process's first read."""
 
-        reads = 0
-
-        async def robots_record(self, origin: str) -> str | None:
-            self.reads += 1
-            if self.reads == 1:
-                await self.store_robots(origin, json.dumps(
-                    {"state": "rules", "status": 200, "body": "User-agent: *\nDisallow: /x/\n",
-                     "fetched_at": time.time()}), 3600)
-                return None  # read before the store
-            return await super().robots_record(origin)
+        async def read_or_claim_robots(self, origin: str, ttl_s: float) -> tuple[str | None, bool]:
+            due = json.dumps({"state": "unreachable", "status": 503, "body": "",
+                              "fetched_at": now - 60, "retry_at": now - 1, "failures": 1})
+            await self.store_robots(origin, json.dumps(
+                {"state": "rules", "status": 200, "body": "User-agent: *\nDisallow: /x/\n",
+                 "fetched_at": now}), 3600)
+            return due, False  # read before the store
 
     loads: list[str] = []
 

@@ -185,6 +185,21 @@ _MS_FIELDS = ("next_at", "last_sent", "paused_until", "latency_gap", "penalty", 
               "crawl_delay", "last_at")
 
 
+# KEYS: robots record, its claim. ARGV: claim ttl ms. The record, or (none stored) whether this
+# caller now holds the claim: {record, 0} | {false, 1} | {false, 0}. A store sets the record and
+# ends the claim in one transaction, so no store lands between this read and this claim.
+_READ_OR_CLAIM_LUA = """
+local record = redis.call('GET', KEYS[1])
+if record then
+  return {record, 0}
+end
+if redis.call('SET', KEYS[2], '1', 'PX', ARGV[1], 'NX') then
+  return {false, 1}
+end
+return {false, 0}
+"""
+
+
 class RedisHostPacer:
     """``HostPacer`` in Redis, shared by everyone on the same Redis and queue name."""
 
@@ -198,6 +213,7 @@ class RedisHostPacer:
         self._set_robots = redis.register_script(_SET_ROBOTS_LUA)
         self._confirm = redis.register_script(_CONFIRM_LUA)
         self._touch = redis.register_script(_TOUCH_LUA)
+        self._read_or_claim = redis.register_script(_READ_OR_CLAIM_LUA)
         # a script, not HINCRBY: a count never makes a host hash without its expiry
         self._count = redis.register_script(
             "if redis.call('EXISTS', KEYS[1]) == 1 then "
@@ -289,6 +305,16 @@ class RedisHostPacer:
     async def claim_robots(self, origin: str, ttl_s: float) -> bool:
         key = f"{self.prefix}robots:{origin}:claim"
         return bool(await self.redis.set(key, "1", px=int(ttl_s * 1000), nx=True))
+
+    async def read_or_claim_robots(self, origin: str, ttl_s: float) -> tuple[str | None, bool]:
+        key = f"{self.prefix}robots:{origin}"
+        try:
+            raw, claimed = await self._read_or_claim(
+                keys=[key, key + ":claim"], args=[int(ttl_s * 1000)]
+            )
+        except (RedisError, OSError) as exc:
+            raise QueueError(f"Redis refused to read robots.txt of {origin}: {exc}") from exc
+        return (None if raw is None else _text(raw)), bool(claimed)
 
     async def store_robots(self, origin: str, record: str, ttl_s: float) -> None:
         key = f"{self.prefix}robots:{origin}"

@@ -99,6 +99,12 @@ class HostPacer(Protocol):
         """Become the one loader of an origin's robots.txt for ``ttl_s``; False if another is."""
         ...
 
+    async def read_or_claim_robots(self, origin: str, ttl_s: float) -> tuple[str | None, bool]:
+        """``robots_record``, and when there is none, ``claim_robots`` in the same atomic step
+        (one round trip, and no other loader's store can land between the two):
+        ``(record, False)``, ``(None, True)`` claimed, ``(None, False)`` another is loading it."""
+        ...
+
     async def store_robots(self, origin: str, record: str, ttl_s: float) -> None:
         """Store a record for ``ttl_s`` and end the claim (``record=""``: only end the claim)."""
         ...
@@ -174,6 +180,9 @@ class LocalPacer:
         self.robots_state[host] = (state, allowed, denied)
 
     async def robots_record(self, origin: str) -> str | None:
+        return self._record(origin)
+
+    def _record(self, origin: str) -> str | None:
         entry = self._records.get(origin)
         if entry is None or entry[0] <= self._now():
             self._records.pop(origin, None)
@@ -181,11 +190,21 @@ class LocalPacer:
         return entry[1]
 
     async def claim_robots(self, origin: str, ttl_s: float) -> bool:
+        return self._claim(origin, ttl_s)
+
+    def _claim(self, origin: str, ttl_s: float) -> bool:
         now = self._now()
         if self._claims.get(origin, 0.0) > now:
             return False
         self._claims[origin] = now + ttl_s
         return True
+
+    async def read_or_claim_robots(self, origin: str, ttl_s: float) -> tuple[str | None, bool]:
+        # no await between the read and the claim: atomic on the one event loop
+        record = self._record(origin)
+        if record is not None:
+            return record, False
+        return None, self._claim(origin, ttl_s)
 
     async def store_robots(self, origin: str, record: str, ttl_s: float) -> None:
         self._claims.pop(origin, None)

@@ -241,20 +241,23 @@ class RobotsPolicy:
     async def _resolve(self, origin: str, host: str) -> _Known:
         """The shared record, or load it: one loader per origin among all sharing the pacer."""
         while True:
-            raw = await self.pacer.robots_record(origin)
+            # the first look costs one round trip: none stored, it also claims the load
+            raw, claimed = await self.pacer.read_or_claim_robots(origin, _CLAIM_S)
             record = _Record.loads(raw) if raw else None
             if record is not None and record.due_in(time.time()) > 0:
                 return self._remember(origin, record)
-            if await self.pacer.claim_robots(origin, _CLAIM_S):
-                # The loader before us may have stored its record and ended its claim between
-                # our read and our claim (a loaded run once fetched robots.txt twice so): read
-                # again under our claim, and end it unused if the record is there now.
+            if raw and await self.pacer.claim_robots(origin, _CLAIM_S):
+                # A record due again (or unreadable): claimed apart from the read, so the
+                # loader before us may have stored a fresh one and ended its claim between the
+                # two (a loaded run once fetched robots.txt twice so): read again under our
+                # claim, and end it unused if the fresh record is there now.
                 raw = await self.pacer.robots_record(origin)
                 fresh = _Record.loads(raw) if raw else None
                 if fresh is not None and fresh.due_in(time.time()) > 0:
                     await self.pacer.store_robots(origin, "", ROBOTS_TTL_S)
                     return self._remember(origin, fresh)
-                record = fresh or record
+                record, claimed = fresh or record, True
+            if claimed:
                 stored = ""
                 try:
                     record = await self._fetch(origin, previous=record)
