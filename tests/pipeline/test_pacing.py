@@ -210,6 +210,19 @@ async def test_the_first_look_at_robots_reads_or_claims_in_one_step(make_pacer):
     assert await pacer.robots_record(origin) == '{"x": 1}'
 
 
+async def test_the_loaded_robots_record_lands_with_its_crawl_delay_in_one_step(make_pacer):
+    pacer = make_pacer()
+    origin = "http://site.example"
+    assert await pacer.read_or_claim_robots(origin, 5.0) == (None, True)
+    _, lease = await go(pacer)  # robots.txt's own request
+    await done(pacer, lease, "ok")
+    await pacer.set_robots(H, state="rules", crawl_delay_s=2.0,
+                           store=(origin, '{"y": 2}', 60.0))
+    assert await pacer.robots_record(origin) == '{"y": 2}'
+    assert (await _rows(pacer))["delay_s"] == pytest.approx(2.1)  # Crawl-delay + 5 %
+    assert await pacer.claim_robots(origin, 5.0)  # the load's claim ended with it
+
+
 async def _rows(pacer: HostPacer) -> dict[str, Any]:
     """The host's state as ``wb.hosts()`` shows it, from either implementation."""
     if isinstance(pacer, RedisHostPacer):

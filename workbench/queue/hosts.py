@@ -167,8 +167,9 @@ end
 return 1
 """
 
-# KEYS: host hash. ARGV: robots state, crawl delay ms, key ttl s, hard margin.
-# core.pacing.set_crawl_delay.
+# KEYS: host hash [, robots record, its claim]. ARGV: robots state, crawl delay ms, key ttl s,
+# hard margin [, record ('': none), record ttl ms]. core.pacing.set_crawl_delay; with the robots
+# keys also store_robots, in the same step.
 _SET_ROBOTS_LUA = """
 local f = redis.call('HMGET', KEYS[1], 'next_at', 'last_at')
 local next_at, last_at = tonumber(f[1]) or 0, tonumber(f[2]) or 0
@@ -177,6 +178,10 @@ redis.call('HSET', KEYS[1], 'robots', ARGV[1], 'crawl_delay', crawl)
 local after = last_at + crawl * tonumber(ARGV[4])
 if after > next_at then redis.call('HSET', KEYS[1], 'next_at', after) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if KEYS[3] then
+  if ARGV[5] ~= '' then redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6]) end
+  redis.call('DEL', KEYS[3])
+end
 return 1
 """
 
@@ -283,12 +288,20 @@ class RedisHostPacer:
         except (RedisError, OSError) as exc:
             raise QueueError(f"Redis refused to record a request to {host}: {exc}") from exc
 
-    async def set_robots(self, host: str, *, state: str, crawl_delay_s: float) -> None:
+    async def set_robots(
+        self, host: str, *, state: str, crawl_delay_s: float,
+        store: tuple[str, str, float] | None = None,
+    ) -> None:
+        keys = self._host_keys(host)[:1]
+        args: list[str | int | float] = [
+            state, crawl_delay_s * 1000, HOST_TTL_S, self.rule.hard_margin]
+        if store is not None:
+            origin, record, ttl_s = store
+            key = f"{self.prefix}robots:{origin}"
+            keys += [key, key + ":claim"]
+            args += [record, int(ttl_s * 1000)]
         try:
-            await self._set_robots(
-                keys=self._host_keys(host)[:1],
-                args=[state, crawl_delay_s * 1000, HOST_TTL_S, self.rule.hard_margin],
-            )
+            await self._set_robots(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise QueueError(f"Redis refused to record robots.txt of {host}: {exc}") from exc
 

@@ -82,9 +82,14 @@ class HostPacer(Protocol):
         """``core.pacing.release``: free the lease; the outcome moves the host's gap."""
         ...
 
-    async def set_robots(self, host: str, *, state: str, crawl_delay_s: float) -> None:
+    async def set_robots(
+        self, host: str, *, state: str, crawl_delay_s: float,
+        store: tuple[str, str, float] | None = None,
+    ) -> None:
         """Record the host's robots.txt state (``rules``, ``allow_all``, ``unreachable``) and the
-        Crawl-delay it asks for (0 for none)."""
+        Crawl-delay it asks for (0 for none). ``store`` (origin, record, ttl_s): also
+        ``store_robots`` of it, in the same atomic step (one round trip; the Crawl-delay is in
+        the host's pacing no later than anyone sees the record)."""
         ...
 
     async def count(self, host: str, field: str, n: int = 1) -> None:
@@ -166,10 +171,15 @@ class LocalPacer:
             latency_s=latency_s, retry_after_s=retry_after_s,
         )
 
-    async def set_robots(self, host: str, *, state: str, crawl_delay_s: float) -> None:
+    async def set_robots(
+        self, host: str, *, state: str, crawl_delay_s: float,
+        store: tuple[str, str, float] | None = None,
+    ) -> None:
         pacing.set_crawl_delay(self._host(host), self.rule, crawl_delay_s)
         _, allowed, denied = self.robots_state.get(host, ("", 0, 0))
         self.robots_state[host] = (state, allowed, denied)
+        if store is not None:
+            self._store(*store)
 
     async def count(self, host: str, field: str, n: int = 1) -> None:
         state, allowed, denied = self.robots_state.get(host, ("", 0, 0))
@@ -207,6 +217,9 @@ class LocalPacer:
         return None, self._claim(origin, ttl_s)
 
     async def store_robots(self, origin: str, record: str, ttl_s: float) -> None:
+        self._store(origin, record, ttl_s)
+
+    def _store(self, origin: str, record: str, ttl_s: float) -> None:
         self._claims.pop(origin, None)
         if record:
             if len(self._records) >= self.MAX_HOSTS:

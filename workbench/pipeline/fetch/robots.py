@@ -24,6 +24,7 @@ Protego, checked before every request (every redirect hop too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -258,26 +259,26 @@ class RobotsPolicy:
                     return self._remember(origin, fresh)
                 record, claimed = fresh or record, True
             if claimed:
-                stored = ""
                 try:
                     record = await self._fetch(origin, previous=record)
                     rules = None
                     if record.state == "rules":
                         rules = RobotsRules(record.body, self.agent)
-                    # the Crawl-delay is in the host's pacing before anyone sees the rules: no
+                    # the Crawl-delay is in the host's pacing no later than anyone sees the
+                    # rules (one atomic step, which also stores them and ends the claim): no
                     # request may start on the old gap meanwhile
                     await self.pacer.set_robots(
                         host, state=record.state,
                         crawl_delay_s=rules.crawl_delay_s() if rules is not None else 0.0,
+                        store=(origin, json.dumps(asdict(record)), ROBOTS_TTL_S),
                     )
-                    stored = json.dumps(asdict(record))
                 except BaseException as exc:
                     # the claim ends with nothing stored: another process loads it again
                     log.warning("robots_load_abandoned", origin=origin,
                                 error=f"{type(exc).__name__}: {exc}")
+                    with contextlib.suppress(Exception):  # else the claim lapses by itself
+                        await self.pacer.store_robots(origin, "", ROBOTS_TTL_S)
                     raise
-                finally:
-                    await self.pacer.store_robots(origin, stored, ROBOTS_TTL_S)
                 return self._remember(origin, record, rules)
             await asyncio.sleep(_POLL_S)  # another process is loading it
 
