@@ -66,7 +66,7 @@ def start_fork_server() -> None:
     """Start the process-wide fork server now, without waiting for it: it imports and warms the
     extraction stack (``PRELOAD_MODULES``, ~1 s) while the caller imports and connects, instead
     of after. Entry points only (``python -m workbench.worker`` and its processes), before their
-    own heavy imports: the first page of a cold worker came ~0.5 s sooner (benchmarks/NOTES.md,
+    own heavy imports: the first page of a cold worker came ~0.35 s sooner (benchmarks/NOTES.md,
     session 13). A pool created later uses this server; nothing happens without a fork server
     (Windows) or when one is running."""
     ctx = _mp_context()
