@@ -229,6 +229,11 @@ class RedisHostPacer:
         key = f"{self.prefix}host:{host}"
         return [key, key + ":leases", self.prefix + "hosts"]
 
+    def _robots_keys(self, origin: str) -> list[str]:
+        """The origin's shared robots.txt record and the claim of its one loader."""
+        key = f"{self.prefix}robots:{origin}"
+        return [key, key + ":claim"]
+
     def _line_keys(self, host: str) -> list[str]:
         return line_keys(self.queue_name, host)
 
@@ -297,8 +302,7 @@ class RedisHostPacer:
             state, crawl_delay_s * 1000, HOST_TTL_S, self.rule.hard_margin]
         if store is not None:
             origin, record, ttl_s = store
-            key = f"{self.prefix}robots:{origin}"
-            keys += [key, key + ":claim"]
+            keys += self._robots_keys(origin)
             args += [record, int(ttl_s * 1000)]
         try:
             await self._set_robots(keys=keys, args=args)
@@ -307,34 +311,33 @@ class RedisHostPacer:
 
     async def count(self, host: str, field: str, n: int = 1) -> None:
         try:
-            await self._count(keys=[f"{self.prefix}host:{host}"], args=[field, n])
+            await self._count(keys=self._host_keys(host)[:1], args=[field, n])
         except (RedisError, OSError) as exc:
             raise QueueError(f"Redis refused to count a robots.txt check of {host}: {exc}") from exc
 
     async def robots_record(self, origin: str) -> str | None:
-        raw = await self.redis.get(f"{self.prefix}robots:{origin}")
+        raw = await self.redis.get(self._robots_keys(origin)[0])
         return None if raw is None else _text(raw)
 
     async def claim_robots(self, origin: str, ttl_s: float) -> bool:
-        key = f"{self.prefix}robots:{origin}:claim"
-        return bool(await self.redis.set(key, "1", px=int(ttl_s * 1000), nx=True))
+        claim = self._robots_keys(origin)[1]
+        return bool(await self.redis.set(claim, "1", px=int(ttl_s * 1000), nx=True))
 
     async def read_or_claim_robots(self, origin: str, ttl_s: float) -> tuple[str | None, bool]:
-        key = f"{self.prefix}robots:{origin}"
         try:
             raw, claimed = await self._read_or_claim(
-                keys=[key, key + ":claim"], args=[int(ttl_s * 1000)]
+                keys=self._robots_keys(origin), args=[int(ttl_s * 1000)]
             )
         except (RedisError, OSError) as exc:
             raise QueueError(f"Redis refused to read robots.txt of {origin}: {exc}") from exc
         return (None if raw is None else _text(raw)), bool(claimed)
 
     async def store_robots(self, origin: str, record: str, ttl_s: float) -> None:
-        key = f"{self.prefix}robots:{origin}"
+        key, claim = self._robots_keys(origin)
         async with self.redis.pipeline(transaction=True) as pipe:
             if record:
                 pipe.set(key, record, px=int(ttl_s * 1000))
-            pipe.delete(key + ":claim")
+            pipe.delete(claim)
             await pipe.execute()
 
     async def defer(
