@@ -11,45 +11,55 @@ The worker's event loop keeps fetching and heart-beating while trafilatura runs 
   for the fork server to import the extraction stack, 2 s on an idle machine and 6-17 s on a
   loaded one, and a worker whose loop stops that long stops heart-beating; its running items look
   lost, are re-queued by reconcile and fetched twice (seen in tests/queue/test_host_lines.py).
-- At most ``processes`` calls are in flight; further callers wait on a semaphore instead of piling
-  futures into the executor. This also makes ``timeout_s`` measure running time, not queueing time.
-- A child that dies (segfault, OOM kill, ``os._exit``) breaks a ``ProcessPoolExecutor`` for every
-  call in flight. The pool is replaced and each affected call is re-run alone in a one-process
-  "quarantine" pool: innocent pages succeed there, the page that kills its process again is the
-  culprit and gets ``ExtractionFailed``. The worker itself never dies with its children.
+- Each child has its own Unix socket pair, and the event loop itself writes a call to an idle
+  child and reads the answer (``cpu_child`` has the protocol). ``ProcessPoolExecutor`` did the
+  same through two threads of its own (a manager and a queue feeder) and a cross-thread wake-up
+  per call: ~10 % of the worker's CPU samples on the article corpus, and its parent's CPU per
+  170 KB call was 2-3 times this pool's (benchmarks/NOTES.md, session 14).
+- At most ``processes`` calls are in flight; further callers wait on a semaphore. This also makes
+  ``timeout_s`` measure running time, not queueing time.
+- A call owns its child while it runs, so a child that dies (segfault, OOM kill, ``os._exit``)
+  fails that call alone: it is re-run once in a fresh child (the kill may have come from outside,
+  say the OOM killer choosing the biggest process); if that child dies too, the call is the
+  culprit and raises ``ExtractionFailed``. A call past ``timeout_s``, or abandoned (cancelled),
+  has its child killed; the others run on. The worker itself never dies with its children.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
-import importlib
 import multiprocessing
+import multiprocessing.util  # its exit handler joins children: ours, registered later, runs first
+import pickle
+import socket
 import time
+import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from workbench.core.errors import ExtractionFailed
 from workbench.core.logs import get_logger
+from workbench.pipeline.cpu_child import HEADER, RECV_BYTES, RemoteTraceback, child_main, frame
 
 log = get_logger("workbench.pipeline.cpu")
 
 T = TypeVar("T")
 
-#: Imported by name once in the fork server and in each child's initializer, so children start
-#: warm (importing ``cpu_preload`` runs the warm-up).
+#: Imported by name once in the fork server and again (a no-op there) in each child, so children
+#: start warm (importing ``cpu_preload`` runs the warm-up).
 PRELOAD_MODULES = ("workbench.pipeline.cpu_preload",)
 
 _START_METHOD = "forkserver"
 
-#: Capacity asked for the executor's call and result pipes. A page (~170 KB on the article
-#: corpus) goes to a child through the call pipe; at Linux's default 64 KB the executor's feeder
-#: thread writes it in pieces, each waiting for the child to read the last: ~0.2-0.4 ms more of
-#: the worker's CPU per page on the 2-core VM, where each wake-up is dear (benchmarks/NOTES.md,
-#: session 11). 1 MiB is Linux's default limit for an unprivileged process.
-PIPE_BYTES = 1 << 20
+#: Send and receive buffer asked for each child's socket: a page (~170 KB on the article corpus)
+#: then goes out in one write. Linux caps it (``net.core.wmem_max``, 208 KB by default, doubled
+#: by the kernel); a larger page is written in pieces as the child reads.
+SOCKET_BYTES = 1 << 20
+
+#: How long ``close(wait=True)`` waits for an idle child to exit before killing it.
+EXIT_WAIT_S = 5.0
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -76,47 +86,101 @@ def start_fork_server() -> None:
         forkserver.ensure_running()
 
 
-def _limit_blas_threads() -> None:
-    """One BLAS thread in a child: the pool already runs one process per core it is given, so a
-    BLAS library's own threads only oversubscribe the cores. OpenBLAS (numpy's) starts one
-    thread per core and spins them after each product: on the article corpus, where language
-    detection runs one small matrix product per page, the extraction processes' CPU per page
-    fell by ~10 % with one thread (benchmarks/NOTES.md). Best effort: a child runs without it."""
-    try:
-        import numpy  # noqa: F401 - loads its BLAS, so that there is one to limit
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=1, user_api="blas")
-    except Exception:
-        log.debug("blas_thread_limit_failed", exc_info=True)
-
-
-def _init_child(warm_up: bool) -> None:
-    """Each child's initializer: (``warm_up``) import ``PRELOAD_MODULES`` (a no-op where the fork
-    server did), then one BLAS thread."""
-    if warm_up:
-        _preload_child()
-    _limit_blas_threads()
-
-
-def _preload_child() -> None:
-    for name in PRELOAD_MODULES:
-        try:
-            importlib.import_module(name)
-        except Exception:  # warm-up is best effort; a real call will report real errors
-            log.debug("cpu_preload_failed", module=name, exc_info=True)
-
 
 def _noop() -> None:
     return None
+
+
+class _ChildGone(Exception):
+    """The child's end of the socket closed mid-call: the child died."""
+
+
+class _Child:
+    """A started child process and the pool's (non-blocking) end of its socket."""
+
+    __slots__ = ("buf", "process", "sock")
+
+    def __init__(self, process: Any, sock: socket.socket) -> None:
+        self.process = process
+        self.sock = sock
+        self.buf = bytearray(RECV_BYTES)
+
+    def kill(self) -> None:
+        with contextlib.suppress(Exception):  # already gone
+            self.process.kill()
+        self.sock.close()
+
+
+def _spawn(ctx: multiprocessing.context.BaseContext, preload: tuple[str, ...]) -> _Child:
+    """Start one child (blocking: ``start`` waits for the fork server)."""
+    ours, theirs = socket.socketpair()
+    try:
+        for sock in (ours, theirs):
+            for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BYTES)
+        process = ctx.Process(  # type: ignore[attr-defined]
+            target=child_main, args=(theirs, preload), name="workbench-cpu"
+        )
+        process.start()
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()  # the child has its copy: the pool's end must see EOF when it dies
+    ours.setblocking(False)
+    return _Child(process, ours)
+
+
+async def _send(loop: asyncio.AbstractEventLoop, sock: socket.socket, data: memoryview) -> None:
+    try:
+        sent = sock.send(data)  # a call fits the socket's buffer: no wait, no reader
+    except BlockingIOError:
+        sent = 0
+    except OSError as exc:
+        raise _ChildGone from exc
+    if sent < len(data):
+        try:
+            await loop.sock_sendall(sock, data[sent:])
+        except OSError as exc:
+            raise _ChildGone from exc
+
+
+async def _receive(loop: asyncio.AbstractEventLoop, child: _Child) -> Any:
+    """Read one framed answer and unpickle it."""
+    sock, buf, n = child.sock, child.buf, 0
+    try:
+        with memoryview(buf) as view:
+            while n < HEADER.size:
+                got = await loop.sock_recv_into(sock, view[n:])
+                if not got:
+                    raise _ChildGone
+                n += got
+        total = HEADER.size + HEADER.unpack_from(buf)[0]
+        if total > len(buf):
+            buf = child.buf = buf[:n] + bytearray(total - n)
+        with memoryview(buf) as view:
+            while n < total:
+                got = await loop.sock_recv_into(sock, view[n:total])
+                if not got:
+                    raise _ChildGone
+                n += got
+            with view[HEADER.size:total] as payload:
+                try:
+                    return pickle.loads(payload)
+                except Exception as exc:  # e.g. an exception class whose __init__ wants more
+                    error = RuntimeError(f"an answer from the CPU pool could not be read: {exc!r}")
+                    return False, error, None
+    except OSError as exc:  # ECONNRESET and the like: the child died
+        raise _ChildGone from exc
 
 
 class CpuPool:
     """Runs picklable top-level functions in child processes, off the event loop.
 
     ``processes`` defaults to 1. ``timeout_s`` bounds one call's running time: a call past it has
-    its pool's processes killed (a stuck child cannot be interrupted any other way) and raises
-    ``ExtractionFailed``; other calls that were running are re-run in quarantine.
+    its process killed (a stuck child cannot be interrupted any other way) and raises
+    ``ExtractionFailed``. ``warm_up`` imports ``PRELOAD_MODULES`` in each child.
     """
 
     def __init__(
@@ -128,21 +192,22 @@ class CpuPool:
     ) -> None:
         self.processes = max(1, int(processes or 1))
         self.timeout_s = timeout_s
-        self._warm_up = warm_up
+        self._preload = PRELOAD_MODULES if warm_up else ()
         self._ctx = _mp_context()
-        self._executor: ProcessPoolExecutor | None = None
-        self._quarantine: ProcessPoolExecutor | None = None
+        self._idle: list[_Child] = []
+        self._busy: set[_Child] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._quarantine_lock: asyncio.Lock | None = None
         self._start_lock: asyncio.Lock | None = None
-        self._started: ProcessPoolExecutor | None = None  # the executor whose children run
+        self._started = False
         self._closed = False
-        #: how many times a broken pool was replaced (for logs and tests)
+        #: how many children were given up (and so replaced) after dying, timing out or being
+        #: abandoned by a cancelled call
         self.restarts = 0
+        _POOLS.add(self)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("running" if self._executor else "idle")
+        state = "closed" if self._closed else ("running" if self._started else "idle")
         return f"CpuPool(processes={self.processes}, timeout_s={self.timeout_s}, {state})"
 
     # -- public API --
@@ -150,46 +215,76 @@ class CpuPool:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in a child process and return its result.
 
-        Exceptions raised by ``fn`` propagate unchanged. A child that dies or a call past
-        ``timeout_s`` raises ``ExtractionFailed``; the pool is then replaced, ready for the next
-        call.
+        Exceptions raised by ``fn`` propagate unchanged (their ``__cause__`` holds the child's
+        traceback). A child that dies twice on the call, or a call past ``timeout_s``, raises
+        ``ExtractionFailed``; the pool replaces the child, ready for the next call.
         """
         if self._closed:
             raise RuntimeError("CpuPool is closed")
-        slots, _ = self._primitives()
-        async with slots:
+        try:
+            request = frame((fn, args))
+        except Exception as exc:
+            raise TypeError(
+                f"{_name(fn)} and its arguments must pickle to run in the CPU pool (a top-level "
+                f"function, plain data): {exc}"
+            ) from exc
+        async with self._primitives():
             await self._start()
-            if self._closed:  # closed while this call waited for a slot
-                raise RuntimeError("CpuPool is closed")
-            executor, fut = self._submit(fn, args)
-            try:
-                return await self._wait(executor, fut, fn)
-            except BrokenProcessPool:
-                self._replace(executor)
-                log.warning("cpu_child_died", fn=_name(fn), action="rerun_in_quarantine")
-            return await self._run_quarantined(fn, args)
+            for attempt in (1, 2):
+                if self._closed:  # closed while this call waited for a slot or its child
+                    raise RuntimeError("CpuPool is closed")
+                child = self._idle.pop() if self._idle else await self._spawn()
+                try:
+                    ok, value, tb = await self._call(child, request, fn)
+                except _ChildGone:
+                    self._discard(child)
+                    if self._closed:
+                        raise RuntimeError("CpuPool is closed") from None
+                    if attempt == 1:
+                        log.warning("cpu_child_died", fn=_name(fn), action="rerun_in_new_child")
+                        continue
+                    raise ExtractionFailed(
+                        f"the process running {_name(fn)} died (crash, out of memory or "
+                        "killed), twice; it was replaced"
+                    ) from None
+                except BaseException:  # timed out, cancelled: the child may still be at it
+                    self._discard(child)
+                    raise
+                self._release(child)
+                if ok:
+                    return value
+                if tb is not None:
+                    value.__cause__ = RemoteTraceback(tb)
+                raise value
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def warm_up(self) -> None:
-        """Start every child process now, so the first real calls are not slowed by start-up."""
+        """Start every child process now and wait until each answers, so the first real calls
+        are not slowed by start-up."""
         if self._closed:
             raise RuntimeError("CpuPool is closed")
-        executor = self._get_executor()
         try:
-            await asyncio.gather(*(asyncio.wrap_future(f) for f in await self._start()))
-        except BrokenProcessPool as exc:
-            self._replace(executor)
+            await asyncio.gather(*(self.run(_noop) for _ in range(self.processes)))
+        except ExtractionFailed as exc:
             raise RuntimeError(
                 "CPU pool processes could not start (a script that starts a pool needs an "
                 "`if __name__ == '__main__':` guard)"
             ) from exc
 
     def close(self, *, wait: bool = True) -> None:
-        """Stop the child processes. Calls still waiting for a slot raise ``RuntimeError``."""
+        """Stop the child processes. Calls still waiting for a slot raise ``RuntimeError``; a
+        call running finishes, and its child then exits. ``wait``: until the idle children
+        have exited (killed past ``EXIT_WAIT_S``)."""
         self._closed = True
-        for executor in (self._executor, self._quarantine):
-            if executor is not None:
-                executor.shutdown(wait=wait, cancel_futures=True)
-        self._executor = self._quarantine = None
+        idle, self._idle = self._idle, []
+        for child in idle:
+            child.sock.close()  # the child reads EOF and exits
+        for child in idle:
+            if wait:
+                child.process.join(EXIT_WAIT_S)
+            if child.process.exitcode is None:
+                child.kill()
+        _POOLS.discard(self)
 
     async def __aenter__(self) -> CpuPool:
         return self
@@ -199,139 +294,94 @@ class CpuPool:
 
     # -- internals --
 
-    def _primitives(self) -> tuple[asyncio.Semaphore, asyncio.Lock]:
+    def _primitives(self) -> asyncio.Semaphore:
         # asyncio primitives belong to one loop; notebooks and tests may use the pool from several.
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._slots is None or self._quarantine_lock is None:
+        if self._loop is not loop or self._slots is None:
             self._loop = loop
             self._slots = asyncio.Semaphore(self.processes)
-            self._quarantine_lock = asyncio.Lock()
             self._start_lock = asyncio.Lock()
-        return self._slots, self._quarantine_lock
+        return self._slots
 
-    async def _start(self) -> list[Future[None]]:
-        """Start the current executor's children in a thread, once (module docstring: a child's
-        start blocks its caller until the fork server is warm). Returns the start-up calls'
-        futures (none if the children were already started)."""
-        self._primitives()
+    async def _start(self) -> None:
+        """Start all the children at once, in a thread (module docstring: a child's start blocks
+        its caller until the fork server is warm)."""
+        if self._started:
+            return
         assert self._start_lock is not None
         async with self._start_lock:
-            executor = self._get_executor()
-            if self._started is executor:
-                return []
+            if self._started:
+                return
+            missing = self.processes - len(self._idle) - len(self._busy)
+            children = await asyncio.to_thread(self._spawn_many, missing)
+            if self._closed:
+                for child in children:
+                    child.kill()
+                return
+            self._idle.extend(children)
+            self._started = True
 
-            def start() -> list[Future[None]]:
-                # a submit while no child is idle starts one: one call per child starts them all
-                return [executor.submit(_noop) for _ in range(self.processes)]
-
-            try:
-                futures = await asyncio.to_thread(start)
-            except BrokenProcessPool:
-                return []  # the call that submits next sees it, and replaces the executor
-            self._started = executor
-            return futures
-
-    def _new_executor(self, workers: int) -> ProcessPoolExecutor:
-        executor = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=self._ctx,
-            initializer=_init_child,
-            initargs=(self._warm_up,),
-        )
-        widen_pipes(executor)
-        return executor
-
-    def _get_executor(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            self._executor = self._new_executor(self.processes)
-        return self._executor
-
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        # Several callers see the same breakage; only the first one replaces the executor.
-        if self._executor is broken:
-            self._executor = None
-            self.restarts += 1
-        _kill(broken)
-        broken.shutdown(wait=False, cancel_futures=True)
-
-    def _submit(self, fn: Callable[..., T], args: tuple) -> tuple[ProcessPoolExecutor, Future[T]]:
-        executor = self._get_executor()
+    def _spawn_many(self, n: int) -> list[_Child]:
+        children: list[_Child] = []
         try:
-            return executor, executor.submit(fn, *args)
-        except BrokenProcessPool:
-            # Broken by an earlier call that has not replaced it yet: this call is innocent.
-            self._replace(executor)
-            executor = self._get_executor()
-            return executor, executor.submit(fn, *args)
+            for _ in range(n):
+                children.append(_spawn(self._ctx, self._preload))
+        except BaseException:
+            for child in children:
+                child.kill()
+            raise
+        return children
 
-    async def _wait(
-        self, executor: ProcessPoolExecutor, fut: Future[T], fn: Callable[..., Any]
-    ) -> T:
-        """Await one call; past ``timeout_s``, kill ``executor``'s children: ExtractionFailed."""
+    async def _spawn(self) -> _Child:
+        """A fresh child for a caller whose slot has none idle (its child was replaced)."""
+        return await asyncio.to_thread(_spawn, self._ctx, self._preload)
+
+    async def _call(self, child: _Child, request: memoryview, fn: Callable[..., Any]) -> Any:
+        """One exchange with ``child``; past ``timeout_s``: ExtractionFailed (the caller kills
+        the child)."""
+        loop = asyncio.get_running_loop()
+        self._busy.add(child)
         started = time.monotonic()
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                await _send(loop, child.sock, request)
+                return await _receive(loop, child)
         except TimeoutError:
             elapsed = time.monotonic() - started
-            if executor is self._quarantine:
-                self._quarantine = None
-                _kill(executor)
-                executor.shutdown(wait=False, cancel_futures=True)
-            else:
-                self._replace(executor)
             raise ExtractionFailed(
                 f"{_name(fn)} ran for {elapsed:.0f} s, past the {self.timeout_s:g} s limit; "
                 "its process was killed"
             ) from None
+        finally:
+            self._busy.discard(child)
 
-    async def _run_quarantined(self, fn: Callable[..., T], args: tuple) -> T:
-        """Re-run a call alone in a one-process pool: if its process dies again, it is the culprit.
-        """
-        _, lock = self._primitives()
-        async with lock:
-            if self._quarantine is None:
-                self._quarantine = self._new_executor(1)
-            executor = self._quarantine
-            try:
-                return await self._wait(executor, executor.submit(fn, *args), fn)
-            except BrokenProcessPool as exc:
-                if self._quarantine is executor:
-                    self._quarantine = None
-                executor.shutdown(wait=False, cancel_futures=True)
-                raise ExtractionFailed(
-                    f"the process running {_name(fn)} died (crash, out of memory or killed), "
-                    "twice; the pool was restarted"
-                ) from exc
+    def _release(self, child: _Child) -> None:
+        if self._closed:
+            child.sock.close()  # it exits
+        else:
+            self._idle.append(child)
 
+    def _discard(self, child: _Child) -> None:
+        self.restarts += 1
+        child.kill()
+        with contextlib.suppress(Exception):
+            child.process.join(0)  # reaped now if it is already gone; else by the next start
 
-def widen_pipes(executor: ProcessPoolExecutor, size: int = PIPE_BYTES) -> None:
-    """Ask for ``size`` bytes of capacity on ``executor``'s call and result pipes (Linux; a
-    smaller size where the system caps it). Best effort: the executor works either way, and its
-    queues are private attributes another Python may lay out differently."""
-    import fcntl
-
-    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setsize is None:  # not Linux
-        return
-    for name in ("_call_queue", "_result_queue"):
-        writer = getattr(getattr(executor, name, None), "_writer", None)
-        if writer is None:
-            log.debug("cpu_pipe_not_found", queue=name)
-            continue
-        for capacity in (size, size // 4):  # EPERM past /proc/sys/fs/pipe-max-size
-            with contextlib.suppress(OSError, ValueError):
-                fcntl.fcntl(writer.fileno(), setsize, capacity)
-                break
+    def _stop_now(self) -> None:
+        """At interpreter exit: no child outlives its pool (they would block ``multiprocessing``'s
+        own exit handler, which joins every child)."""
+        self.close(wait=False)
+        for child in list(self._busy):
+            child.kill()
 
 
-def _kill(executor: ProcessPoolExecutor) -> None:
-    # ProcessPoolExecutor has no public way to stop a running child before Python 3.14.
-    processes = getattr(executor, "_processes", None) or {}
-    for proc in list(processes.values()):
-        try:
-            proc.kill()
-        except Exception:  # already gone
-            pass
+_POOLS: weakref.WeakSet[CpuPool] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_pools() -> None:
+    for pool in list(_POOLS):
+        pool._stop_now()
 
 
 def _name(fn: Callable[..., Any]) -> str:
