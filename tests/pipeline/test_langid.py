@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -59,6 +60,19 @@ def test_scores_equal_py3langid(reference: object) -> None:
         ours, theirs = ident._decide(text), reference._decide(text)  # type: ignore[attr-defined]
         assert np.array_equal(ours, theirs), text[:40]
         assert ident.classify(text) == reference.classify(text)  # type: ignore[attr-defined]
+
+
+def test_first_order_is_counters_order() -> None:
+    """Distinct features in first-occurrence order with counts, as py3langid's ``Counter``;
+    the calls share one scratch array, so each also reads entries the previous ones left."""
+    rnd = np.random.default_rng(5)
+    for size in (1, 2, 50, 3_000):
+        for high in (1, 3, 1_000, 100_000):
+            features = rnd.integers(0, high, size).astype(np.intp)
+            unique, counts = langid._first_order(features, 100_000)
+            expected = Counter(features.tolist())
+            assert unique.tolist() == list(expected)
+            assert counts.tolist() == list(expected.values())
 
 
 def test_falls_back_to_py3langid_when_it_disagrees(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,9 @@ trafilatura's extraction. Here:
   steps over every position replace the loop.
 - the features are counted and ordered by first occurrence as py3langid's ``Counter`` orders
   them, so the float32 product is the same operation on the same operands: the scores are equal
-  bit for bit (tests/pipeline/test_langid.py compares them on text of many scripts).
+  bit for bit (tests/pipeline/test_langid.py compares them on text of many scripts). They are
+  counted without sorting, through a scratch array indexed by feature (``_first_order``):
+  ``np.unique`` and an ``argsort`` of the first positions cost ~0.2 ms a page, this ~0.02 ms.
 - the table is float32 once, not per page: widening a page's float16 rows cost ~0.6 ms of its
   ~2 ms (the values are exact either way).
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 from array import array
 from pathlib import Path
 from typing import Any
@@ -79,10 +82,10 @@ def load_identifier(cache_dir: Path | None = None) -> Any:
             features = _features(self, text)
             if not len(features):
                 return super()._raw_score(text)
-            unique, first, counts = np.unique(features, return_index=True, return_counts=True)
-            order = np.argsort(first, kind="stable")  # py3langid's Counter: first occurrence
-            weights = np.log1p(counts[order].astype(np.float32))
-            return weights @ self.nb_ptc[unique[order]] + self.nb_pc
+            unique, counts = _first_order(features, len(self.wb_table))
+            weights = np.log1p(counts.astype(np.float32))
+            # np.take on the plain array, not indexing the memmap: ~0.015 ms a page less
+            return weights @ np.take(self.wb_table, unique, axis=0) + self.nb_pc
 
     if cache_dir is None:
         try:
@@ -207,6 +210,7 @@ def _prepare(ident: Any, window: int) -> None:
     ident.wb_rowbase = rows.astype(np.intp) << 8
     ident.wb_output = np.asarray(ident.tk_output, dtype=np.intp)
     ident.wb_window = window
+    ident.wb_table = np.asarray(ident.nb_ptc).view(np.ndarray)
 
 
 def _deepest_state(moves: np.ndarray, rows: np.ndarray) -> int:
@@ -238,3 +242,23 @@ def _features(ident: Any, data: bytes) -> np.ndarray:
         states[back:] = moves[rowbase[states[back:]] + codes[: n - back]]
     features = ident.wb_output[states]
     return features[features >= 0]
+
+
+#: Per thread: a scratch array indexed by feature, for ``_first_order``.
+_scratch = threading.local()
+
+
+def _first_order(features: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``features`` in order of first occurrence (a ``Counter``'s order) and their
+    counts, in O(len(features)): each feature's first position is found in a scratch array
+    indexed by feature, which needs no clearing as only the entries of ``features`` are read."""
+    first_at: np.ndarray | None = getattr(_scratch, "first_at", None)
+    if first_at is None or len(first_at) < n_features:
+        first_at = _scratch.first_at = np.empty(n_features, dtype=np.intp)
+    n = len(features)
+    positions = np.arange(n, dtype=np.intp)
+    first_at[features] = n
+    np.minimum.at(first_at, features, positions)
+    first = first_at[features]  # for each position, where its feature first occurs
+    starts = np.flatnonzero(first == positions)
+    return features[starts], np.bincount(first, minlength=n)[starts]
