@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+import random
+import re
+from collections import Counter
+from typing import Any
 
 import pytest
 
 from workbench.pipeline.text.analyse import (
+    _SENTENCE_END_RE,
+    _TOKEN_RE,
+    _WORD_RE,
     READING_WPM,
+    _tally,
     analyse_document,
     analyse_text,
     count_sentences,
     detect_language,
     keywords,
     normalise_language,
+    text_counts,
 )
 
 EN = (
@@ -165,3 +174,94 @@ def test_stopword_lists_are_read_without_importing_yake() -> None:
     en, de, *rest = out.stdout.split(" ", 2)
     assert int(en) > 100 and int(de) > 100
     assert rest[0].strip().endswith("False False"), out.stdout
+
+
+# The keyword pass's token regex against what it replaced: lines, then sentences, then phrases,
+# each a split of its own.
+_PHRASE_BREAK_BY_LINE = re.compile(r"[,;:()\[\]{}\"“”«»„|/–—]|\s-\s")
+
+
+def _split_reference(text: str) -> list[list[list[str]]]:
+    """Sentences with a word, as phrases, as words: split line by line."""
+    return [
+        [_WORD_RE.findall(phrase) for phrase in _PHRASE_BREAK_BY_LINE.split(sentence)]
+        for line in text.splitlines()
+        for sentence in _SENTENCE_END_RE.split(line)
+        if _WORD_RE.search(sentence)
+    ]
+
+
+def _split_one_pass(text: str) -> list[list[list[str]]]:
+    sentences: list[list[list[str]]] = []
+    phrases: list[list[str]] = []
+    words: list[str] = []
+    for word, boundary in _TOKEN_RE.findall(text):
+        if word:
+            words.append(word)
+            continue
+        phrases.append(words)
+        words = []
+        if boundary:
+            if any(phrases):
+                sentences.append(phrases)
+            phrases = []
+    phrases.append(words)
+    if any(phrases):
+        sentences.append(phrases)
+    return sentences
+
+
+_PIECES = (
+    "the", "and", "Solar", "solar", "panels", "ok", "Über", "don't", "it’s", "well-known", "x",
+    "42", "東京", "ÇA", " ", " ", " ", " ", ", ", ". ", "! ", "?", "…", ".", " - ", "-", " -", "- ",
+    "\n", "\r\n", "\r", "\u2028", "\x1c", "\x1f", "\x85", "\v", "\f", "\t", '"', "“", "”", "’",
+    "'", "(", ")", "]", ";", ":", "—", "–", "/", "|", "。", "！", ". \"", "»", "\u00a0",
+)  # fmt: skip
+
+
+def _varied_texts() -> list[str]:
+    rnd = random.Random(7)
+    return ["".join(rnd.choices(_PIECES, k=rnd.randint(0, 60))) for _ in range(3_000)]
+
+
+def test_one_pass_tokens_split_as_lines_sentences_and_phrases() -> None:
+    for text in [EN, DE, FR, *_varied_texts()]:
+        assert _split_one_pass(text) == _split_reference(text), repr(text)
+
+
+def test_keyword_pass_counts_as_text_counts() -> None:
+    for text in [EN, DE, FR, "", "...", *_varied_texts()]:
+        tally = _tally(text, frozenset())
+        assert (tally.n_words, len(tally.unique_lower()), tally.n_sentences) == text_counts(text)
+        assert text_counts(text)[2] == count_sentences(text)
+
+
+def test_keyword_pass_tallies_as_reference() -> None:
+    stop = frozenset({"the", "and"})
+    for text in [EN, *_varied_texts()]:
+        words: dict[str, list[Any]] = {}
+        forms: Counter[str] = Counter()
+        pairs: dict[tuple[str, str], list[Any]] = {}
+        for i, sentence in enumerate(_split_reference(text)):
+            first = True
+            for phrase in sentence:
+                prev: tuple[str, str] | None = None
+                for token in phrase:
+                    low = token.lower().replace("’", "'")
+                    if low in stop or len(low) < 3 or not any(c.isalpha() for c in low):
+                        prev, first = None, False
+                        continue
+                    entry = words.setdefault(low, [0, 0, i, set()])
+                    entry[0] += 1
+                    entry[1] += not first and token[0].isupper()
+                    entry[3].add(i)
+                    forms[token] += 1
+                    if prev:
+                        pairs.setdefault((prev[0], low), [0, f"{prev[1]} {token}"])[0] += 1
+                    prev, first = (low, token), False
+        tally = _tally(text, stop)
+        assert [(k, v[:3], len(v[3])) for k, v in words.items()] == [
+            (k, v[:3], v[3]) for k, v in tally.words.items()
+        ], repr(text)
+        assert list(tally.form_counts.items()) == list(forms.items())
+        assert list(tally.pairs.items()) == list(pairs.items())
