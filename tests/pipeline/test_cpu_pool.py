@@ -259,6 +259,23 @@ async def test_a_child_killed_while_idle_costs_no_call(pool: CpuPool) -> None:
     assert pool.restarts == 1
 
 
+async def test_a_stop_signal_to_the_whole_group_lets_running_calls_finish(
+    pool: CpuPool, tmp_path: Path
+) -> None:
+    # Ctrl-C or a service manager's stop reach the children too: the worker's graceful stop
+    # still needs them for the items it finishes
+    started, go = tmp_path / "started", tmp_path / "go"
+    call = asyncio.create_task(pool.run(_signal_then_wait, str(started), str(go), "finished"))
+    await _until_exists(started)
+    for child in pool._busy:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            os.kill(child.process.pid, signum)
+    await asyncio.sleep(0.2)
+    go.touch()
+    assert await call == "finished"
+    assert pool.restarts == 0
+
+
 async def test_close_stops_the_children() -> None:
     pool = CpuPool(2, warm_up=False)
     await pool.warm_up()

@@ -8,9 +8,10 @@ with the event loop's non-blocking socket calls and frames its reads itself: a p
 than one socket buffer, and ``multiprocessing.connection.Connection`` raises
 ``BlockingIOError`` on a message still arriving on a non-blocking descriptor.
 
-The child ignores SIGINT (Ctrl-C in a terminal reaches the whole process group; the worker
-decides when to stop) and exits when the pool's end closes: the pool closed, or the worker
-died, even by ``kill -9``.
+The child ignores SIGINT and SIGTERM: Ctrl-C in a terminal, ``kill -TERM -<group>`` and a
+service manager's stop reach every process of the worker at once, and the worker's graceful
+stop finishes its running items, extractions included, before it closes the pool. The child
+exits when the pool's end closes: the pool closed, or the worker died, even by ``kill -9``.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def _read(sock: socket.socket, buf: bytearray) -> tuple[bytearray, memoryview]:
 
 def child_main(sock: socket.socket, preload: Sequence[str]) -> None:
     """A child's life: warm up, then answer calls until the pool's end of ``sock`` closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     for name in preload:  # a no-op where the fork server imported them
         try:
             importlib.import_module(name)
