@@ -239,7 +239,8 @@ def run(env: BenchEnv, corpus: Path, repeat: int) -> list[Figure]:
     return [
         Figure(
             "article on the real corpus served locally",
-            "CPU limit: cores ÷ single-core trafilatura time", "≥ 0.65", f"{frac:.2f}", frac >= 0.65,
+            "CPU limit: cores ÷ single-core trafilatura time", "≥ 0.65", f"{frac:.2f}",
+            frac >= 0.65,
             f"{ours['steady']:.1f} pages/s steady (10→90 %) on {n} URLs vs limit {limit:.1f} "
             f"pages/s = {cores} cores ÷ {traf_ms:.1f} ms (trafilatura alone, single core, same "
             f"pages, mean of {traf_before:.1f} ms before the runs and {traf_after:.1f} after); "
