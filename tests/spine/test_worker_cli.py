@@ -14,12 +14,13 @@ from workbench import Workbench
 from workbench.queue.embedded import EmbeddedRedis
 
 PIPELINE_MODULE = '''
+import gc
 from workbench import pipeline
 
 @pipeline("cli-square", version="1")
 async def square(url, ctx):
     n = int(url.rsplit("/", 1)[1])
-    return {"square": n * n}
+    return {"square": n * n, "frozen": gc.get_freeze_count()}
 '''
 
 
@@ -56,6 +57,8 @@ async def test_zero_setup_worker_processes(data_dir: Path, tmp_path: Path) -> No
         assert (await batch.wait(timeout=5))["done"] == 40
         df = await batch.results()
         assert sorted(df["square"]) == sorted(i * i for i in range(40))
+        # each worker process took its start-up objects out of the collector's walks
+        assert df["frozen"].min() > 10_000
         workers = {r["id"]: r for r in await wb.ledger.workers()}
         assert len(workers) == 2 and all(w["stopped_at"] for w in workers.values())
         assert '"event": "worker started"' in proc.stderr  # structured JSON logs off a terminal
