@@ -172,7 +172,12 @@ def daily_cron_job(
 
 
 # ---------------------------------------------------------------------------- the worker
-_REFILL_COALESCE_S = 0.005
+#: How long a freed slot waits for the other jobs ending with it before one read refills them
+#: all: jobs end in bursts (one group commit settles many). 5 ms capped the no-op worker at
+#: 2,500-2,900 items/s with its 32 slots (every slot idled 5 ms per item of ~12 ms); 1 ms ran
+#: 4,100-4,550; the article run's worker CPU per page did not move (benchmarks/NOTES.md,
+#: session 14).
+_REFILL_COALESCE_S = 0.001
 
 
 def paced_key(queue_name: str) -> str:
@@ -445,8 +450,7 @@ class QueueWorker(Worker):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_delay_s):
                         await self._slot_freed.wait()
-                # jobs end in bursts (one group commit settles many): fill their slots with one read
-                await asyncio.sleep(_REFILL_COALESCE_S)
+                await asyncio.sleep(_REFILL_COALESCE_S)  # the slots freed with it: one read
             await self._poll_once()
 
 
