@@ -41,7 +41,14 @@ from typing import Any, TypeVar
 
 from workbench.core.errors import ExtractionFailed
 from workbench.core.logs import get_logger
-from workbench.pipeline.cpu_child import HEADER, RECV_BYTES, RemoteTraceback, child_main, frame
+from workbench.pipeline.cpu_child import (
+    HEADER,
+    KEEP_BYTES,
+    RECV_BYTES,
+    RemoteTraceback,
+    child_main,
+    frame,
+)
 
 log = get_logger("workbench.pipeline.cpu")
 
@@ -158,7 +165,9 @@ async def _receive(loop: asyncio.AbstractEventLoop, child: _Child) -> Any:
                 n += got
         total = HEADER.size + HEADER.unpack_from(buf)[0]
         if total > len(buf):
-            buf = child.buf = buf[:n] + bytearray(total - n)
+            buf = buf[:n] + bytearray(total - n)
+            if total <= KEEP_BYTES:  # the next answers will likely be as big; a rare huge one
+                child.buf = buf  # is not kept for the child's lifetime
         with memoryview(buf) as view:
             while n < total:
                 got = await loop.sock_recv_into(sock, view[n:total])
@@ -284,7 +293,6 @@ class CpuPool:
                 child.process.join(EXIT_WAIT_S)
             if child.process.exitcode is None:
                 child.kill()
-        _POOLS.discard(self)
 
     async def __aenter__(self) -> CpuPool:
         return self

@@ -32,8 +32,10 @@ log = get_logger("workbench.pipeline.cpu")
 
 HEADER = struct.Struct("!Q")
 
-#: Each end's receive buffer to start with; it grows to the largest message seen.
+#: Each end's receive buffer to start with; it grows to the largest message seen, up to
+#: ``KEEP_BYTES`` (a larger message gets a buffer of its own).
 RECV_BYTES = 256 * 1024
+KEEP_BYTES = 4 << 20
 
 _PICKLE = pickle.HIGHEST_PROTOCOL
 
@@ -113,9 +115,11 @@ def child_main(sock: socket.socket, preload: Sequence[str]) -> None:
     buf = bytearray(RECV_BYTES)
     while True:
         try:
-            buf, payload = _read(sock, buf)
+            grown, payload = _read(sock, buf)
         except (EOFError, OSError):
             return
+        if len(grown) <= KEEP_BYTES:
+            buf = grown
         with payload:
             reply = _call(payload)
         try:
