@@ -93,7 +93,6 @@ def start_fork_server() -> None:
         forkserver.ensure_running()
 
 
-
 def _noop() -> None:
     return None
 
