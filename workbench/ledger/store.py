@@ -24,6 +24,7 @@ from workbench.core.errors import BatchNotFoundError, InvalidInputError, LedgerE
 from workbench.core.status import ACTIVE_STATUSES, Counts
 from workbench.ledger import counters
 from workbench.ledger.bulk import BulkInserter
+from workbench.ledger.checkpoint import WalCheckpointer, bulk_transaction
 from workbench.ledger.committer import GroupCommitter
 from workbench.ledger.direct import SqliteDirect, sqlite_file
 from workbench.ledger.engine import (
@@ -89,6 +90,10 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
         self.direct_reader = SqliteDirect(
             path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS, reader=True
         ) if path else None
+        # a SQLite file: bulk writes (submit, retry, cancel) leave their checkpoint to it
+        self.checkpointer = WalCheckpointer(
+            path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS
+        ) if path else None
         self._started = False
         self._bulk = BulkInserter()
         # The per-item hot path (claim, complete) runs prepared statements: building and
@@ -102,6 +107,8 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
         return self
 
     async def close(self) -> None:
+        if self.checkpointer is not None:
+            await self.checkpointer.wait()
         await self.committer.close()
         await self.committer.close_direct()
         if self.direct_reader is not None:
@@ -255,9 +262,9 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
         )
         out: list[tuple[int, int]] = []
         with translate_errors("retrying items"):
-            async with self.engine.begin() as conn, counters.bulk(
-                conn, batch_id, rows=None if item_ids is None else len(ids)
-            ):
+            rows = None if item_ids is None else len(ids)
+            async with bulk_transaction(self.engine, self.checkpointer, rows=rows) as conn, \
+                    counters.bulk(conn, batch_id, rows=rows):
                 await conn.execute(update(BatchRow).where(BatchRow.id == batch_id).values(
                     settled_at=None, notified_at=None))
                 if item_ids is None:
@@ -295,7 +302,8 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
             .values(status="cancelled", finished_at=now, next_try_at=None)
         )
         with translate_errors("cancelling items"):
-            async with self.engine.begin() as conn, counters.bulk(conn, batch_id):
+            async with bulk_transaction(self.engine, self.checkpointer) as conn, \
+                    counters.bulk(conn, batch_id):
                 if not returning:
                     return int((await conn.execute(stmt)).rowcount)
                 # a million cancelled rows come back as plain tuples (SQLAlchemy's rows were

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from workbench.core.errors import LedgerError
 from workbench.ledger import counters
 from workbench.ledger.bulk import BulkInserter
+from workbench.ledger.checkpoint import WalCheckpointer, bulk_transaction
 from workbench.ledger.engine import translate_errors
 from workbench.ledger.models import BatchRow, ItemRow, ResultBulkRow, ResultRow
 from workbench.ledger.sql import CHUNK, driver_run, table_of, utcnow
@@ -89,6 +90,7 @@ class SubmitMixin:
     dialect: str
     engine: AsyncEngine
     read_engine: AsyncEngine
+    checkpointer: WalCheckpointer | None
     _bulk: BulkInserter
 
     async def create_batch(
@@ -110,7 +112,8 @@ class SubmitMixin:
         now = utcnow()
         batch_id = new_batch_id(now)
         with translate_errors("creating a batch"):
-            async with self.engine.begin() as conn:
+            async with bulk_transaction(self.engine, self.checkpointer,
+                                        rows=len(entries)) as conn:
                 await conn.execute(
                     insert(BatchRow),
                     [
