@@ -4,12 +4,16 @@
   this run on the same pages before and after the runs (the mean: the machine's speed drifts
   within minutes), called as the pipeline calls it (``bare_extraction`` with
   ``workbench.pipeline.text.extract.EXTRACT_OPTIONS`` on the decoded text). Our figure is the
-  steady-state pages/s (10 % → 90 % of the batch), so start-up does not count against it.
+  steady-state pages/s (10 % → 90 % of the batch, the mean of our two runs), so start-up does
+  not count against it.
 - trafilatura's own CLI in batch mode on the same URLs (``--input-file``, ``--parallel 16``
   download threads, ``SLEEP_TIME = 0`` and ``SSRF_PROTECTION = off`` in a config file so it
   neither sleeps per host nor refuses loopback, and ``--precision --with-metadata`` so it
   extracts as the pipeline does). Both are timed end to end from a cold start: process start to
   the last page, our worker included (``python -m workbench.worker --burst``, default processes).
+  Each runs twice, in the order ours, CLI, CLI, ours (each of ours on a fresh ledger and Redis),
+  and the figure is the ratio of the totals: the machine's speed drifts within a run, and one
+  run of each in a fixed order put the drift on one side (benchmarks/NOTES.md, session 15).
 
 CPU is accounted per process with psutil over the same steady window (issue 13): the worker's own
 processes (the event loop: fetch, ledger, queue) and the extraction processes (the CPU pool and
@@ -36,6 +40,7 @@ import psutil
 import trafilatura
 
 from workbench import Workbench
+from workbench.pipeline.cpu_child import limit_blas_threads
 from workbench.pipeline.fetch.charset import choose_encoding
 from workbench.pipeline.text.article import extract_and_analyse
 from workbench.pipeline.text.extract import EXTRACT_OPTIONS
@@ -76,7 +81,10 @@ class Site:
 def single_core_ms(pages: list[CorpusPage], *, pipeline: bool = True) -> tuple[float, float]:
     """Mean ms per page, in this one process: trafilatura as the pipeline calls it, and the
     pipeline's whole CPU step (extraction + analysis; NaN unless ``pipeline``). One warm-up
-    pass, then a timed pass."""
+    pass, then a timed pass. One BLAS thread, as in the pool's processes: OpenBLAS's own
+    threads spin after language detection's product, and ``process_time`` counted their spin
+    (25.0 ms/page for the whole step, 16.9-17.1 with one thread; benchmarks/NOTES.md)."""
+    limit_blas_threads()
     docs = [(p.body.decode(choose_encoding(p.body, "text/html"), "replace"), p.url) for p in pages]
     out = []
     fns: list[Any] = [
@@ -218,9 +226,18 @@ def run(env: BenchEnv, corpus: Path, repeat: int) -> list[Figure]:
         log(f"article pipeline on {n} URLs ({len(pages)} pages x {repeat}, {site.domains} hosts)")
         ours = asyncio.run(_run_ours(env, site.urls))
         log(f"ours: {ours}")
-        log(f"trafilatura CLI on the same {n} URLs")
-        cli = _run_cli(env, site.urls)
-        log(f"cli: { {k: v for k, v in cli.items() if k != 'stderr'} }")
+        clis = []
+        for _ in range(2):
+            log(f"trafilatura CLI on the same {n} URLs")
+            clis.append(_run_cli(env, site.urls))
+            log(f"cli: { {k: v for k, v in clis[-1].items() if k != 'stderr'} }")
+        log(f"article pipeline again, on a fresh ledger and Redis ({n} URLs)")
+        again = BenchEnv(env.root / "again", extra=dict(env.extra))
+        try:
+            ours_again = asyncio.run(_run_ours(again, site.urls))
+        finally:
+            again.stop_redis()
+        log(f"ours again: {ours_again}")
     finally:
         site.stop()
     # measured again after the runs: this machine's speed drifts by a quarter within minutes
@@ -229,43 +246,53 @@ def run(env: BenchEnv, corpus: Path, repeat: int) -> list[Figure]:
     traf_after, _ = single_core_ms(pages, pipeline=False)
     traf_ms = (traf_before + traf_after) / 2
     limit = cores * 1000 / traf_ms
-    frac = ours["steady"] / limit
-    ours_rate = n / ours["wall_s"]
-    cli_rate = n / cli["wall_s"]
-    x = ours_rate / cli_rate
-    done, failed = ours["counts"]["done"], ours["counts"]["failed"]
-    cpu = ours["cpu_ms"]
+    runs = (ours, ours_again)
+    steady = sum(r["steady"] for r in runs) / 2
+    frac = steady / limit
+    ours_wall = [r["wall_s"] for r in runs]
+    cli_wall = [c["wall_s"] for c in clis]
+    x = sum(cli_wall) / sum(ours_wall)
+    ours_rate, cli_rate = 2 * n / sum(ours_wall), 2 * n / sum(cli_wall)
+    done = [r["counts"]["done"] for r in runs]
+    failed = [r["counts"]["failed"] for r in runs]
+    cpu = {k: sum(r["cpu_ms"][k] for r in runs) / 2 for k in ("main", "extraction", "all")}
     whole = cpu["all"] / traf_ms
     return [
         Figure(
             "article on the real corpus served locally",
             "CPU limit: cores ÷ single-core trafilatura time", "≥ 0.65", f"{frac:.2f}",
             frac >= 0.65,
-            f"{ours['steady']:.1f} pages/s steady (10→90 %) on {n} URLs vs limit {limit:.1f} "
+            f"{steady:.1f} pages/s steady (10→90 %, the mean of our two runs: "
+            f"{ours['steady']:.1f}, {ours_again['steady']:.1f}) on {n} URLs vs limit {limit:.1f} "
             f"pages/s = {cores} cores ÷ {traf_ms:.1f} ms (trafilatura alone, single core, same "
             f"pages, mean of {traf_before:.1f} ms before the runs and {traf_after:.1f} after); "
             f"the pipeline's whole CPU step (extraction + analysis) is {pipeline_ms:.1f} "
-            f"ms/page single-core; {done} done, {failed} failed {ours['errors']}",
+            f"ms/page single-core; done {done[0]}, {done[1]}, failed {failed[0]}, {failed[1]} "
+            f"{ours['errors'] or ours_again['errors']}",
         ),
         Figure(
             "article on the same URLs", "trafilatura's own CLI batch mode (no per-host sleep)",
             "≥ 1.5×", fmt_x(x), x >= 1.5,
-            f"cold start to last page: workbench {ours['wall_s']:.1f} s ({ours_rate:.1f} pages/s, "
-            f"submit + worker start included) vs trafilatura CLI {cli['wall_s']:.1f} s "
-            f"({cli_rate:.1f} pages/s, {cli['extracted']} files written, "
-            f"--parallel 16 --precision --with-metadata, SLEEP_TIME 0)",
+            f"cold start to last page, run in the order ours, CLI, CLI, ours; the ratio of the "
+            f"totals: workbench {ours_wall[0]:.1f} + {ours_wall[1]:.1f} s ({ours_rate:.1f} "
+            f"pages/s, submit + worker start included) vs trafilatura CLI {cli_wall[0]:.1f} + "
+            f"{cli_wall[1]:.1f} s ({cli_rate:.1f} pages/s, {clis[0]['extracted']} files "
+            f"written, --parallel 16 --precision --with-metadata, SLEEP_TIME 0)",
         ),
         Figure(
             "article: CPU of the worker's own processes per page",
             "the event loop's share (fetch, page store, ledger, queue)", "≤ 4 ms",
             f"{cpu['main']:.1f} ms", cpu["main"] <= 4,
-            f"psutil, steady window 10→90 %: worker processes {cpu['main']:.1f} ms/page, "
+            f"psutil, steady window 10→90 %, the mean of our two runs ("
+            f"{ours['cpu_ms']['main']:.1f}, {ours_again['cpu_ms']['main']:.1f}): "
+            f"worker processes {cpu['main']:.1f} ms/page, "
             f"extraction processes {cpu['extraction']:.1f} ms/page, all {cpu['all']:.1f} ms/page",
         ),
         Figure(
             "article: whole-run CPU per page", "single-core trafilatura time per page",
             "≤ 1.3×", fmt_x(whole), whole <= 1.3,
-            f"{cpu['all']:.1f} ms/page over every process of the worker (steady window) vs "
+            f"{cpu['all']:.1f} ms/page over every process of the worker (steady window, the mean "
+            f"of our two runs) vs "
             f"{traf_ms:.1f} ms trafilatura alone (same run, same pages; {traf_before:.1f} ms "
             f"before the runs, {traf_after:.1f} after)",
         ),
