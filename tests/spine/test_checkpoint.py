@@ -5,6 +5,7 @@ file): the frames written and the frames copied back into the database file."""
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,35 @@ async def test_a_checkpoint_that_cannot_run_fails_nobody(tmp_path: Path) -> None
     checkpointer.soon()  # asked again while it runs: once more after
     await checkpointer.wait()
     assert checkpointer.runs == 0
+
+
+class _SlowCheckpointer(WalCheckpointer):
+    """The real checkpoint, a while after it was asked for (as a big one takes): when it ended
+    is kept."""
+
+    ended: float | None = None
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        time.sleep(0.3)
+        out = super()._checkpoint()
+        self.ended = time.monotonic()
+        return out
+
+
+async def test_a_bulk_write_waits_for_the_checkpoint_under_way(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """A cancel right after a big submit does not write onto the submit's checkpoint: the WAL
+    could not start over and would grow past the frames not yet copied."""
+    slow = _SlowCheckpointer(str(tmp_path / "l.db"), busy_timeout_ms=5_000)
+    ledger.checkpointer = slow
+    out = await ledger.create_batch(_spec(), _entries(5_000))
+    assert slow.ended is None  # asked for, not run yet
+    async with bulk_transaction(ledger.engine, slow) as conn:
+        began = time.monotonic()
+        await conn.exec_driver_sql("UPDATE items SET tries = 1 WHERE batch_id = ?",
+                                   (out.batch_id,))
+    assert slow.ended is not None and began >= slow.ended
+    await slow.wait()
+    frames, copied = _wal_frames(tmp_path / "l.db")
+    assert slow.runs == 2 and copied == frames

@@ -98,6 +98,10 @@ async def bulk_transaction(
         async with engine.begin() as conn:
             yield conn
         return
+    # Not onto a checkpoint still under way: the WAL then cannot start over, and this write
+    # grows it past the frames not yet copied (a cancel of 1M items right after their submit
+    # took 4.1 s instead of 3.0; benchmarks/NOTES.md, session 15).
+    await checkpointer.wait()
     async with engine.connect() as conn:
         # the driver's own connection: a statement through SQLAlchemy outside a transaction
         # would begin one (BEGIN IMMEDIATE: the write lock) just to set a pragma
