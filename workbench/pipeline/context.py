@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
 from workbench.core.errors import PageNotStored, PermanentError
 from workbench.core.logs import get_logger
 from workbench.core.page import Document, Page
@@ -21,6 +19,8 @@ from workbench.core.pagecodec import StoredBody
 from workbench.core.urls import normalize_url
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from workbench.core.settings import Settings
     from workbench.pipeline.llm import LLMReply
     from workbench.pipeline.tools import Tools

@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
-
 from workbench.core.errors import InvalidParamsError, SettingsError, UnknownPipelineError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from workbench.pipeline.context import Context
 
 PipelineFn = Callable[[str, "Context"], Awaitable[dict[str, Any]]]
@@ -49,6 +49,8 @@ class PipelineSpec:
         """Raise ``InvalidParamsError`` naming each param the declaration refuses."""
         if self.params is None:
             return
+        from pydantic import ValidationError  # pydantic is imported with the model
+
         try:
             self.params.model_validate(params)
         except ValidationError as exc:
@@ -120,6 +122,10 @@ def pipeline(
     """
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise ValueError(f"pipeline name must be a non-empty string of at most 100 chars: {name!r}")
+    # pydantic is imported on use: ``import workbench`` (every process, the CPU pool's fork server
+    # included) then does not load it
+    from pydantic import BaseModel
+
     if params is not None and not (isinstance(params, type) and issubclass(params, BaseModel)):
         raise TypeError(f"params of pipeline {name!r} must be a pydantic model class")
 
