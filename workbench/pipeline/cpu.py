@@ -5,8 +5,8 @@ The worker's event loop keeps fetching and heart-beating while trafilatura runs 
 - Children start with the ``forkserver`` method, never ``fork``: the parent runs an asyncio loop and
   threads, and forking those can deadlock a child. The fork server pre-imports the extraction stack
   once, so a (re)started child is ready in milliseconds instead of re-importing trafilatura. The
-  pool names those modules (``PRELOAD_MODULES``) but never imports them itself: what warms a child
-  lives in ``cpu_preload``, beside the work it warms up for.
+  pool names those modules (``forkserver.PRELOAD_MODULES``) but never imports them itself: what
+  warms a child lives in ``cpu_preload``, beside the work it warms up for.
 - The children are started in a thread, never on the event loop: starting the first child waits
   for the fork server to import the extraction stack, 2 s on an idle machine and 6-17 s on a
   loaded one, and a worker whose loop stops that long stops heart-beating; its running items look
@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import multiprocessing
 import multiprocessing.util  # its exit handler joins children: ours, registered later, runs first
 import pickle
 import socket
@@ -49,16 +48,11 @@ from workbench.pipeline.cpu_child import (
     child_main,
     frame,
 )
+from workbench.pipeline.forkserver import PRELOAD_MODULES, mp_context
 
 log = get_logger("workbench.pipeline.cpu")
 
 T = TypeVar("T")
-
-#: Imported by name once in the fork server and again (a no-op there) in each child, so children
-#: start warm (importing ``cpu_preload`` runs the warm-up).
-PRELOAD_MODULES = ("workbench.pipeline.cpu_preload",)
-
-_START_METHOD = "forkserver"
 
 #: Send and receive buffer asked for each child's socket: a page (~170 KB on the article corpus)
 #: then goes out in one write. Linux caps it (``net.core.wmem_max``, 208 KB by default, doubled
@@ -67,30 +61,6 @@ SOCKET_BYTES = 1 << 20
 
 #: How long ``close(wait=True)`` waits for an idle child to exit before killing it.
 EXIT_WAIT_S = 5.0
-
-
-def _mp_context() -> multiprocessing.context.BaseContext:
-    try:
-        ctx = multiprocessing.get_context(_START_METHOD)
-    except ValueError:  # platforms without forkserver (Windows)
-        return multiprocessing.get_context("spawn")
-    # Only takes effect if the (process-wide) fork server has not started yet; harmless otherwise.
-    ctx.set_forkserver_preload(list(PRELOAD_MODULES))
-    return ctx
-
-
-def start_fork_server() -> None:
-    """Start the process-wide fork server now, without waiting for it: it imports and warms the
-    extraction stack (``PRELOAD_MODULES``, ~1 s) while the caller imports and connects, instead
-    of after. Entry points only (``python -m workbench.worker`` and its processes), before their
-    own heavy imports: the first page of a cold worker came ~0.35 s sooner (benchmarks/NOTES.md,
-    session 13). A pool created later uses this server; nothing happens without a fork server
-    (Windows) or when one is running."""
-    ctx = _mp_context()
-    if ctx.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
 
 
 def _noop() -> None:
@@ -201,7 +171,7 @@ class CpuPool:
         self.processes = max(1, int(processes or 1))
         self.timeout_s = timeout_s
         self._preload = PRELOAD_MODULES if warm_up else ()
-        self._ctx = _mp_context()
+        self._ctx = mp_context()
         self._idle: list[_Child] = []
         self._busy: set[_Child] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -66,14 +66,24 @@ def main(argv: list[str] | None = None) -> int:
         overrides["pipelines"] = args.pipelines
     try:
         settings = load_settings(**overrides)  # fail fast, before forking anything
+    except WorkbenchError as exc:
+        print(f"workbench.worker: error: {exc}", file=sys.stderr)
+        return 2
+    cpus = os.cpu_count() or 1
+    processes = args.processes or settings.worker_processes or default_processes(cpus)
+    if processes == 1:
+        from workbench.pipeline.forkserver import start_fork_server
+
+        # Its imports (trafilatura, the language model) beside this process's own, the pipeline
+        # modules' included; each process of a supervisor starts its own (supervisor._child).
+        start_fork_server()
+    try:
         from workbench.pipeline.registry import load_pipeline_modules
 
         load_pipeline_modules(settings.pipeline_modules)
     except WorkbenchError as exc:
         print(f"workbench.worker: error: {exc}", file=sys.stderr)
         return 2
-    cpus = os.cpu_count() or 1
-    processes = args.processes or settings.worker_processes or default_processes(cpus)
     options = {
         "burst": args.burst,
         "concurrency": args.concurrency,
@@ -81,9 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         if processes == 1:
-            from workbench.pipeline.cpu import start_fork_server
-
-            start_fork_server()  # its ~1 s of imports beside this process's own
             from workbench.worker.process import run_in_this_process
 
             return run_in_this_process(options, overrides)

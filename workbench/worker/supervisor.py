@@ -17,7 +17,7 @@ _RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 
 
 def _child(options: dict[str, Any], overrides: dict[str, Any]) -> None:
-    from workbench.pipeline.cpu import start_fork_server
+    from workbench.pipeline.forkserver import start_fork_server
 
     start_fork_server()  # its ~1 s of imports beside this process's own
     from workbench.worker.process import run_in_this_process
