@@ -12,15 +12,32 @@ def test_contract_names_importable() -> None:
     from workbench import Batch, Context, InvalidURLError, Workbench, pipeline  # noqa: F401
 
 
-def test_a_worker_imports_neither_the_client_nor_pandas() -> None:
-    # The client's names load on first use: the worker process and its CPU pool's fork server
-    # import ``workbench`` at start and never use the client (~1 s of CPU each at start).
-    code = ("import sys, workbench.worker.__main__, workbench.pipeline.cpu_preload; "
-            "print(sorted(m for m in ('pandas', 'pyarrow', 'workbench.client.batch', "
-            "'workbench.client.workbench') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+def _imported(code: str, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` a fresh interpreter has imported after running ``code``."""
+    probe = f"import sys\n{code}\nprint(sorted(m for m in {names!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return eval(out.stdout.strip())  # noqa: S307 - a list of names we printed
+
+
+def test_a_worker_imports_neither_the_client_nor_arrow_nor_numpy() -> None:
+    # What a worker process imports before its first page is on the way to it: the client
+    # (pandas, pyarrow) cost ~1 s of CPU at start, Arrow and numpy ~0.1 s more (chunk reads and
+    # embeddings load them on use). Loading the built-in pipelines is part of a worker's start.
+    code = ("import workbench.worker.__main__, workbench.worker.process, workbench.worker.runtime\n"
+            "from workbench.pipeline.registry import registry\n"
+            "registry.get('article')")
+    assert _imported(code, ("numpy", "pandas", "pyarrow", "workbench.client.batch",
+                            "workbench.client.workbench")) == []
     assert "Workbench" in dir(workbench) and workbench.Batch.__name__ == "Batch"
+
+
+def test_the_fork_server_preloads_only_the_extraction_stack() -> None:
+    # Every extraction process is forked from the server once its preload is done: the settings,
+    # the ledger, the queue and the HTTP client are the worker's, not the extraction's.
+    code = "import workbench.pipeline.forkserver, workbench.pipeline.cpu_preload"
+    assert _imported(code, ("aiohttp", "arq", "pandas", "pyarrow", "pydantic",
+                            "pydantic_settings", "sqlalchemy", "workbench.core.settings",
+                            "workbench.pipeline.context")) == []
 
 
 def test_all_is_complete_and_sorted() -> None:

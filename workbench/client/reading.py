@@ -25,7 +25,7 @@ from workbench.client import carried, frames
 from workbench.client.fields import release_parsed
 from workbench.core.errors import InvalidInputError
 from workbench.inputs.tables import CarriedColumn
-from workbench.ledger.chunks import ITEM_ARROW
+from workbench.ledger.chunks import item_arrow
 from workbench.ledger.reads import ResultSchema
 
 if TYPE_CHECKING:
@@ -184,6 +184,6 @@ async def whole_items(
     parts = [df async for df in iter_items(ledger, batch_id, chunk_rows=FETCH_ROWS * 4,
                                            columns=cols, statuses=statuses)]
     if not parts:
-        empty = pa.schema([(c, ITEM_ARROW[c]) for c in cols]).empty_table()
+        empty = pa.schema([(c, item_arrow()[c]) for c in cols]).empty_table()
         parts = [frames.items_frame(empty, cols)]
     return frames.finish_whole(frames.concat(parts), frames.NULLABLE_STRINGS)

@@ -11,13 +11,15 @@ import base64
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from workbench.core.errors import InvalidParamsError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NDARRAY_KEY = "__ndarray__"
 # Only plain numeric dtypes travel through results: never object arrays (that would need pickle).
@@ -27,12 +29,16 @@ _ALLOWED_DTYPES = {
 
 
 def _default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind not in "biuf":
-            return obj.tolist()
-        return encode_array(obj, dtype=None)
-    if isinstance(obj, np.generic):
-        return obj.item()
+    # numpy is not imported for this: a worker that stores no arrays never loads it (~30-60 ms
+    # of its start), and before numpy is imported no numpy object exists
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.kind not in "biuf":
+                return obj.tolist()
+            return encode_array(obj, dtype=None)
+        if isinstance(obj, np.generic):
+            return obj.item()
     if isinstance(obj, (datetime, date)):
         return obj.isoformat()
     if isinstance(obj, (set, frozenset, tuple)):
@@ -54,6 +60,8 @@ def encode_array(arr: Any, *, dtype: str | None = "float32") -> dict[str, Any]:
     Floats are stored as float32 by default (embeddings need no more); ``dtype=None`` keeps the
     array's own dtype.
     """
+    import numpy as np
+
     a = np.asarray(arr)
     target = np.dtype(dtype) if dtype is not None else a.dtype
     if target.name not in _ALLOWED_DTYPES:
@@ -72,6 +80,8 @@ def is_encoded_array(obj: Any) -> bool:
 
 def decode_array(obj: dict[str, Any]) -> np.ndarray:
     """The array ``encode_array`` encoded (a fresh, writable, native-endian copy)."""
+    import numpy as np
+
     try:
         dtype = np.dtype(str(obj.get("dtype", "float32")))
         shape = tuple(int(n) for n in obj["shape"])

@@ -1,6 +1,10 @@
 """What a chunk read of the ledger looks like (``ledger.reads``): the Arrow types of item and
 result columns, a row as one line of text built by the database and the lines parsed by
 Arrow's readers (``row_line``, ``rows_table``), and ``ResultChunk``.
+
+pyarrow is imported on first use, not with the module: the ledger (and so every worker process)
+imports this module, and only the readers need Arrow; importing it (with numpy) was ~0.1 s of a
+worker's start, on the way to its first page (benchmarks/NOTES.md, session 16).
 """
 
 from __future__ import annotations
@@ -8,26 +12,31 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pcsv
-import pyarrow.json as pj
 from sqlalchemy import Text, case, cast, func, literal, null
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: the time columns (stored as naive UTC; text on SQLite)
 TIMES = frozenset({"submitted_at", "started_at", "finished_at", "next_try_at", "fetched_at"})
 
-#: the Arrow type of each item column (``Ledger.item_tables``)
-ITEM_ARROW: dict[str, pa.DataType] = {
-    "item_id": pa.int64(), "position": pa.int64(), "url": pa.string(),
-    "normalized_url": pa.string(), "status": pa.string(), "attempts": pa.int64(),
-    "tries": pa.int64(), **{t: pa.timestamp("us") for t in sorted(TIMES - {"fetched_at"})},
-    "duration_s": pa.float64(), "worker_id": pa.string(), "cached": pa.bool_(),
-    "error_type": pa.string(), "error_message": pa.string(), "traceback": pa.string(),
-    "retryable": pa.bool_(), "carried": pa.string(),
-}
+
+@cache
+def item_arrow() -> dict[str, pa.DataType]:
+    """The Arrow type of each item column (``Ledger.item_tables``)."""
+    import pyarrow as pa
+
+    return {
+        "item_id": pa.int64(), "position": pa.int64(), "url": pa.string(),
+        "normalized_url": pa.string(), "status": pa.string(), "attempts": pa.int64(),
+        "tries": pa.int64(), **{t: pa.timestamp("us") for t in sorted(TIMES - {"fetched_at"})},
+        "duration_s": pa.float64(), "worker_id": pa.string(), "cached": pa.bool_(),
+        "error_type": pa.string(), "error_message": pa.string(), "traceback": pa.string(),
+        "retryable": pa.bool_(), "carried": pa.string(),
+    }
 
 
 def row_line(columns: Mapping[str, Any], sqlite: bool) -> Any:
@@ -45,8 +54,11 @@ def row_line(columns: Mapping[str, Any], sqlite: bool) -> Any:
         return cast(func.json_build_object(
             *[x for name, column in columns.items() for x in (literal(name), column)]), Text)
     formats, values = [], []
+    import pyarrow as pa
+
+    items, results = item_arrow(), result_arrow()
     for name, column in columns.items():
-        typ = ITEM_ARROW.get(name, RESULT_ARROW.get(name))
+        typ = items.get(name, results.get(name))
         if typ == pa.float64():
             formats.append("%s")
             values.append(case((column.is_(None), null()), else_=func.printf("%!.17g", column)))
@@ -63,6 +75,10 @@ def rows_table(lines: str | bytes, schema: pa.Schema, *, sqlite: bool
                ) -> tuple[pa.Table, list[int] | None]:
     """The lines of ``row_line`` -> a table of ``schema``, and the order the rows were put in
     to restore item order should the database have mixed them (None: as they came)."""
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pj
+
     body = lines.encode() if isinstance(lines, str) else lines
     block = max(1 << 20, len(body) + 1)  # one block: the chunk is parsed in one go
     if sqlite:
@@ -93,7 +109,7 @@ def rows_table(lines: str | bytes, schema: pa.Schema, *, sqlite: bool
 @dataclass(frozen=True)
 class ResultChunk:
     """A chunk of results: ``table`` (``item_id``, ``url``, provenance and perhaps
-    ``carried``, typed as ``RESULT_ARROW``: times naive UTC, ``timings`` JSON text), ``data``
+    ``carried``, typed as ``result_arrow()``: times naive UTC, ``timings`` JSON text), ``data``
     (the small fields, one JSON object a line, in the table's order) and ``bulk`` (each row's
     bulky fields, one JSON object a line, ``{}`` for none, as UTF-8; None when not read)."""
 
@@ -105,12 +121,16 @@ class ResultChunk:
         return int(self.table.num_rows)
 
 
-#: the Arrow type of each column of a ``ResultChunk``'s table
-RESULT_ARROW: dict[str, pa.DataType] = {
-    "item_id": pa.int64(), "url": pa.string(), "final_url": pa.string(),
-    "http_status": pa.int64(), "fetched_at": pa.timestamp("us"),
-    "content_sha256": pa.string(), "pipeline": pa.string(), "pipeline_version": pa.string(),
-    "params_hash": pa.string(), "workbench_version": pa.string(), "cached": pa.bool_(),
-    "from_stored_page": pa.bool_(), "duration_s": pa.float64(), "timings": pa.string(),
-    "carried": pa.string(),
-}
+@cache
+def result_arrow() -> dict[str, pa.DataType]:
+    """The Arrow type of each column of a ``ResultChunk``'s table."""
+    import pyarrow as pa
+
+    return {
+        "item_id": pa.int64(), "url": pa.string(), "final_url": pa.string(),
+        "http_status": pa.int64(), "fetched_at": pa.timestamp("us"),
+        "content_sha256": pa.string(), "pipeline": pa.string(), "pipeline_version": pa.string(),
+        "params_hash": pa.string(), "workbench_version": pa.string(), "cached": pa.bool_(),
+        "from_stored_page": pa.bool_(), "duration_s": pa.float64(), "timings": pa.string(),
+        "carried": pa.string(),
+    }
