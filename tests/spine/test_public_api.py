@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -14,9 +15,10 @@ def test_contract_names_importable() -> None:
 
 def _imported(code: str, names: tuple[str, ...]) -> list[str]:
     """Which of ``names`` a fresh interpreter has imported after running ``code``."""
-    probe = f"import sys\n{code}\nprint(sorted(m for m in {names!r} if m in sys.modules))"
+    probe = (f"import json, sys\n{code}\n"
+             f"print(json.dumps(sorted(m for m in {names!r} if m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    return eval(out.stdout.strip())  # noqa: S307 - a list of names we printed
+    return list(json.loads(out.stdout))
 
 
 def test_a_worker_imports_neither_the_client_nor_arrow_nor_numpy() -> None:

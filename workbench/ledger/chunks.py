@@ -53,9 +53,9 @@ def row_line(columns: Mapping[str, Any], sqlite: bool) -> Any:
     if not sqlite:
         return cast(func.json_build_object(
             *[x for name, column in columns.items() for x in (literal(name), column)]), Text)
-    formats, values = [], []
     import pyarrow as pa
 
+    formats, values = [], []
     items, results = item_arrow(), result_arrow()
     for name, column in columns.items():
         typ = items.get(name, results.get(name))
