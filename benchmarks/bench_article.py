@@ -18,9 +18,9 @@
 CPU is accounted per process with psutil over the same steady window (issue 13): the worker's own
 processes (the event loop: fetch, ledger, queue) and the extraction processes (the CPU pool and
 its fork server), each per page and beside trafilatura's single-core time, and how busy they kept
-the cores (pages/s × CPU per page ÷ cores). The pages are on
-loopback, so the run turns off the fetcher's refusal of non-public addresses
-(``block_private_addresses``), as a user crawling an intranet would.
+the cores (pages/s × CPU per page ÷ cores). The pages are on loopback, so the run turns off the
+fetcher's refusal of non-public addresses (``block_private_addresses``), as a user crawling an
+intranet would.
 """
 
 from __future__ import annotations

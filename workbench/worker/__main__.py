@@ -1,7 +1,9 @@
 """``python -m workbench.worker [--processes N] [--concurrency N] [--burst] [--pipelines MOD,...]``
 
 One process runs the worker itself (``process.run_in_this_process``); more are started and
-watched by ``supervisor``. Settings and pipeline modules are checked before anything starts.
+watched by ``supervisor``. The settings are checked before anything starts, the pipeline modules
+before the worker does (a bad one exits 2; the CPU pool's fork server, started beside their
+loading, goes with the process).
 """
 
 from __future__ import annotations
