@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(**overrides)  # fail fast, before forking anything
     except WorkbenchError as exc:
-        print(f"workbench.worker: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc, 2)
     cpus = os.cpu_count() or 1
     processes = args.processes or settings.worker_processes or default_processes(cpus)
     if processes == 1:
@@ -84,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
         load_pipeline_modules(settings.pipeline_modules)
     except WorkbenchError as exc:
-        print(f"workbench.worker: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc, 2)
     options = {
         "burst": args.burst,
         "concurrency": args.concurrency,
@@ -100,8 +98,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return supervise(processes, options, overrides)
     except WorkbenchError as exc:
-        print(f"workbench.worker: error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc, 1)
+
+
+def _error(exc: WorkbenchError, code: int) -> int:
+    """One line on stderr naming what is wrong; ``code`` is the exit status (2: bad settings or
+    pipeline modules, 1: the worker could not run)."""
+    print(f"workbench.worker: error: {exc}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
