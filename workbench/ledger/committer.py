@@ -10,7 +10,8 @@ handler before a commit is written by one handler call, one statement for many i
 statement per item costs ~1 ms of Python and driver overhead and capped a worker's throughput.
 On a SQLite file, a batched op that also has a *direct* handler (a plain function of a
 ``sqlite3`` connection) is written by ``ledger.direct.SqliteDirect``: the commit's direct ops run
-as one function in the writer's thread, one thread hop per commit instead of three per statement.
+as one function, on the event loop while SQLite's lock is free (in the writer's thread when it must
+be waited for), instead of three thread hops per statement.
 A commit whose ops are not all direct runs the others first, in a transaction of their own
 (as before, plain ops ran before the batched ones).
 """
@@ -36,7 +37,7 @@ T = TypeVar("T")
 Op = Callable[[AsyncConnection], Awaitable[Any]]
 #: ``handler(conn, args) -> results``, one result per argument, in order
 BatchHandler = Callable[[AsyncConnection, Sequence[Any]], Awaitable[Sequence[Any]]]
-#: the same op on a plain ``sqlite3`` connection, run in ``SqliteDirect``'s thread
+#: the same op on a plain ``sqlite3`` connection, run by ``SqliteDirect``
 DirectHandler = Callable[[sqlite3.Connection, Sequence[Any]], Sequence[Any]]
 log = get_logger("workbench.ledger")
 

@@ -9,15 +9,16 @@ would cost a good part of that. Bodies over ``INLINE_MAX_BYTES`` (a few ms of zs
 compressed in a thread, so a huge page does not stall the loop. A caller that already has the
 body compressed (the ``article`` pipeline's extraction process does it) passes it as ``stored``.
 
-Loads on a SQLite file go to the direct reader's thread (``ledger.direct``) together: the loads
-asked for while the event loop runs one round of ready callbacks (the items a group commit just
-claimed all look up their page at once) share one thread hand-off, each a fraction of a
-millisecond of the worker's CPU on a small VM (benchmarks/NOTES.md, session 11).
+Loads on a SQLite file go to the direct reader (``ledger.direct``: on the event loop, or in its
+thread when SQLite's lock must be waited for) together: the loads asked for while the event loop
+runs one round of ready callbacks (the items a group commit just claimed all look up their page
+at once) share one call, each a fraction of a millisecond of the worker's CPU on a small VM
+(benchmarks/NOTES.md, sessions 11 and 17).
 
 Saves are a batched op of the group commit (``GroupCommitter.run_batched``): the pages fetched
 since the last commit are written with one executemany per table through prepared INSERTs
-(``ledger.bulk``), not two statements built per page; on a SQLite file, in the direct writer's
-thread with the commit's claims and completions (``ledger.direct``).
+(``ledger.bulk``), not two statements built per page; on a SQLite file, by the direct writer
+with the commit's claims and completions (``ledger.direct``).
 """
 
 from __future__ import annotations

@@ -80,19 +80,22 @@ class Ledger(SubmitMixin, WorkMixin, SummariesMixin, MaintenanceMixin, ReadsMixi
         self.read_engine: AsyncEngine = (
             make_engine(url, immediate=False) if self.dialect == "sqlite" else self.engine
         )
-        # a SQLite file: the group commit's hot writes, and the page store's look-ups, each on a
-        # plain sqlite3 connection in a thread of its own (``ledger.direct``)
+        # a SQLite file: bulk writes (submit, retry, cancel) and the group commit's direct writer
+        # leave their checkpoint to it
         path = sqlite_file(url)
+        self.checkpointer = WalCheckpointer(
+            path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS
+        ) if path else None
+        # a SQLite file: the group commit's hot writes, and the page store's look-ups, each on a
+        # plain sqlite3 connection of its own (``ledger.direct``)
         self.committer = GroupCommitter(
             self.engine, linger_s=commit_linger_s,
-            direct=SqliteDirect(path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS) if path else None,
+            direct=SqliteDirect(
+                path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS, checkpoint=self.checkpointer.soon
+            ) if path and self.checkpointer else None,
         )
         self.direct_reader = SqliteDirect(
             path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS, reader=True
-        ) if path else None
-        # a SQLite file: bulk writes (submit, retry, cancel) leave their checkpoint to it
-        self.checkpointer = WalCheckpointer(
-            path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS
         ) if path else None
         self._started = False
         self._bulk = BulkInserter()
