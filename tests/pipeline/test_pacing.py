@@ -234,3 +234,16 @@ async def _rows(pacer: HostPacer) -> dict[str, Any]:
     state = pacer.hosts[H]
     return {"backoff_s": state.penalty, "throttled": state.throttled,
             "delay_s": gap_s(state, pacer.rule), "response_gap_s": state.latency_gap}
+
+
+async def test_a_release_soon_is_in_effect_for_the_next_acquire(make_pacer):
+    """A fetch's end is not waited for (``release_soon``), yet the pacer's next acquire sees its
+    lease freed: a new host allows one request at a time, and the next one is not told busy."""
+    pacer = make_pacer(per_host_delay_s=0.0)
+    for _ in range(3):
+        _, lease = await go(pacer)
+        pacer.release_soon(H, lease, "ok", latency_s=0.0, retry_after_s=0.0)
+    await pacer.flush()
+    if isinstance(pacer, RedisHostPacer):
+        (row,) = await host_rows(pacer.redis, SETTINGS[id(pacer)])
+        assert (row["requests"], row["in_flight"]) == (3, 0)

@@ -15,8 +15,8 @@ measured reason, and all of them are here:
   queue and what ARQ's ``run_job`` reads at each job's start (``queue/starts.py``), and a freed
   slot is refilled at once instead of after ``poll_delay`` (133 -> 194 items/s, in-process; see
   benchmarks/RESULTS.md); a Redis outage is waited out instead of ending the worker. Overrides
-  ``finish_job`` too: the jobs finishing together are finished in one script call
-  (``queue/finishes.py``).
+  ``finish_job`` too: a job's finish (``queue/finishes.py``) is not waited for but rides with the
+  next start call, which its freed slot brings about at once (``queue/rides.py``).
 - **ARQ's key layout** (``JOB_KEY_PREFIX``, ``RETRY_KEY_PREFIX``, ``IN_PROGRESS_KEY_PREFIX``): to
   drop, check and sweep jobs without ARQ's per-job round trips.
 - **``Job``'s private constructor arguments** (``arq_job``), to read a job back in tests.
@@ -55,13 +55,14 @@ from arq.worker import Retry as ArqRetry
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workbench.core.codec import job_dumps, job_loads
 from workbench.core.logs import get_logger
 from workbench.queue.connections import quicken
-from workbench.queue.finishes import FINISH_LUA, FINISHED, FinishBatcher, requeued
+from workbench.queue.finishes import FINISH_LUA, FINISHED, requeued
+from workbench.queue.rides import Rides
 from workbench.queue.starts import CURRENT_START, START_LUA, StartedPool, started_jobs
 
 __all__ = [
@@ -178,6 +179,8 @@ def daily_cron_job(
 #: 4,100-4,550; the article run's worker CPU per page did not move (benchmarks/NOTES.md,
 #: session 14).
 _REFILL_COALESCE_S = 0.001
+#: a job's finish waits at most this long for a start call to ride with (``queue/rides.py``)
+_FINISH_LINGER_S = 0.05
 
 
 def paced_key(queue_name: str) -> str:
@@ -217,7 +220,7 @@ class QueueWorker(Worker):
         self._read_again = False
         self._start_script: Any = None
         self._finish_script: Any = None
-        self._finishes = FinishBatcher(self._run_finish_script)
+        self._rides: Rides | None = None
         self._redis_failures = 0
         self._writes_refused = False
         #: jobs whose start or finish Redis refused to record (a full disk): their in-progress
@@ -273,6 +276,9 @@ class QueueWorker(Worker):
                 outcome, asyncio.CancelledError
             ):
                 raise outcome
+        if self._rides is not None:  # the last finishes (a failure is logged)
+            with contextlib.suppress(RedisError, OSError):
+                await self._rides.flush()
         await self.pool.delete(self.health_check_key)
         if self.on_shutdown:
             await self.on_shutdown(self.ctx)
@@ -302,12 +308,13 @@ class QueueWorker(Worker):
         # no candidates: the script still looks for released paced jobs (queue/lines.py)
         if self._start_script is None:
             self._start_script = self.pool.register_script(START_LUA)
-        try:
-            started = await self._start_script(
-                keys=[self.queue_name, paced_key(self.queue_name)],
-                args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000),
-                      in_progress_key_prefix, job_key_prefix, retry_key_prefix, free,
-                      self._start_token(), read_first, *candidates],
+        try:  # the finishes waiting to be sent go first, in the same round trip
+            started = await self._riding().call(
+                self._start_script,
+                [self.queue_name, paced_key(self.queue_name)],
+                [timestamp_ms(), int(self.in_progress_timeout_s * 1000), in_progress_key_prefix,
+                 job_key_prefix, retry_key_prefix, free, self._start_token(), read_first,
+                 *candidates],
             )
         except ResponseError as exc:
             if refuses_writes(exc):  # it may have marked some before Redis said no
@@ -381,24 +388,30 @@ class QueueWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        """ARQ's finish_job, for all the jobs finishing together in one script call (ARQ's own
-        MULTI/EXEC per job was a sixth of a no-op worker's CPU): those finishing in the same turn
-        of the loop, or while the previous call is in flight, go in one ``FINISH_LUA`` call
-        writing what ARQ would. Jobs whose result or in-progress key is kept (cron) are ARQ's. A
-        failure is raised in every job of the call, as ARQ's pipeline raises it in its job."""
+        """ARQ's finish_job as a ``FINISH_LUA`` call writing what ARQ would, not waited for: it
+        rides with the start call the freed slot brings about (``queue/rides.py``). A finish
+        Redis does not take hands the job back, as when ``run_job`` meets one (the outcome is in
+        the ledger). Jobs whose result or in-progress key is kept (cron) are ARQ's."""
         if result_data or keep_in_progress is not None:
             await super().finish_job(job_id, finish, result_data, result_timeout_s,
                                      keep_result_forever, incr_score, keep_in_progress)
             return
-        await self._finishes.finish(job_id, FINISHED if finish else requeued(incr_score))
-
-    async def _run_finish_script(self, ids_and_ops: list[str]) -> None:
+        rides = self._riding()
         if self._finish_script is None:
             self._finish_script = self.pool.register_script(FINISH_LUA)
-        await self._finish_script(
-            keys=[self.queue_name, abort_jobs_ss],
-            args=[in_progress_key_prefix, retry_key_prefix, job_key_prefix, *ids_and_ops],
+        rides.add(
+            self._finish_script, [self.queue_name, abort_jobs_ss],
+            [in_progress_key_prefix, retry_key_prefix, job_key_prefix, job_id,
+             FINISHED if finish else requeued(incr_score)],
+            on_error=lambda _exc: self._handed_back.add(job_id),
         )
+
+    def _riding(self) -> Rides:
+        """The finishes waiting to ride with the next start call (on ARQ's own pool)."""
+        if self._rides is None:
+            self._rides = Rides(cast(QueueRedis, self._pool), linger_s=_FINISH_LINGER_S,
+                                what="job finishes")
+        return self._rides
 
     async def _hand_back(self) -> None:
         jobs, self._handed_back = sorted(self._handed_back), set()

@@ -1,17 +1,14 @@
-"""The jobs a worker finishes together, written to Redis in one script call.
+"""A job's finish as one script call: ``FINISH_LUA``.
 
 Used by ``arq_adapter`` alone (``QueueWorker.finish_job``), which knows ARQ's keys and passes
 them in; nothing here imports ARQ. ARQ finishes each job with its own MULTI/EXEC pipeline, a sixth
-of a no-op worker's CPU; here the finishes that arrive in the same turn of the event loop, or
-while the previous call is in flight, go in one call of ``FINISH_LUA``.
+of a no-op worker's CPU; here a finish is one ``FINISH_LUA`` call, sent with the worker's next
+start call in one round trip (``queue/rides.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-
-__all__ = ["FINISHED", "FINISH_LUA", "FinishBatcher", "requeued"]
+__all__ = ["FINISHED", "FINISH_LUA", "requeued"]
 
 # KEYS[1] = queue, KEYS[2] = ARQ's abort set; ARGV = in-progress, retry and job key prefixes, then
 # (id, op) pairs: op FINISHED ('') finishes the job (ARQ's finish_job with finish=True and no
@@ -42,42 +39,3 @@ FINISHED = ""
 def requeued(incr_score: int | None) -> str:
     """The op of a job left queued (ARQ's ``finish=False``), its score raised by ``incr_score``."""
     return str(int(incr_score or 0))
-
-
-class FinishBatcher:
-    """Gathers finishes and runs ``call(["id", "op", "id", "op", ...])`` for each gathered lot,
-    one call at a time. Every ``finish`` returns once its call did, or raises what the call
-    raised (each job of a failed call sees the failure, as with its own pipeline)."""
-
-    def __init__(self, call: Callable[[list[str]], Awaitable[object]]) -> None:
-        self._call = call
-        self._pending: list[tuple[str, str, asyncio.Future[None]]] = []
-        self._runner: asyncio.Task[None] | None = None
-
-    async def finish(self, job_id: str, op: str) -> None:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._pending.append((job_id, op, waiter))
-        if self._runner is None or self._runner.done():
-            self._runner = loop.create_task(self._run())
-        await waiter
-
-    async def _run(self) -> None:
-        await asyncio.sleep(0)  # the jobs ending in this turn of the loop join the first call
-        while self._pending:
-            lot, self._pending = self._pending, []
-            try:
-                await self._call([x for job_id, op, _ in lot for x in (job_id, op)])
-            except asyncio.CancelledError:  # the loop is closing: no finish waits forever
-                for *_, waiter in lot + self._pending:
-                    waiter.cancel()
-                self._pending = []
-                raise
-            except Exception as exc:
-                for *_, waiter in lot:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
-            else:
-                for *_, waiter in lot:
-                    if not waiter.done():
-                        waiter.set_result(None)

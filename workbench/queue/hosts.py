@@ -42,10 +42,14 @@ from workbench.queue.lines import (
     note_waiting,
     waiting_key,
 )
+from workbench.queue.rides import Rides
 
 __all__ = ["HOST_TTL_S", "RedisHostPacer", "host_rows"]
 
 HOST_TTL_S = 7 * 24 * 3600
+#: a request's end (``release_soon``) waits at most this long for the next ``acquire`` to ride
+#: with (``queue/rides.py``); in a busy worker the next one comes in ~15 ms
+RELEASE_LINGER_S = 0.05
 
 # KEYS: host hash, leases, hosts index, line, paced, queue, the batch's waiting set. ARGV: max wait
 # ms (-1: wait however long), floor ms, ceiling ms, max concurrency, lease ttl ms, lease id, host,
@@ -219,6 +223,7 @@ class RedisHostPacer:
         self._confirm = redis.register_script(_CONFIRM_LUA)
         self._touch = redis.register_script(_TOUCH_LUA)
         self._read_or_claim = redis.register_script(_READ_OR_CLAIM_LUA)
+        self._rides = Rides(redis, linger_s=RELEASE_LINGER_S, what="ends of requests to hosts")
         # a script, not HINCRBY: a count never makes a host hash without its expiry
         self._count = redis.register_script(
             "if redis.call('EXISTS', KEYS[1]) == 1 then "
@@ -250,8 +255,8 @@ class RedisHostPacer:
         ]
         keys = [*self._host_keys(host), *self._line_keys(host),
                 waiting_key(self.queue_name, batch_id)]
-        try:
-            reply = await self._acquire(keys=keys, args=args)
+        try:  # with the ends of requests waiting to be recorded, before it (release_soon)
+            reply = await self._rides.call(self._acquire, keys, args)
         except (RedisError, OSError) as exc:
             raise QueueError(f"Redis refused to pace {host}: {exc}") from exc
         verdict = _text(reply[0])
@@ -278,7 +283,7 @@ class RedisHostPacer:
         except (RedisError, OSError) as exc:
             raise QueueError(f"Redis refused to record a request to {host}: {exc}") from exc
 
-    async def release(
+    def release_soon(
         self, host: str, lease: str, outcome: Outcome, *, latency_s: float, retry_after_s: float
     ) -> None:
         r = self.rule
@@ -287,11 +292,19 @@ class RedisHostPacer:
             r.floor_s * 1000, r.ceiling_s * 1000, r.backoff_factor, r.recover_factor,
             r.too_many_step_s * 1000, r.overloaded_step_s * 1000, r.hard_margin,
         ]
+        self._rides.add(self._release, self._host_keys(host)[:2] + self._line_keys(host), args)
+
+    async def release(
+        self, host: str, lease: str, outcome: Outcome, *, latency_s: float, retry_after_s: float
+    ) -> None:
+        self.release_soon(host, lease, outcome, latency_s=latency_s, retry_after_s=retry_after_s)
+        await self.flush()
+
+    async def flush(self) -> None:
         try:
-            await self._release(keys=self._host_keys(host)[:2] + self._line_keys(host),
-                                args=args)
+            await self._rides.flush()
         except (RedisError, OSError) as exc:
-            raise QueueError(f"Redis refused to record a request to {host}: {exc}") from exc
+            raise QueueError(f"Redis refused to record the end of a request: {exc}") from exc
 
     async def set_robots(
         self, host: str, *, state: str, crawl_delay_s: float,

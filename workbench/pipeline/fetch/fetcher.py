@@ -228,6 +228,10 @@ class Fetcher:
     async def close(self) -> None:
         """Close the connection pool. Idempotent; a later ``fetch`` opens a new one."""
         self.politeness.close()
+        try:  # the ends of the last requests, not left to their leases' expiry
+            await self.politeness.pacer.flush()
+        except Exception as exc:
+            log.warning("recording the last requests' ends failed", error=str(exc)[:300])
         if self._proxied_check is not None:
             await self._proxied_check.close()
         if self._session is not None:

@@ -82,6 +82,18 @@ class HostPacer(Protocol):
         """``core.pacing.release``: free the lease; the outcome moves the host's gap."""
         ...
 
+    def release_soon(
+        self, host: str, lease: str, outcome: Outcome, *, latency_s: float, retry_after_s: float
+    ) -> None:
+        """``release`` without waiting for it: recorded before this pacer's next ``acquire``
+        takes effect, or on its own within moments (a shared pacer sends both in one round
+        trip). A failure is logged; the lease then expires with its TTL."""
+        ...
+
+    async def flush(self) -> None:
+        """Until every ``release_soon`` so far is recorded."""
+        ...
+
     async def set_robots(
         self, host: str, *, state: str, crawl_delay_s: float,
         store: tuple[str, str, float] | None = None,
@@ -166,10 +178,18 @@ class LocalPacer:
     async def release(
         self, host: str, lease: str, outcome: Outcome, *, latency_s: float, retry_after_s: float
     ) -> None:
+        self.release_soon(host, lease, outcome, latency_s=latency_s, retry_after_s=retry_after_s)
+
+    def release_soon(
+        self, host: str, lease: str, outcome: Outcome, *, latency_s: float, retry_after_s: float
+    ) -> None:
         pacing.release(
             self._host(host), self.rule, self._now(), lease, outcome,
             latency_s=latency_s, retry_after_s=retry_after_s,
         )
+
+    async def flush(self) -> None:
+        return None  # in memory: every release is recorded at once
 
     async def set_robots(
         self, host: str, *, state: str, crawl_delay_s: float,

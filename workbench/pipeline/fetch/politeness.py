@@ -108,11 +108,12 @@ class Politeness:
             raise
         finally:
             outcome, retry_after = classify(slot, failure)
-            # shielded: a cancelled fetch still frees its lease (else it would hold it until
-            # the lease expires); and the host's gap learns from what did happen
-            await asyncio.shield(self.pacer.release(
+            # not waited for (it rides with the pacer's next call); a cancelled fetch frees its
+            # lease too (else it would hold it until the lease expires), and the host's gap
+            # learns from what did happen
+            self.pacer.release_soon(
                 host, lease, outcome, latency_s=slot.latency_s, retry_after_s=retry_after
-            ))
+            )
 
     def trace_config(self) -> aiohttp.TraceConfig:
         """For the fetcher's session: a request that leaves late records when it left."""
@@ -152,9 +153,9 @@ class Politeness:
                                 break
                             await asyncio.sleep(more)
                     except BaseException:
-                        await asyncio.shield(self.pacer.release(
+                        self.pacer.release_soon(
                             host, lease, "cancelled", latency_s=0.0, retry_after_s=0.0
-                        ))
+                        )
                         raise
                 return lease, asked_at
             if verdict == "defer":
