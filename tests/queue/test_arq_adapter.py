@@ -321,3 +321,45 @@ async def test_run_job_starts_on_what_the_start_script_read(embedded_redis: str)
         assert multis[0] >= multis[1] + 3, "ARQ's own start no longer sends MULTI per job"
     finally:
         await redis.aclose()
+
+
+async def test_finishes_ride_with_the_next_start_call(embedded_redis: str) -> None:
+    """A job's finish is not waited for: it goes with the start call its freed slot brings about,
+    before it, in one round trip; one Redis does not take hands its job back."""
+    from arq.connections import create_pool
+    from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+
+    async def record(ctx: dict[str, Any], item: int, attempt: int) -> None:
+        return None
+
+    redis = await create_pool(RedisSettings.from_dsn(embedded_redis))
+    template = arq_adapter.payload_template("record")
+    queue = "wbtest:rides"
+    ids = [f"rides-{i}" for i in range(3)]
+    try:
+        for i, jid in enumerate(ids):
+            await redis.zadd(queue, {jid: 1000 + i})
+            await redis.set(job_key_prefix + jid, template % (10 + i, 1, 1000))
+        worker = QueueWorker(functions=[func(record, name="record")], redis_pool=redis,
+                             queue_name=queue, handle_signals=False, keep_result=0,
+                             job_serializer=job_dumps, job_deserializer=job_loads)
+        await worker.start_jobs([j.encode() for j in ids])
+        await asyncio.gather(*worker.tasks.values())
+        rides = worker._riding()
+        assert await redis.zcard(queue) == 3  # finished, not sent yet
+        await worker._poll_once()  # the next start call: the finishes go first
+        assert (rides.rode, rides.went_alone) == (3, 0)
+        assert await redis.zcard(queue) == 0
+        assert not await redis.exists(*(in_progress_key_prefix + j for j in ids))
+
+        # a finish Redis does not take (the abort set is not a sorted set): its job handed back
+        await redis.zadd(queue, {"rides-x": 1000})
+        await redis.set(job_key_prefix + "rides-x", template % (20, 1, 1000))
+        await redis.set(abort_jobs_ss, "not a sorted set")
+        await worker.start_jobs([b"rides-x"])
+        await asyncio.gather(*worker.tasks.values())
+        await worker._poll_once()
+        assert worker._handed_back == {"rides-x"}
+    finally:
+        await redis.delete(abort_jobs_ss, queue)
+        await redis.aclose()

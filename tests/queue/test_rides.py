@@ -106,3 +106,20 @@ async def test_a_failing_ride_is_logged_and_costs_the_call_nothing(
     rides.add(failing, [], [])
     with pytest.raises(Exception, match="refused by the test"):
         await rides.flush()  # flush raises: its caller waits for it
+
+
+async def test_cancelling_a_call_does_not_drop_what_rides_with_it(redis) -> None:
+    """A fetch cancelled while its acquire is in flight (a job's timeout, a worker stopping): the
+    end of the request riding with it still lands."""
+    pacer, settings = _pacer(redis)
+    _, _, first = await pacer.acquire(H, max_wait_s=None)
+    pacer.release_soon(H, first, "ok", latency_s=0.0, retry_after_s=0.0)
+    acquiring = asyncio.create_task(pacer.acquire(H, max_wait_s=None))
+    await asyncio.sleep(0)  # the pipeline is on its way
+    acquiring.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await acquiring
+    await pacer.flush()  # waits for the send in flight
+    assert (pacer._rides.rode, pacer._rides.went_alone) == (1, 0)
+    leases = await redis.zrange(f"{settings.queue_name}:host:{H}:leases", 0, -1)
+    assert first.encode() not in leases  # freed; the cancelled acquire's own lease expires

@@ -51,7 +51,7 @@ class Rides:
         self._what = what
         self._waiting: list[_Call] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._alone: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Task[list[Any]]] = set()
         self._loaded: set[str] = set()  # the scripts this process loaded into the server
         #: calls sent with another one, and alone (after the linger, or by ``flush``)
         self.rode = 0
@@ -67,17 +67,13 @@ class Rides:
             self._timer = asyncio.get_running_loop().call_later(self._linger_s, self._go_alone)
 
     async def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        """``script(keys, args)``'s reply, the waiting calls sent before it in one round trip."""
+        """``script(keys, args)``'s reply, the waiting calls sent before it in one round trip.
+        Cancelling the caller does not cancel the send: the calls riding with it still land."""
         waiting = self._take()
         if not waiting:
             return await script(keys=keys, args=args)
-        try:
-            *rides, reply = await self._send([*waiting, (script, keys, args, None)])
-        except (RedisError, OSError) as exc:
-            self._failed(waiting, exc)
-            raise
-        self.rode += len(waiting)
-        self._check(waiting, rides)
+        sent = self._launch([*waiting, (script, keys, args, None)], rides=len(waiting))
+        reply = (await asyncio.shield(sent))[-1]
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -86,18 +82,12 @@ class Rides:
         """Until every call added so far went; raises the first error sending them met."""
         waiting = self._take()
         if waiting:
-            self.went_alone += len(waiting)
-            try:
-                replies = await self._send(waiting)
-            except (RedisError, OSError) as exc:
-                self._failed(waiting, exc)
-                raise
-            self._check(waiting, replies)
+            replies = await asyncio.shield(self._launch(waiting, rides=len(waiting), alone=True))
             errors = [r for r in replies if isinstance(r, Exception)]
             if errors:
                 raise errors[0]
-        if self._alone:
-            await asyncio.gather(*self._alone, return_exceptions=True)
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
 
     def _take(self) -> list[_Call]:
         waiting, self._waiting = self._waiting, []
@@ -105,6 +95,36 @@ class Rides:
             self._timer.cancel()
             self._timer = None
         return waiting
+
+    def _go_alone(self) -> None:
+        self._timer = None
+        waiting = self._take()
+        if waiting:
+            self._launch(waiting, rides=len(waiting), alone=True)
+
+    def _launch(
+        self, calls: list[_Call], *, rides: int, alone: bool = False
+    ) -> asyncio.Task[list[Any]]:
+        """``_send(calls)`` in a task of its own, kept until it ends; the first ``rides`` calls
+        are rides: counted, and their failures logged and told (``_sent``)."""
+        task = asyncio.get_running_loop().create_task(self._send(calls))
+        self._sending.add(task)
+        task.add_done_callback(lambda done: self._sent(done, calls[:rides], alone))
+        return task
+
+    def _sent(self, task: asyncio.Task[list[Any]], rides: list[_Call], alone: bool) -> None:
+        self._sending.discard(task)
+        failure = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if failure is not None:  # none of them went, or it is not known which did
+            self._failed(rides, failure)
+            return
+        if alone:
+            self.went_alone += len(rides)
+        else:
+            self.rode += len(rides)
+        for call, reply in zip(rides, task.result(), strict=False):
+            if isinstance(reply, Exception):
+                self._failed([call], reply)
 
     async def _send(self, calls: list[_Call]) -> list[Any]:
         """One pipeline of EVALSHAs (not the scripts' own calls: redis-py's pipeline would first
@@ -123,34 +143,15 @@ class Rides:
             replies = list(await pipe.execute(raise_on_error=False))
         for i, (reply, (script, keys, args, _)) in enumerate(zip(replies, calls, strict=True)):
             if isinstance(reply, NoScriptError):
-                self._loaded.discard(script.sha)
                 try:
-                    replies[i] = await script(keys=keys, args=args)
+                    replies[i] = await script(keys=keys, args=args)  # loads it
                 except (RedisError, OSError) as exc:
                     replies[i] = exc
         return replies
 
-    def _go_alone(self) -> None:
-        self._timer = None
-        waiting = self._take()
-        if waiting:
-            task = asyncio.get_running_loop().create_task(self._send_alone(waiting))
-            self._alone.add(task)
-            task.add_done_callback(self._alone.discard)
-
-    async def _send_alone(self, waiting: list[_Call]) -> None:
-        self.went_alone += len(waiting)
-        try:
-            self._check(waiting, await self._send(waiting))
-        except (RedisError, OSError) as exc:
-            self._failed(waiting, exc)
-
-    def _check(self, calls: list[_Call], replies: list[Any]) -> None:
-        for call, reply in zip(calls, replies, strict=True):
-            if isinstance(reply, Exception):
-                self._failed([call], reply)
-
     def _failed(self, calls: list[_Call], exc: BaseException) -> None:
+        if not calls:
+            return
         log.warning("calls sent later failed", calls=len(calls), what=self._what,
                     error=f"{type(exc).__name__}: {exc}"[:300])
         for *_, on_error in calls:
