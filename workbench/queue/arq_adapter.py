@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from signal import SIGUSR1, Signals
@@ -60,7 +59,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workbench.core.codec import job_dumps, job_loads
 from workbench.core.logs import get_logger
-from workbench.queue.connections import quicken
+from workbench.queue.connections import quicken, refuses_writes
 from workbench.queue.finishes import FINISH_LUA, FINISHED, requeued
 from workbench.queue.rides import Rides
 from workbench.queue.starts import CURRENT_START, START_LUA, StartedPool, started_jobs
@@ -189,17 +188,6 @@ def paced_key(queue_name: str) -> str:
     job's own score (deferred by ``deferral`` as a fallback). ARQ alone starts due jobs in score
     order, so a paced job would wait behind every older job of a backlog, its host idle."""
     return f"{queue_name}:paced"
-
-
-#: replies of a Redis that is up but takes no writes for now (alone, or quoted by redis-py in
-#: "Command # 1 (ZREM ...) of pipeline caused error: ('MISCONF ...')")
-_WRITE_REFUSAL = re.compile(r"(?:^|caused error: \(')(?:MISCONF|OOM|READONLY) ")
-
-
-def refuses_writes(exc: BaseException) -> bool:
-    """Whether ``exc`` is Redis refusing a write for a while: ``MISCONF`` (it cannot persist: a
-    full disk), ``OOM`` (maxmemory) or ``READONLY`` (a replica after a failover)."""
-    return isinstance(exc, ResponseError) and _WRITE_REFUSAL.search(str(exc)) is not None
 
 
 class QueueWorker(Worker):
@@ -388,10 +376,9 @@ class QueueWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        """ARQ's finish_job as a ``FINISH_LUA`` call writing what ARQ would, not waited for: it
-        rides with the start call the freed slot brings about (``queue/rides.py``). A finish
-        Redis does not take hands the job back, as when ``run_job`` meets one (the outcome is in
-        the ledger). Jobs whose result or in-progress key is kept (cron) are ARQ's."""
+        """ARQ's finish_job as a ``FINISH_LUA`` call, not waited for: it rides with the start call
+        the freed slot brings about (``queue/rides.py``); one Redis refuses hands the job back, as
+        in ``run_job``. Jobs whose result or in-progress key is kept (cron) are ARQ's."""
         if result_data or keep_in_progress is not None:
             await super().finish_job(job_id, finish, result_data, result_timeout_s,
                                      keep_result_forever, incr_score, keep_in_progress)

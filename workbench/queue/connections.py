@@ -14,15 +14,29 @@ parser) and a connection the server closed (EOF seen); either is dropped and ope
 a zero-timeout read could catch besides, bytes that reach the socket in the very round the
 command is sent, only happen when a command's reply was abandoned, and redis-py already drops
 the connection then (``read_response`` disconnects on any exception, cancellation included).
+
+``refuses_writes`` tells the replies of a Redis that is up but takes no writes for now.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+#: replies of a Redis that is up but takes no writes for now (alone, or quoted by redis-py in
+#: "Command # 1 (ZREM ...) of pipeline caused error: ('MISCONF ...')")
+_WRITE_REFUSAL = re.compile(r"(?:^|caused error: \(')(?:MISCONF|OOM|READONLY) ")
+
+
+def refuses_writes(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis refusing a write for a while: ``MISCONF`` (it cannot persist: a
+    full disk), ``OOM`` (maxmemory) or ``READONLY`` (a replica after a failover)."""
+    return isinstance(exc, ResponseError) and _WRITE_REFUSAL.search(str(exc)) is not None
 
 
 def has_pending_input(connection: AbstractConnection) -> bool | None:
