@@ -225,3 +225,32 @@ async def test_a_ledgers_hot_writes_run_on_the_loop_and_are_checkpointed(
         await ledger.close()
     with sqlite3.connect(db) as conn:
         assert _count(conn, None) == 40
+
+
+async def test_a_cancelled_call_keeps_the_connection_until_its_thread_is_done(
+    tmp_path: Path,
+) -> None:
+    """Cancelling a caller does not stop its statements in the thread: until they end, the next
+    call must not use the connection on the loop (it would BEGIN inside their transaction)."""
+    import time
+
+    def slow(conn: sqlite3.Connection, values: list[str]) -> int:
+        time.sleep(0.3)
+        return _insert(conn, values)
+
+    path = _db(tmp_path)
+    writer = SqliteDirect(path, busy_timeout_ms=5000)
+    try:
+        first = asyncio.create_task(writer.transaction(slow, ["slow"]))  # opens: in the thread
+        await asyncio.sleep(0.1)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert await writer.transaction(_insert, ["next"]) == 1  # behind it, in the thread
+        assert await writer.transaction(_insert, ["then"]) == 1  # the thread is done: the loop
+        assert writer.on_loop == 1
+    finally:
+        await writer.close()
+    with sqlite3.connect(path) as conn:
+        assert [v for (v,) in conn.execute("SELECT v FROM t ORDER BY id")] == [
+            "slow", "next", "then"]

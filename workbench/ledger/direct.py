@@ -33,7 +33,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
@@ -83,8 +83,9 @@ class SqliteDirect:
         self._executor = ThreadPoolExecutor(
             1, thread_name_prefix=f"workbench-sqlite-{'reader' if reader else 'writer'}"
         )
-        #: calls queued for or running in the thread (the connection is theirs meanwhile)
-        self._in_thread = 0
+        #: the call sent to the thread last: until it is done, the connection is the thread's
+        #: (its caller may be gone, cancelled: the thread runs it all the same)
+        self._in_thread: Future[Any] | None = None
         #: calls run on the loop, and those that found the lock taken and waited in the thread
         self.on_loop = 0
         self.waited = 0
@@ -144,7 +145,7 @@ class SqliteDirect:
 
     async def _call(self, run: Callable[..., T], fn: Any, arg: Any, doing: str) -> T:
         try:
-            if self._conn is not None and not self._in_thread:
+            if self._conn is not None and (self._in_thread is None or self._in_thread.done()):
                 try:
                     out = run(fn, arg)
                 except sqlite3.OperationalError as exc:
@@ -155,12 +156,9 @@ class SqliteDirect:
                     self.on_loop += 1
                     self._committed()
                     return out
-            self._in_thread += 1
-            try:
-                out = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._waiting, run, fn, arg)
-            finally:
-                self._in_thread -= 1
+            # one thread, in order: once the last call sent there is done, all are
+            self._in_thread = self._executor.submit(self._waiting, run, fn, arg)
+            out = await asyncio.wrap_future(self._in_thread)
         except sqlite3.Error as exc:
             detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             raise LedgerError(f"ledger error while {doing}: {detail}") from exc
