@@ -9,6 +9,7 @@ import pytest_asyncio
 
 from workbench import Workbench
 from workbench.queue import jobs as queue
+from workbench.queue.arq_adapter import QueueRedis, open_pool
 
 
 @pytest_asyncio.fixture
@@ -17,5 +18,13 @@ async def redis(wb: Workbench) -> AsyncIterator[Any]:
     server)."""
     await wb.batches()
     pool = await queue.connect(wb.settings)
+    yield pool
+    await pool.aclose()
+
+
+@pytest_asyncio.fixture
+async def embedded_pool(embedded_redis: str) -> AsyncIterator[QueueRedis]:
+    """A pool on the embedded Redis alone (no ledger, one backend): for the pacer's scripts."""
+    pool = await open_pool(embedded_redis, "wbqueue")
     yield pool
     await pool.aclose()

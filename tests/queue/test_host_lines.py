@@ -8,7 +8,7 @@ import itertools
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
@@ -16,7 +16,7 @@ from aiohttp import web
 from workbench import Workbench
 from workbench.core.settings import Settings
 from workbench.pipeline.cpu import CpuPool
-from workbench.queue.arq_adapter import QueueRedis, open_pool, paced_key
+from workbench.queue.arq_adapter import QueueRedis, paced_key
 from workbench.queue.hosts import RedisHostPacer, host_rows
 from workbench.queue.jobs import job_id
 
@@ -24,10 +24,8 @@ H = "line.example"
 
 
 @pytest.fixture
-async def redis(embedded_redis: str) -> AsyncIterator[QueueRedis]:
-    pool = await open_pool(embedded_redis, "wblines")
-    yield pool
-    await pool.aclose()
+def redis(embedded_pool: QueueRedis) -> QueueRedis:
+    return embedded_pool  # not conftest's ``redis``: these tests need no ledger, one backend
 
 
 async def _setup(redis: QueueRedis, items: list[int]) -> tuple[RedisHostPacer, Settings]:

@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
 from workbench.core.settings import Settings
 from workbench.queue import hosts
-from workbench.queue.arq_adapter import QueueRedis, open_pool
+from workbench.queue.arq_adapter import QueueRedis
 from workbench.queue.hosts import RedisHostPacer, host_rows
 from workbench.queue.rides import Rides
 
@@ -21,10 +20,8 @@ H = "rides.example"
 
 
 @pytest.fixture
-async def redis(embedded_redis: str) -> AsyncIterator[QueueRedis]:
-    pool = await open_pool(embedded_redis, "wbrides")
-    yield pool
-    await pool.aclose()
+def redis(embedded_pool: QueueRedis) -> QueueRedis:
+    return embedded_pool  # not conftest's ``redis``: these tests need no ledger, one backend
 
 
 def _pacer(redis: QueueRedis) -> tuple[RedisHostPacer, Settings]:

@@ -150,8 +150,6 @@ class Rides:
         return replies
 
     def _failed(self, calls: list[_Call], exc: BaseException) -> None:
-        if not calls:
-            return
         log.warning("calls sent later failed", calls=len(calls), what=self._what,
                     error=f"{type(exc).__name__}: {exc}"[:300])
         for *_, on_error in calls:
